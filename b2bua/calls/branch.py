@@ -1,0 +1,112 @@
+"""One B-leg branch: our INVITE to one target, with its own Call-ID and tags.
+
+Nothing of the A-leg's routing (Via, Route, Record-Route, Contact, Call-ID,
+tags, CSeq) is copied; bodies and a few end-to-end headers are.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from b2bua.calls.targets import Destination
+from b2bua.sip.dialog import Dialog
+from b2bua.sip.digest import build_authorization, choose_challenge
+from b2bua.sip.headers import NameAddr
+from b2bua.sip.message import Headers, Request, Response, generate_call_id, generate_tag
+from b2bua.sip.uri import parse_uri
+
+if TYPE_CHECKING:
+    from b2bua.calls.context import TrunkCredentials
+
+# End-to-end headers of the caller's INVITE that the callee should see.
+PASSED_HEADERS = ("Content-Type", "Content-Disposition", "Subject", "Priority", "Accept",
+                  "Allow", "Alert-Info", "Call-Info", "Privacy")
+IDENTITY_HEADERS = ("P-Asserted-Identity", "Remote-Party-ID")
+
+
+class BranchState(enum.Enum):
+    CALLING = "calling"          # INVITE sent, nothing heard
+    PROCEEDING = "proceeding"    # a provisional arrived: the target is alive
+    ANSWERED = "answered"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+
+
+ACTIVE = frozenset({BranchState.CALLING, BranchState.PROCEEDING, BranchState.CANCELLING})
+
+
+class Branch:
+    """The UAC side of one target."""
+
+    __slots__ = ("dest", "request", "tx", "dialog", "state", "status", "call_id", "from_tag",
+                 "cseq", "timer_c", "auth_tried", "trunk", "died", "created_at", "cancel_at_once")
+
+    def __init__(self, dest: Destination, trunk: str | None = None) -> None:
+        self.dest = dest
+        self.request: Request | None = None
+        self.tx: Any = None
+        self.dialog: Dialog | None = None
+        self.state = BranchState.CALLING
+        self.status: int | None = None
+        self.call_id = generate_call_id()
+        self.from_tag = generate_tag()
+        self.cseq = 1
+        self.timer_c: Any = None
+        self.auth_tried = False
+        self.trunk = trunk
+        self.died = False
+        """Ended by a timeout or transport error, not by an answer of the target."""
+        self.created_at = 0.0
+        self.cancel_at_once = False
+        """A missed-call INVITE: CANCEL it as soon as it is sent (iOS wake rule)."""
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    def __repr__(self) -> str:
+        return f"<Branch {self.dest.request_uri} {self.state.value}>"
+
+    def build_invite(self, a_request: Request, contact: str, max_forwards: int,
+                     pass_identity: bool, to_uri: str | None = None) -> Request:
+        """Our INVITE for this branch, from the caller's (no Via: the layer adds it)."""
+        caller = a_request.from_
+        from_addr = NameAddr(caller.uri, caller.display, {"tag": self.from_tag})
+        to_addr = NameAddr(parse_uri(to_uri or self.dest.request_uri))
+        fields = [("Route", route) for route in self.dest.routes]
+        fields += [
+            ("Max-Forwards", str(max_forwards)),
+            ("From", str(from_addr)),
+            ("To", str(to_addr)),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{self.cseq} INVITE"),
+            ("Contact", contact),
+        ]
+        names = PASSED_HEADERS + (IDENTITY_HEADERS if pass_identity else ())
+        for name in names:
+            fields += [(name, value) for value in a_request.headers.lines(name)]
+        self.request = Request("INVITE", parse_uri(self.dest.request_uri), Headers(fields),
+                               a_request.body)
+        return self.request
+
+    def authenticated_retry(self, response: Response, credentials: TrunkCredentials) -> Request | None:
+        """The INVITE again with digest credentials for a 401/407, once."""
+        if self.auth_tried or self.request is None:
+            return None
+        name = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        challenge = choose_challenge(response.headers.get_all(name))
+        if challenge is None:
+            return None
+        self.auth_tried = True
+        self.cseq += 1
+        uri = str(self.request.uri)
+        value = build_authorization(challenge, "INVITE", uri, credentials.username,
+                                    credentials.password, secrets.token_hex(8))
+        headers = self.request.headers.copy()
+        headers.remove("Via")
+        headers.set("CSeq", f"{self.cseq} INVITE")
+        headers.add("Authorization" if response.status == 401 else "Proxy-Authorization", value)
+        self.request = Request("INVITE", self.request.uri, headers, self.request.body)
+        return self.request

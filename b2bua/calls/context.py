@@ -1,0 +1,59 @@
+"""What a Call needs from the rest of the process, passed in as one object.
+
+Keeping it explicit (instead of reaching into the service) is what lets the
+unit tests build a Call with a ``Clock``, an in-memory store and a fake
+transaction layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IReactorTime
+
+from b2bua.registrar.events import BindingEvents
+from b2bua.store.bindings import Binding
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """Timers and policies, from [calls], [push] and [sip] of the config."""
+
+    ring_timeout: float = 120.0
+    timer_c: float = 180.0
+    max_duration: float = 3 * 3600.0
+    wake_timeout: float = 30.0
+    ringback: str = "180"
+    call_ended_push: bool = False
+    max_forwards: int = 70
+    server_header: str = "b2bua"
+    ack_timeout: float = 32.0
+    pass_identity: bool = True
+    """Copy P-Asserted-Identity / Remote-Party-ID from the A-leg to the B-leg."""
+
+
+@dataclass(frozen=True)
+class TrunkCredentials:
+    """Digest credentials we answer a trunk's 401/407 with (never logged)."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass
+class CallServices:
+    """Collaborators shared by every call of the process."""
+
+    layer: Any                                   # TransactionLayer
+    clock: IReactorTime
+    reactor: Any                                 # for resolving host names
+    events: BindingEvents
+    list_bindings: Callable[[str], list[Binding]]     # aor -> live bindings
+    aor_for: Callable[[str], str]                 # user name -> AOR key
+    flow_for: Callable[[Binding], object | None]  # binding -> live connection
+    contact_for: Callable[[str], str]             # transport -> our Contact URI
+    notifier: Any | None = None                   # PushNotifierRegistry
+    write_cdr: Callable[[Any], object] | None = None
+    settings: CallSettings = field(default_factory=CallSettings)
+    trunk_credentials: dict[str, TrunkCredentials] = field(default_factory=dict)

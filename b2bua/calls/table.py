@@ -1,0 +1,297 @@
+"""The live calls of the process, and where a new INVITE becomes a Call.
+
+A new INVITE is authenticated here first: from a configured trunk address
+it is accepted as is; from anywhere else it must carry digest credentials of
+a local user (407 otherwise), so that no INVITE reaches a trunk without
+authentication.  Then the router chain decides, and the decision becomes
+branches (or a wake-up) of a new Call.  Responses and timeouts find their
+call through the transaction's context; in-dialog requests by Call-ID.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from b2bua.calls.call import Call
+from b2bua.calls.context import CallServices
+from b2bua.calls.targets import resolve_uri
+from b2bua.calls.wakeup import WakeUp
+from b2bua.routing import LocalUser, Reject, RequestView, Targets, ToTrunk
+from b2bua.sip.addressing import Source
+from b2bua.sip.digest import AuthStatus
+from b2bua.sip.message import Request, Response, generate_tag, make_response
+from b2bua.sip.uri import SipUri, parse_uri
+from b2bua.store.cdrs import Cdr
+
+
+class CallTable:
+    """Implements the core's ``CallHandler``."""
+
+    log = Logger()
+
+    def __init__(self, services: CallServices, chain: Any, trunks: list[Any],
+                 authenticator: Any = None, lookup_ha1: Callable[..., Any] | None = None) -> None:
+        self.services = services
+        self.chain = chain
+        self.trunks = list(trunks)
+        self.authenticator = authenticator
+        self.lookup_ha1 = lookup_ha1
+        self.calls: dict[str, Call] = {}          # A-leg Call-ID -> call
+        self.b_legs: dict[str, Call] = {}         # B-leg Call-ID -> call
+        self.completed: dict[int, int] = {}       # final status -> count (metrics)
+        self.calls_started = 0
+
+    # -- who is calling -----------------------------------------------------
+
+    def trunk_for(self, source: Source) -> str | None:
+        try:
+            ip = ipaddress.ip_address(source.address[0])
+        except ValueError:
+            return None
+        for trunk in self.trunks:
+            if any(ip in net for net in trunk.accept_from):
+                return str(trunk.name)
+        return None
+
+    def _authenticate(self, tx: Any, request: Request, source: Source) -> str | None:
+        """The local user behind ``request``; None after answering 407/403."""
+        layer = self.services.layer
+        server = self.services.settings.server_header
+        if self.authenticator is None or self.lookup_ha1 is None:
+            layer.send_response(tx, make_response(request, 403, "Forbidden", to_tag=generate_tag()))
+            return None
+        values = request.headers.get_all("Proxy-Authorization")
+        stale = False
+        for value in values:
+            result = self.authenticator.verify(value, "INVITE", self.lookup_ha1)
+            if result.status is AuthStatus.OK:
+                return str(result.username)
+            stale = stale or result.status is AuthStatus.STALE
+        if values and not stale:
+            self.log.info("INVITE {call_id} from {peer}: bad credentials",
+                          call_id=request.call_id, peer=source.address)
+        extra = [("Proxy-Authenticate", v) for v in self.authenticator.challenges(stale)]
+        layer.send_response(tx, make_response(request, 407, "Proxy Authentication Required",
+                                              to_tag=generate_tag(),
+                                              extra=[("Server", server), *extra]))
+        return None
+
+    # -- CallHandler ----------------------------------------------------------------
+
+    def new_call(self, tx: Any, request: Request, source: Source) -> None:
+        trunk = self.trunk_for(source)
+        user = None
+        if trunk is None:
+            user = self._authenticate(tx, request, source)
+            if user is None:
+                return
+        call = Call(self.services, tx, request, source, caller=user, trunk=trunk)
+        tx.context = call
+        self.calls[request.call_id] = call
+        self.calls_started += 1
+        call.on_finished.append(self._finished)
+        call.respond_a(100, "Trying")
+        self.log.info("call {call_id}: INVITE {ruri} from {peer} ({who})",
+                      call_id=request.call_id, ruri=str(request.uri), peer=source.address,
+                      who=f"trunk {trunk}" if trunk else f"user {user}")
+        view = RequestView.from_request(request, source, authenticated_user=user, trunk=trunk)
+        d = self.chain.route(view)
+        d.addCallback(self._routed, call)
+        d.addErrback(self._call_error, call)
+
+    def _routed(self, decision: Any, call: Call) -> None:
+        if call.finished:
+            return
+        if isinstance(decision, Reject):
+            call.route_text = f"reject {decision.status}"
+            call.fail(decision.status, decision.reason, by="router")
+        elif isinstance(decision, LocalUser):
+            self._to_user(call, decision)
+        elif isinstance(decision, Targets):
+            call.route_text = "targets " + " ".join(decision.uris)
+            self._to_uris(call, list(decision.uris), decision.parallel)
+        elif isinstance(decision, ToTrunk):
+            self._to_trunk(call, decision)
+        else:
+            call.fail(500, "Bad Routing Decision")
+
+    def _to_user(self, call: Call, decision: LocalUser) -> None:
+        services = self.services
+        aor = services.aor_for(decision.name)
+        call.callee = decision.name
+        call.route_text = f"user {decision.name}"
+        if decision.fallback is not None:
+            call.fallback = lambda: self._routed(decision.fallback, call)
+        bindings = services.list_bindings(aor)
+        if not bindings:
+            if call.fallback is not None:
+                fallback, call.fallback = call.fallback, None
+                fallback()
+                return
+            call.fail(480, "Temporarily Unavailable", by="callee")
+            return
+        call.wakeup = WakeUp(call, decision.name, aor)
+        call.wakeup.start(bindings)
+        self._index_branches(call)
+
+    def _to_uris(self, call: Call, uris: list[str], parallel: bool,
+                 trunk: str | None = None) -> None:
+        d = defer.gatherResults([resolve_uri(u, self.services.reactor) for u in uris],
+                                consumeErrors=True)
+
+        def go(destinations: list[Any]) -> None:
+            if call.finished:
+                return
+            if trunk is None:
+                call.routed(destinations, parallel=parallel)
+            else:
+                call.routed([], route=call.route_text)
+                for dest in destinations:
+                    call.fork(dest, trunk=trunk)
+            self._index_branches(call)
+
+        d.addCallback(go)
+        d.addErrback(lambda f: call.fail(502, "Bad Gateway") if not call.finished else None)
+
+    def _to_trunk(self, call: Call, decision: ToTrunk) -> None:
+        trunk = next((t for t in self.trunks if t.name == decision.trunk), None)
+        if trunk is None:
+            call.fail(500, "Unknown Trunk")
+            return
+        base = parse_uri(trunk.uri)
+        assert isinstance(base, SipUri)
+        uri = base.with_(user=decision.user)
+        call.route_text = f"trunk {trunk.name} {decision.user}"
+        self._to_uris(call, [str(uri)], True, trunk=trunk.name)
+
+    def _index_branches(self, call: Call) -> None:
+        for branch in call.branches:
+            self.b_legs[branch.call_id] = call
+
+    def _call_error(self, failure: Any, call: Call) -> None:
+        self.log.failure("call {call_id} failed", failure, call_id=call.call_id)
+        call.fail(500, "Server Internal Error", by="error")
+
+    def _finished(self, call: Call) -> None:
+        """A call reached a final state: count it, record it, drop it from the tables.
+
+        Its remaining transactions (a BYE, a CANCEL, a missed-call INVITE)
+        still find it through their context.
+        """
+        status = call.final_status or 0
+        self.completed[status] = self.completed.get(status, 0) + 1
+        self._write_cdr(call)
+        self._forget(call)
+
+    def _forget(self, call: Call) -> None:
+        self.calls.pop(call.call_id, None)
+        for branch in call.branches:
+            self.b_legs.pop(branch.call_id, None)
+
+    def _write_cdr(self, call: Call) -> None:
+        write = self.services.write_cdr
+        if write is None:
+            return
+        wake = call.wakeup
+        a = call.a_request
+        try:
+            write(Cdr(
+                call_id=call.call_id, started_at=call.started_at, from_uri=str(a.from_.uri),
+                to_uri=str(a.to.uri), caller=call.caller or call.trunk, callee=call.callee,
+                route=call.route_text, b_call_ids=tuple(b.call_id for b in call.branches),
+                branches=tuple({"target": b.dest.request_uri, "status": b.status}
+                               for b in call.branches),
+                answered_at=call.answered_at, ended_at=call.ended_at, status=call.final_status,
+                reason=call.state.value, ended_by=call.ended_by,
+                push_sent_at=wake.push_sent_at if wake else None,
+                push_outcome=wake.outcome_text if wake else None,
+                wake_register_at=wake.wake_register_at if wake else None,
+                invite_forked_at=wake.invite_forked_at if wake else None))
+        except Exception:
+            self.log.failure("writing the CDR of {call_id} failed", call_id=call.call_id)
+
+    # -- messages for existing calls ---------------------------------------------------
+
+    def in_dialog(self, tx: Any, request: Request, source: Source) -> bool:
+        call = self.calls.get(request.call_id) or self.b_legs.get(request.call_id)
+        if call is None:
+            return False
+        leg = call.leg_of(request)
+        if leg is None:
+            return False
+        self._guard(call, call.in_dialog_request, tx, request, leg)
+        return True
+
+    def cancel_received(self, tx: Any, cancel: Request) -> None:
+        call = tx.context
+        if isinstance(call, Call):
+            self._guard(call, call.caller_cancelled)
+
+    def ack_received(self, request: Request, source: Source) -> None:
+        call = self.calls.get(request.call_id)
+        if call is not None and request.to.tag == call.a_tag:
+            self._guard(call, call.a_ack, request)
+            return
+        call = self.b_legs.get(request.call_id)
+        if call is not None:
+            self._guard(call, call.b_ack, request)
+
+    def response_received(self, tx: Any, response: Response) -> None:
+        context = tx.context
+        if not isinstance(context, tuple):
+            return
+        call, what = context
+        if what == "relay":
+            self._guard(call, call.relay_response, tx, response)
+        elif what == "bye":
+            return
+        else:
+            self._guard(call, call.branch_response, what, response)
+            self._index_branches(call)
+
+    def transaction_timeout(self, tx: Any) -> None:
+        self._tx_failed(tx, 408)
+
+    def transport_error(self, tx: Any) -> None:
+        self._tx_failed(tx, 503)
+
+    def _tx_failed(self, tx: Any, status: int) -> None:
+        context = tx.context
+        if isinstance(context, Call):      # server tx: our 2xx was never ACKed
+            if status == 408:
+                self._guard(context, context.hangup, "no-ack")
+            return
+        if not isinstance(context, tuple):
+            return
+        call, what = context
+        if what == "relay":
+            self._guard(call, call.relay_failed, tx, status)
+        elif what == "bye":
+            return
+        elif status == 408:
+            self._guard(call, call.branch_timeout, what)
+        else:
+            self._guard(call, call.branch_transport_error, what)
+
+    def _guard(self, call: Call, method: Callable[..., Any], *args: Any) -> None:
+        """Run one step of a call; an exception ends that call (500), nothing else."""
+        try:
+            method(*args)
+        except Exception:
+            self.log.failure("call {call_id}: internal error", call_id=call.call_id)
+            try:
+                if call.state.value in ("routing", "proceeding"):
+                    call.fail(500, "Server Internal Error", by="error")
+                elif call.state.value == "answered":
+                    call.hangup("error")
+            except Exception:
+                self.log.failure("call {call_id}: cleanup failed", call_id=call.call_id)
+            finally:
+                self._forget(call)
+
+    def active_calls(self) -> list[Call]:
+        return [c for c in self.calls.values() if not c.finished]

@@ -1,0 +1,79 @@
+"""Where a B-leg INVITE goes: the Request-URI, the next-hop address, the flow.
+
+A registered phone is reached where its REGISTER came from (NAT: the
+received address and port, over the same connection if it is still open);
+a URI target is reached at its host and port, resolved without blocking.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from twisted.internet import defer
+
+from b2bua.sip.addressing import Address
+from b2bua.sip.uri import SipUri, parse_uri
+from b2bua.store.bindings import Binding
+
+DEFAULT_PORT = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One B-leg target: what goes in the Request-URI and where the bytes go."""
+
+    request_uri: str
+    address: Address
+    transport: str
+    flow: object | None = None
+    routes: tuple[str, ...] = ()
+    binding: Binding | None = None
+
+    @property
+    def device(self) -> str | None:
+        """What identifies the phone across re-registrations (instance, else token)."""
+        if self.binding is None:
+            return None
+        return self.binding.instance_id or self.binding.push_token or self.binding.contact
+
+
+def binding_destination(binding: Binding, flow: object | None) -> Destination:
+    """Reach a registered contact where its REGISTER came from."""
+    transport = (binding.source_transport or "UDP").upper()
+    host = binding.source_host
+    port = binding.source_port
+    if not host or not port:
+        uri = parse_uri(binding.contact)
+        assert isinstance(uri, SipUri)
+        host = _bare(uri.host)
+        port = uri.port or DEFAULT_PORT.get(transport, 5060)
+    return Destination(binding.contact, (host, port), transport, flow, tuple(binding.path),
+                       binding)
+
+
+def uri_transport(uri: SipUri) -> str:
+    transport = (uri.transport or "").upper()
+    if transport:
+        return transport
+    return "TLS" if uri.scheme == "sips" else "UDP"
+
+
+def resolve_uri(uri_text: str, reactor: object) -> defer.Deferred:
+    """A Deferred Destination for a URI target; host names resolved by the reactor."""
+    uri = parse_uri(uri_text)
+    if not isinstance(uri, SipUri):
+        return defer.fail(ValueError(f"cannot route to {uri_text}"))
+    transport = uri_transport(uri)
+    host = _bare(uri.params.get("maddr") or uri.host)
+    port = uri.port or DEFAULT_PORT.get(transport, 5060)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        d = reactor.resolve(host)  # type: ignore[attr-defined]
+        return d.addCallback(lambda ip: Destination(uri_text, (ip, port), transport))
+    return defer.succeed(Destination(uri_text, (host, port), transport))
+
+
+def _bare(host: str) -> str:
+    return host[1:-1] if host.startswith("[") else host

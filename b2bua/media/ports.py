@@ -1,0 +1,86 @@
+"""RTP port allocation over a configured range of even ports (RFC 3550 11: RTCP on port + 1)."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Protocol
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from b2bua.media.rtp import MediaError
+
+
+class PortsExhausted(MediaError):
+    """No free RTP port: the call gets 503 rather than one-way audio."""
+
+    status = 503
+    reason = "Service Unavailable"
+
+
+class UDPReactor(Protocol):
+    """What ``listen`` needs of a reactor (``IReactorUDP.listenUDP``)."""
+
+    def listenUDP(self, port: int, protocol: DatagramProtocol, interface: str = "",
+                  maxPacketSize: int = 8192) -> IListeningPort: ...
+
+
+class UDPClockReactor(UDPReactor, Protocol):
+    """``IReactorUDP`` plus ``IReactorTime``: what the ringback sender and relay run on."""
+
+    def seconds(self) -> float: ...
+
+    def callLater(self, delay: float, callable: Callable[..., object], *args: object,
+                  **kw: object) -> IDelayedCall: ...
+
+
+class PortAllocator:
+    """Even ports in ``[low, high]``; each allocation also reserves port + 1 for RTCP.
+
+    Ports come back in least-recently-released order so that late packets of an ended call
+    do not land in the next call that would otherwise reuse the same port at once.
+    """
+
+    log = Logger()
+
+    def __init__(self, low: int, high: int) -> None:
+        first = low + (low % 2)
+        if not 1024 <= first <= high <= 65535:
+            raise ValueError("RTP port range must be within 1024-65535 and hold an even port")
+        self._free: deque[int] = deque(range(first, high, 2))  # port + 1 must be <= high
+        if not self._free:
+            raise ValueError("RTP port range %d-%d holds no even/odd pair" % (low, high))
+        self._used: set[int] = set()
+        self.capacity = len(self._free)
+
+    @property
+    def available(self) -> int:
+        return len(self._free)
+
+    def allocate(self) -> int:
+        if not self._free:
+            raise PortsExhausted("all %d RTP ports in use" % self.capacity)
+        port = self._free.popleft()
+        self._used.add(port)
+        return port
+
+    def release(self, port: int) -> None:
+        """Give ``port`` back; releasing one not allocated is a bug in the caller."""
+        if port not in self._used:
+            raise ValueError("port %d was not allocated" % port)
+        self._used.remove(port)
+        self._free.append(port)
+
+    def listen(self, reactor: UDPReactor, protocol: DatagramProtocol,
+               interface: str = "") -> IListeningPort:
+        """Allocate and bind; a port another program holds goes to the back of the queue."""
+        for _ in range(len(self._free)):
+            port = self.allocate()
+            try:
+                return reactor.listenUDP(port, protocol, interface)
+            except CannotListenError:
+                self.log.warn("RTP port {port} busy, skipping it", port=port)
+                self.release(port)
+        raise PortsExhausted("no bindable RTP port left")

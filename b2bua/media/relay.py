@@ -1,0 +1,222 @@
+"""RTP relay anchoring one call's audio: caller side (A) and callee side (B), one port each.
+
+While the callee rings, the A port plays ringback tone; when the call is answered the same A
+port carries the callee's audio instead, so the SDP the caller got in the 183 stays true in
+the 200.  Both sides latch (symmetric RTP): the first RTP packet from an expected host fixes
+the peer address, later packets from anywhere else are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Iterable
+
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from b2bua.media.g711 import G711Law
+from b2bua.media.ports import PortAllocator, UDPClockReactor
+from b2bua.media.ringback import RingbackSender
+from b2bua.media.rtp import Address, MediaError, SymmetricPeer, looks_like_rtp
+
+
+class RelayState(enum.Enum):
+    IDLE = "idle"            # no ports yet
+    LISTENING = "listening"  # ports bound, nothing sent (A->B forwarding off until bridged)
+    RINGBACK = "ringback"    # tone to the caller on the A port
+    BRIDGED = "bridged"      # audio relayed both ways
+    STOPPED = "stopped"      # ports closed and released
+
+
+class RelayInput(enum.Enum):
+    START = "start"
+    PLAY = "play"
+    BRIDGE = "bridge"
+    STOP = "stop"
+
+
+class Side(enum.Enum):
+    CALLER = "a"
+    CALLEE = "b"
+
+    @property
+    def other(self) -> Side:
+        return Side.CALLEE if self is Side.CALLER else Side.CALLER
+
+
+class RelayStateError(MediaError):
+    """A relay input that makes no sense in its state: a bug in the call layer."""
+
+
+_TRANSITIONS: dict[tuple[RelayState, RelayInput], RelayState] = {
+    (RelayState.IDLE, RelayInput.START): RelayState.LISTENING,
+    (RelayState.IDLE, RelayInput.STOP): RelayState.STOPPED,
+    (RelayState.LISTENING, RelayInput.PLAY): RelayState.RINGBACK,
+    (RelayState.LISTENING, RelayInput.BRIDGE): RelayState.BRIDGED,
+    (RelayState.LISTENING, RelayInput.STOP): RelayState.STOPPED,
+    (RelayState.RINGBACK, RelayInput.BRIDGE): RelayState.BRIDGED,
+    (RelayState.RINGBACK, RelayInput.STOP): RelayState.STOPPED,
+    (RelayState.BRIDGED, RelayInput.BRIDGE): RelayState.BRIDGED,  # callee re-answers (re-INVITE)
+    (RelayState.BRIDGED, RelayInput.STOP): RelayState.STOPPED,
+    (RelayState.STOPPED, RelayInput.STOP): RelayState.STOPPED,
+}
+
+
+@dataclass
+class LegCounters:
+    """Per side: what arrived on its port and what was sent out of it."""
+
+    received: int = 0        # datagrams that arrived on this side's port
+    forwarded: int = 0       # of those, relayed out of the other side
+    dropped_source: int = 0  # from an address that is not (or no longer) this side's peer
+    dropped_junk: int = 0    # not RTP/RTCP version 2
+    dropped_unbridged: int = 0  # valid, but nowhere to go yet (ringing, or no peer address)
+    bytes_forwarded: int = 0
+
+
+class _Endpoint(DatagramProtocol):
+    """One relay port: hands every datagram to the relay with its side."""
+
+    def __init__(self, relay: RtpRelay, side: Side) -> None:
+        self._relay = relay
+        self._side = side
+
+    def datagramReceived(self, datagram: bytes, addr: Address) -> None:
+        self._relay.datagram_received(self._side, datagram, addr)
+
+
+class RtpRelay:
+    """Two UDP ports anchoring one call; see the module docstring for the life cycle.
+
+    ``start()`` binds both ports (``caller_port`` goes into the caller's SDP, ``callee_port``
+    into the callee's), ``set_peer`` gives each side its SDP address, ``play_ringback``
+    starts tone, ``bridge`` switches to relaying, ``stop`` releases everything.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: UDPClockReactor, ports: PortAllocator,
+                 interface: str = "") -> None:
+        self._reactor = reactor
+        self._ports = ports
+        self._interface = interface
+        self.state = RelayState.IDLE
+        self._listening: dict[Side, IListeningPort] = {}
+        self.peers: dict[Side, SymmetricPeer] = {s: SymmetricPeer(None) for s in Side}
+        self.counters: dict[Side, LegCounters] = {s: LegCounters() for s in Side}
+        self.ringback: RingbackSender | None = None
+
+    def _input(self, event: RelayInput) -> None:
+        try:
+            self.state = _TRANSITIONS[(self.state, event)]
+        except KeyError:
+            raise RelayStateError("relay cannot %s when %s"
+                                  % (event.value, self.state.value)) from None
+
+    def start(self) -> None:
+        """Bind the caller and callee ports; on failure nothing stays allocated."""
+        self._input(RelayInput.START)
+        try:
+            for side in Side:
+                self._listening[side] = self._ports.listen(
+                    self._reactor, _Endpoint(self, side), self._interface)
+        except Exception:
+            self._input(RelayInput.STOP)
+            self._close()
+            raise
+
+    def port(self, side: Side) -> int:
+        return int(self._listening[side].getHost().port)
+
+    @property
+    def caller_port(self) -> int:
+        return self.port(Side.CALLER)
+
+    @property
+    def callee_port(self) -> int:
+        return self.port(Side.CALLEE)
+
+    def set_peer(self, side: Side, address: Address | None, hosts: Iterable[str] = ()) -> None:
+        """Where ``side`` said (in SDP) it receives, and which hosts may latch it.
+
+        Calling it again (a re-INVITE moved the media) drops the old latch.  A ringback
+        sender already playing keeps following the caller's new peer.
+        """
+        peer = SymmetricPeer(address, hosts)
+        self.peers[side] = peer
+        if side is Side.CALLER and self.ringback is not None:
+            self.ringback.peer = peer
+
+    def play_ringback(self, codec: G711Law, country: str, *,
+                      payload_type: int | None = None,
+                      silence_suppression: bool = False) -> RingbackSender:
+        """Start tone to the caller out of the caller port."""
+        sender = RingbackSender(self._reactor, codec, country, None,
+                                payload_type=payload_type, peer=self.peers[Side.CALLER],
+                                silence_suppression=silence_suppression)
+        self._input(RelayInput.PLAY)
+        sender.makeConnection(self._listening[Side.CALLER])
+        sender.start()
+        self.ringback = sender
+        return sender
+
+    def bridge(self) -> None:
+        """The callee answered (``set_peer(CALLEE, ...)`` first): stop tone, relay both ways."""
+        self._input(RelayInput.BRIDGE)
+        self._stop_ringback()
+
+    def stop(self) -> Deferred[None]:
+        """Stop tone, close both ports and release them; safe to call twice."""
+        self._input(RelayInput.STOP)
+        self._stop_ringback()
+        return self._close()
+
+    def _stop_ringback(self) -> None:
+        if self.ringback is not None:
+            self.ringback.stop()  # shares our transport: nothing to release
+            self.ringback = None
+
+    def _close(self) -> Deferred[None]:
+        listening, self._listening = self._listening, {}
+        if not listening:
+            return succeed(None)
+        waits = []
+        for port in listening.values():
+            # Release only once the socket is really closed, or a new call could fail to bind.
+            d: Deferred[object] = maybeDeferred(port.stopListening)
+            d.addBoth(self._release, port.getHost().port)
+            waits.append(d)
+        return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
+
+    def _release(self, result: object, number: int) -> object:
+        self._ports.release(number)
+        return result
+
+    def datagram_received(self, side: Side, datagram: bytes, source: Address) -> None:
+        """The relay's whole data path: gate, latch, forward."""
+        counters = self.counters[side]
+        counters.received += 1
+        if not looks_like_rtp(datagram):
+            counters.dropped_junk += 1
+            return
+        if not self.peers[side].accept(source):
+            counters.dropped_source += 1
+            return
+        if self.state is not RelayState.BRIDGED:
+            counters.dropped_unbridged += 1
+            return
+        other = side.other
+        destination = self.peers[other].destination
+        if destination is None:
+            counters.dropped_unbridged += 1
+            return
+        try:
+            self._listening[other].write(datagram, destination)  # type: ignore[attr-defined]
+        except OSError as error:
+            self.log.warn("relay send to {peer} failed: {error}", peer=destination, error=error)
+            return
+        counters.forwarded += 1
+        counters.bytes_forwarded += len(datagram)

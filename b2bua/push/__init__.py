@@ -1,0 +1,28 @@
+"""Push wake-up: VoIP pushes to sleeping phones (APNs over HTTP/2; FCM can be added).
+
+The call layer holds an :class:`IPushNotifier` (a :class:`PushNotifierRegistry`) and reads a
+:class:`PushOutcome` for every push; nothing here raises towards a call.
+"""
+
+from b2bua.push.apns_client import ApnsClient, ApnsEndpoint, ApnsStats, ApnsTimings
+from b2bua.push.apns_connection import ConnectionState
+from b2bua.push.jwt_token import ProviderToken
+from b2bua.push.notifier import (
+    ApnsNotifier,
+    IPushNotifier,
+    PushNotifierRegistry,
+    PushTarget,
+    apns_client_from_settings,
+    canonical_provider,
+    diagnostic_call_facts,
+)
+from b2bua.push.outcome import OutcomeKind, PushConfigError, PushOutcome, redact_token
+from b2bua.push.payload import MAX_VOIP_PAYLOAD, CallFacts, PushKind, apns_voip_topic, build_voip_push
+
+__all__ = [
+    "ApnsClient", "ApnsEndpoint", "ApnsNotifier", "ApnsStats", "ApnsTimings", "CallFacts",
+    "ConnectionState", "IPushNotifier", "MAX_VOIP_PAYLOAD", "OutcomeKind", "ProviderToken",
+    "PushConfigError", "PushKind", "PushNotifierRegistry", "PushOutcome", "PushTarget",
+    "apns_client_from_settings", "apns_voip_topic", "build_voip_push", "canonical_provider",
+    "diagnostic_call_facts", "redact_token",
+]

@@ -1,0 +1,174 @@
+"""Read the push token a phone announces in its REGISTER.
+
+Two forms exist in the field (see ``push-facts.md``):
+
+* ``X-MPUSH: PROVIDER:PACKAGE:TOKEN`` on every REGISTER.  The token itself may
+  contain ``:``, so only the first two colons split.  ``i`` is APNs (VoIP topic
+  = package + ".voip"), ``a`` is FCM; any other letter is kept as sent (never a
+  reason to refuse a REGISTER).  A token of ``null`` means "drop my push
+  binding" (apps that log out send it).
+* RFC 8599 Contact parameters ``pn-provider``/``pn-param``/``pn-prid``, mapped
+  onto the same letters so the rest of the product knows one vocabulary.
+
+Full tokens are secrets of a sort: repr() hides them; log ``short_token()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from b2bua.sip.errors import SipError
+
+__all__ = [
+    "APNS",
+    "FCM",
+    "MalformedPushToken",
+    "NullToken",
+    "PushBinding",
+    "RFC8599_PROVIDERS",
+    "UnsupportedPushProvider",
+    "parse_rfc8599",
+    "parse_x_mpush",
+    "short_token",
+]
+
+APNS = "i"
+FCM = "a"
+SOURCE_X_MPUSH = "x-mpush"
+SOURCE_RFC8599 = "rfc8599"
+RFC8599_PROVIDERS: Mapping[str, str] = {"apns": APNS, "fcm": FCM}
+"""RFC 8599 pn-provider values we accept, and the X-MPUSH letter each maps to."""
+
+
+class MalformedPushToken(ValueError):
+    """An X-MPUSH value or pn-* parameter set we cannot read."""
+
+
+class UnsupportedPushProvider(SipError):
+    """A ``pn-provider`` we cannot push through: RFC 8599 4.1.2 says answer 555
+    with ``Feature-Caps`` listing what we do support (see ``feature_caps``)."""
+
+    status = 555
+    reason = "Push Notification Service Not Supported"
+
+    def __init__(self, provider: str) -> None:
+        super().__init__()
+        self.provider = provider
+
+    @staticmethod
+    def feature_caps() -> str:
+        """``Feature-Caps`` value for the 555 (RFC 8599 12.2 ``sip.pns``)."""
+        return "*;+sip.pns=" + '"' + ",".join(RFC8599_PROVIDERS) + '"'
+
+    def __str__(self) -> str:
+        return f"unsupported push provider {self.provider!r}"
+
+
+@dataclass(frozen=True)
+class PushBinding:
+    """How to push one device.
+
+    ``provider`` is a letter ("i" APNs, "a" FCM, or an unknown one as sent);
+    ``topic`` is the APNs topic (package + ".voip"), None for other providers.
+    """
+
+    provider: str
+    package: str | None
+    token: str = field(repr=False)
+    topic: str | None
+    source: str  # "x-mpush" | "rfc8599"
+
+    @property
+    def is_apns(self) -> bool:
+        return self.provider.lower() == APNS
+
+    @property
+    def token_hint(self) -> str:
+        return short_token(self.token)
+
+
+@dataclass(frozen=True)
+class NullToken:
+    """``X-MPUSH: i:pkg:null``: the device asks to drop its push binding."""
+
+    provider: str
+    package: str
+    source: str = SOURCE_X_MPUSH
+
+
+def short_token(token: str) -> str:
+    """A loggable hint of a token: its first 6 and last 4 characters."""
+    if len(token) <= 12:
+        return "***"
+    return f"{token[:6]}...{token[-4:]}"
+
+
+def _voip_topic(provider: str, package: str | None) -> str | None:
+    if provider.lower() != APNS or not package:
+        return None
+    return package + ".voip"
+
+
+def parse_x_mpush(value: str | None) -> PushBinding | NullToken | None:
+    """Parse an ``X-MPUSH`` header value; None when the header is absent.
+
+    Raises ``MalformedPushToken`` when it is present but has fewer than three
+    parts or an empty one.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    parts = text.split(":", 2)
+    if len(parts) != 3:
+        raise MalformedPushToken(
+            f"X-MPUSH needs PROVIDER:PACKAGE:TOKEN, got {len(parts)} part(s)"
+        )
+    provider, package, token = (part.strip() for part in parts)
+    empty = [name for name, part in zip(("provider", "package", "token"), (provider, package, token)) if not part]
+    if empty:
+        raise MalformedPushToken(f"X-MPUSH has an empty {' and '.join(empty)}")
+    if token.lower() == "null":
+        return NullToken(provider, package)
+    return PushBinding(provider, package, token, _voip_topic(provider, package), SOURCE_X_MPUSH)
+
+
+def parse_rfc8599(contact_params: Mapping[str, str | None]) -> PushBinding | None:
+    """Read ``pn-provider``/``pn-param``/``pn-prid`` from Contact parameters.
+
+    None when there is no ``pn-provider``.  APNs' ``pn-param`` is
+    "TEAMID.topic"; we only send VoIP pushes, so the topic is always the
+    bundle id + ".voip" whether or not the phone wrote the suffix.  FCM's
+    ``pn-param`` (the project id) is kept as the package.  Raises
+    ``UnsupportedPushProvider`` (answer 555) or ``MalformedPushToken``.
+    """
+    params = {key.lower(): _unquote(item) for key, item in contact_params.items()}
+    provider_name = params.get("pn-provider")
+    if provider_name is None:
+        return None
+    provider = RFC8599_PROVIDERS.get(provider_name.lower())
+    if provider is None:
+        raise UnsupportedPushProvider(provider_name)
+    token = params.get("pn-prid")
+    if not token:
+        raise MalformedPushToken("pn-provider without pn-prid")
+    param = params.get("pn-param")
+    if provider == FCM:
+        return PushBinding(provider, param or None, token, None, SOURCE_RFC8599)
+    team, dot, topic = (param or "").partition(".")
+    if not team or not dot or not topic:
+        raise MalformedPushToken("APNs pn-param must be TEAMID.bundle.id[.voip]")
+    package = topic.removesuffix(".voip")
+    if not package:
+        raise MalformedPushToken("APNs pn-param has no bundle id")
+    return PushBinding(provider, package, token, package + ".voip", SOURCE_RFC8599)
+
+
+def _unquote(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    return unquote(text)

@@ -1,0 +1,417 @@
+"""REGISTER processing (RFC 3261 §10.3) with digest auth and push bindings.
+
+The checks run in the RFC's order, with two cheap syntactic ones first so
+that a request we could never accept is not challenged: the To URI must be a
+SIP/SIPS URI (400, RFC 4475 ``unksm2``) with a user part (404).  Then digest
+authentication (401; 403 for a throttled source; 403 when the authenticated
+user is not the AOR's user), the Contact/Expires rules (400, 423), RFC 8599
+(555), the Call-ID/CSeq ordering of step 7 (500), and only then any write.
+
+A binding carries what a later INVITE needs to reach a phone behind NAT: the
+packet's source, the listener it came in on, Path, and the stream connection
+(the *flow*).  Flows are live objects, so they stay in process memory keyed by
+binding id, never in SQLite.  With a ``BindingWriter`` the writes are batched
+and ``handle`` returns a Deferred that fires with the 200 only once the
+binding is durable; the binding events are published at that same moment.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from b2bua.registrar.contacts import (
+    ContactRequest,
+    RegisterRejected,
+    RegisterRequest,
+    other_instance,
+    read_register,
+    same_for_removal,
+    uri_equal,
+)
+from b2bua.registrar.events import BindingEvent, BindingEventKind, BindingEvents
+from b2bua.registrar.push_token import UnsupportedPushProvider, short_token
+from b2bua.sip.addressing import Source
+from b2bua.sip.digest import (
+    AuthStatus,
+    DigestAuthenticator,
+    FailureThrottle,
+    MalformedCredentials,
+    parse_auth_header,
+)
+from b2bua.sip.errors import SipError
+from b2bua.sip.message import Request, Response, generate_tag, make_response
+from b2bua.sip.uri import SipUri
+from b2bua.store.bindings import Binding, BindingChange, merge_binding, normalise_aor
+
+__all__ = ["Registrar", "RegisterRejected"]
+
+_PUSH_FIELDS = ("push_provider", "push_package", "push_topic", "push_token", "push_source")
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one Contact did, known once the write is durable."""
+
+    kind: BindingEventKind
+    binding: Binding
+    previous: Binding | None = None
+    dropped: tuple[Binding, ...] = ()  # other rows of the same contact, deleted
+
+
+class Registrar:
+    """The registrar of one domain: ``handle`` answers a REGISTER."""
+
+    log = Logger()
+
+    def __init__(self, users: Any, bindings: Any, auth: DigestAuthenticator,
+                 throttle: FailureThrottle | None, events: BindingEvents, clock: IReactorTime,
+                 domain: str, min_expires: int = 60, max_expires: int = 86400,
+                 default_expires: int = 3600) -> None:
+        """``users`` is a ``UserStore``; ``bindings`` a ``BindingStore`` (writes
+        return at once) or a ``BindingWriter`` (writes return Deferreds)."""
+        self.users = users
+        self.bindings = bindings
+        self.auth = auth
+        self.throttle = throttle
+        self.events = events
+        self.clock = clock
+        self.domain = domain.lower()
+        self.min_expires = min_expires
+        self.max_expires = max_expires
+        self.default_expires = default_expires
+        self._lookup_ha1 = users.ha1_lookup(auth.realm)
+        self._flows: dict[int, tuple[object, float]] = {}  # binding id -> (flow, expires_at)
+        self._purger: LoopingCall | None = None
+
+    # -- for the call layer and the transport ----------------------------------
+
+    def aor_for(self, user: str) -> str:
+        """The key bindings of ``user`` are stored under: ``sip:user@domain``."""
+        return normalise_aor("sip:%s@%s" % (user, self.domain))
+
+    def flow_for(self, binding: Binding | int) -> object | None:
+        """The live connection a binding registered over; None for UDP or a closed one."""
+        key = binding if isinstance(binding, int) else binding.id
+        entry = self._flows.get(key) if key is not None else None
+        if entry is None:
+            return None
+        if getattr(entry[0], "closed", False):
+            del self._flows[key]  # type: ignore[arg-type]
+            return None
+        return entry[0]
+
+    def forget_flow(self, flow: object) -> None:
+        """The transport lost this connection: stop offering it."""
+        for key in [k for k, (f, _) in self._flows.items() if f is flow]:
+            del self._flows[key]
+
+    # -- the purge timer --------------------------------------------------------
+
+    def start_purging(self, interval: float = 60.0) -> None:
+        """Delete expired bindings now and every ``interval`` seconds."""
+        if self._purger is not None:
+            return
+        self._purger = LoopingCall(self.purge)
+        self._purger.clock = self.clock
+        self._purger.start(interval, now=True).addErrback(
+            lambda failure: self.log.failure("binding purge loop stopped", failure))
+
+    def stop(self) -> None:
+        if self._purger is not None and self._purger.running:
+            self._purger.stop()
+        self._purger = None
+
+    def purge(self) -> Deferred[int]:
+        """Delete the bindings whose time is up; fires with how many went."""
+        now = self.clock.seconds()
+        for key in [k for k, (_, until) in self._flows.items() if until <= now]:
+            del self._flows[key]
+
+        def done(count: int) -> int:
+            if count:
+                self.log.info("purged {count} expired bindings", count=count)
+            return count
+
+        def failed(failure: Failure) -> int:
+            self.log.failure("purging expired bindings failed", failure)
+            return 0
+
+        return _deferred(self.bindings.purge_expired, now).addCallbacks(done, failed)
+
+    # -- REGISTER --------------------------------------------------------------------
+
+    def handle(self, request: Request, source: Source) -> Response | Deferred[Response]:
+        """Answer one REGISTER; a Deferred when the binding write is batched."""
+        try:
+            return self._handle(request, source)
+        except UnsupportedPushProvider as error:
+            self.log.info("REGISTER {call_id}: push provider {provider} not supported",
+                          call_id=_call_id(request), provider=error.provider)
+            return self._reply(request, error.status, error.reason,
+                               [("Feature-Caps", error.feature_caps())])
+        except RegisterRejected as error:
+            return self._reply(request, error.status, error.reason, error.extra)
+        except SipError as error:
+            return self._reply(request, error.status, error.reason)
+        except Exception:
+            self.log.failure("REGISTER {call_id} failed", call_id=_call_id(request))
+            return self._reply(request, 500)
+
+    def _handle(self, request: Request, source: Source) -> Response | Deferred[Response]:
+        aor_uri = request.to.uri
+        if not isinstance(aor_uri, SipUri):
+            raise RegisterRejected(400, "AOR Is Not A SIP URI")
+        if not aor_uri.user:
+            raise RegisterRejected(404, "Not Found")
+        challenge = self._authenticate(request, source, aor_uri.user)
+        if challenge is not None:
+            return challenge
+        user = aor_uri.user
+        aor = self.aor_for(user)
+        now = self.clock.seconds()
+        register = read_register(request, self.min_expires, self.max_expires,
+                                 self.default_expires, self.log)
+        incoming = [self._incoming(request, source, aor, user, c, now) for c in register.contacts]
+        plan = self._plan(request, register, incoming, aor, now)
+        ops: list[Any] = []
+        if register.star:
+            ops = [self._remove(old) for old in plan[0]]
+        for contact, binding, touched in zip(register.contacts, incoming, plan):
+            if contact.expires == 0:
+                ops.extend(self._remove(old) for old in touched)
+            else:
+                keep_push = not (register.null_push and contact.push is None)
+                ops.append(self._upsert(binding, touched, keep_push, source))
+        if not any(isinstance(op, Deferred) for op in ops):
+            return self._accepted(request, source, aor, ops, register.feature_caps)
+        done = gatherResults([_deferred(lambda op=op: op) for op in ops], consumeErrors=True)
+        return done.addCallbacks(
+            lambda results: self._accepted(request, source, aor, results, register.feature_caps),
+            lambda failure: self._write_failed(request, failure))
+
+    # -- authentication (steps 3 and 4) ------------------------------------------------
+
+    def _authenticate(self, request: Request, source: Source, to_user: str) -> Response | None:
+        """None when the request carries good credentials of the AOR's user."""
+        credentials = self._credentials(request)
+        if credentials is None:
+            return self._challenge(request, stale=False)
+        value, username = credentials
+        ip = source.address[0]
+        if self.throttle is not None and self.throttle.is_blocked(ip, username):
+            self.log.warn("REGISTER from {ip} as {user} refused: too many failures",
+                          ip=ip, user=username)
+            raise RegisterRejected(403, "Too Many Failed Authentications")
+        result = self.auth.verify(value, "REGISTER", self._lookup_ha1)
+        if result.status is AuthStatus.STALE:
+            return self._challenge(request, stale=True)
+        if result.status is AuthStatus.MALFORMED:
+            self.log.info("REGISTER from {ip}: malformed credentials ({why})",
+                          ip=ip, why=result.reason)
+            return self._challenge(request, stale=False)
+        if result.status is not AuthStatus.OK:
+            if self.throttle is not None:
+                self.throttle.record_failure(ip, username)
+            self.log.info("REGISTER from {ip}: authentication as {user} failed ({why})",
+                          ip=ip, user=username, why=result.reason)
+            return self._challenge(request, stale=False)
+        if self.throttle is not None:
+            self.throttle.record_success(ip, username)
+        if result.username != to_user:
+            self.log.warn("{user} tried to register another user's AOR", user=result.username)
+            raise RegisterRejected(403, "Forbidden: Not Your AOR")
+        return None
+
+    def _credentials(self, request: Request) -> tuple[str, str] | None:
+        """The Digest Authorization for our realm (else the first Digest one)."""
+        first: tuple[str, str] | None = None
+        for value in request.headers.get_all("Authorization"):
+            try:
+                scheme, params = parse_auth_header(value)
+            except MalformedCredentials:
+                continue
+            if scheme.lower() != "digest" or "username" not in params:
+                continue
+            if params.get("realm") == self.auth.realm:
+                return value, params["username"]
+            first = first or (value, params["username"])
+        return first
+
+    def _challenge(self, request: Request, stale: bool) -> Response:
+        extra = [("WWW-Authenticate", value) for value in self.auth.challenges(stale)]
+        return self._reply(request, 401, "Unauthorized", extra)
+
+    # -- step 7: what each Contact touches; Call-ID/CSeq ordering ----------------------
+
+    def _incoming(self, request: Request, source: Source, aor: str, user: str,
+                  contact: ContactRequest, now: float) -> Binding:
+        return Binding(
+            aor=aor, contact=contact.uri, expires_at=now + contact.expires, updated_at=now,
+            user=user, q=contact.q, call_id=request.call_id, cseq=request.cseq.number,
+            source_transport=source.transport.upper(), source_host=source.address[0],
+            source_port=source.address[1], local_host=source.local[0],
+            local_port=source.local[1], path=tuple(request.headers.get_all("Path")),
+            instance_id=contact.instance_id, reg_id=contact.reg_id,
+            user_agent=request.headers.get("User-Agent"),
+        ).with_push(contact.push)
+
+    def _plan(self, request: Request, register: RegisterRequest, incoming: list[Binding],
+              aor: str, now: float) -> list[list[Binding]]:
+        """Per Contact (one group of all bindings for ``*``), the bindings it
+        replaces or removes.  Raises step 7's 500 when one of them was written
+        under this Call-ID with a CSeq not lower than the request's: the whole
+        REGISTER then fails and nothing is written."""
+        existing = self.bindings.list_for_aor(aor, now)
+        if register.star:
+            plan = [list(existing)]
+        else:
+            plan = [_touched(existing, binding, contact.expires == 0)
+                    for contact, binding in zip(register.contacts, incoming)]
+        call_id, cseq = request.call_id, request.cseq.number
+        for group in plan:
+            for old in group:
+                if old.call_id == call_id and old.cseq is not None and cseq <= old.cseq:
+                    raise RegisterRejected(500, "Out Of Order REGISTER")
+        return plan
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _remove(self, old: Binding) -> Any:
+        return _then(self.bindings.remove_by_id(old.id),
+                     lambda _: _Outcome(BindingEventKind.REMOVED, old))
+
+    def _upsert(self, incoming: Binding, touched: list[Binding], keep_push: bool,
+                source: Source) -> Any:
+        """Write one binding.  Rows whose contact is the same URI spelt otherwise
+        (RFC 3261 §19.1.4) are folded into it: deleted, their token carried over."""
+        preview = merge_binding(touched, incoming, keep_push)
+        same_uri = [b for b in touched if b is not preview.replaced and b not in preview.removed]
+        if preview.replaced is None and same_uri and keep_push and not incoming.push_token:
+            donor = same_uri[0]
+            incoming = replace(incoming, **{name: getattr(donor, name) for name in _PUSH_FIELDS})
+        writes = [self.bindings.remove_by_id(b.id) for b in same_uri]
+        writes.append(self.bindings.upsert_change(incoming, keep_push))
+        old_flows = {b.id: self.flow_for(b) for b in touched}
+
+        def outcome(change: BindingChange) -> _Outcome:
+            new = change.binding
+            previous = change.replaced or (same_uri[0] if same_uri else None)
+            if previous is None:
+                previous = next((b for b in change.removed if not b.expired(new.updated_at)), None)
+            old_flow = old_flows.get(previous.id) if previous is not None else None
+            if previous is not None and old_flow is None:
+                old_flow = self.flow_for(previous)
+            kind = BindingEventKind.REFRESHED
+            if (previous is None or previous.expired(new.updated_at)
+                    or not uri_equal(previous.contact, new.contact)
+                    or _route(previous) != _route(new) or old_flow is not source.flow):
+                kind = BindingEventKind.ADDED
+            return _Outcome(kind, new, previous, (*change.removed, *same_uri))
+
+        if not any(isinstance(w, Deferred) for w in writes):
+            return outcome(writes[-1])
+        done = gatherResults([_deferred(lambda w=w: w) for w in writes], consumeErrors=True)
+        return done.addCallback(lambda results: outcome(results[-1]))
+
+    # -- answering (step 8) -----------------------------------------------------------------
+
+    def _accepted(self, request: Request, source: Source, aor: str, results: Iterable[Any],
+                  feature_caps: str | None) -> Response:
+        now = self.clock.seconds()
+        outcomes = [o for o in results if isinstance(o, _Outcome)]
+        for outcome in outcomes:
+            self._track_flow(outcome, source)
+        for outcome in outcomes:
+            binding = outcome.binding
+            self.log.debug(
+                "{kind} {aor} -> {contact} from {transport} {peer} push={push}",
+                kind=outcome.kind.value, aor=aor, contact=binding.contact,
+                transport=source.transport, peer=source.address,
+                push=short_token(binding.push_token) if binding.push_token else None)
+            self.events.publish(BindingEvent(outcome.kind, aor, binding, outcome.previous))
+        extra = [("Contact", _contact_value(b, now)) for b in self.bindings.list_for_aor(aor, now)]
+        extra.append(("Date", email.utils.formatdate(now, usegmt=True)))
+        paths = request.headers.get_all("Path")
+        if paths and any(tag.lower() == "path" for tag in request.supported):
+            extra.extend(("Path", value) for value in paths)
+            extra.append(("Supported", "path"))
+        if feature_caps is not None:
+            extra.append(("Feature-Caps", feature_caps))
+        return self._reply(request, 200, "OK", extra)
+
+    def _track_flow(self, outcome: _Outcome, source: Source) -> None:
+        for gone in (outcome.previous, *outcome.dropped):
+            if gone is not None and gone.id is not None and gone.id != outcome.binding.id:
+                self._flows.pop(gone.id, None)
+        binding_id = outcome.binding.id
+        if binding_id is None:
+            return
+        if outcome.kind is BindingEventKind.REMOVED or source.flow is None:
+            self._flows.pop(binding_id, None)
+        else:
+            self._flows[binding_id] = (source.flow, outcome.binding.expires_at)
+
+    def _write_failed(self, request: Request, failure: Failure) -> Response:
+        self.log.failure("REGISTER {call_id}: binding write failed", failure,
+                         call_id=_call_id(request))
+        return self._reply(request, 500, "Server Internal Error")
+
+    def _reply(self, request: Request, status: int, reason: str | None = None,
+               extra: Iterable[tuple[str, str]] = ()) -> Response:
+        return make_response(request, status, reason, to_tag=generate_tag(), extra=extra)
+
+
+def _touched(existing: Sequence[Binding], incoming: Binding, removal: bool) -> list[Binding]:
+    """The live bindings one Contact replaces (or removes, for ``expires=0``)."""
+    if removal:
+        return [b for b in existing if same_for_removal(b, incoming)]
+    change = merge_binding(existing, incoming, keep_push=True)
+    group = [change.replaced] if change.replaced is not None else []
+    group += [b for b in existing if b not in group and uri_equal(b.contact, incoming.contact)
+              and not other_instance(b, incoming)]
+    return group
+
+
+def _deferred(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    """``fn(*args)`` as a Deferred, whether it returned a value or a Deferred."""
+    try:
+        result = fn(*args)
+    except Exception:
+        return fail()
+    return result if isinstance(result, Deferred) else succeed(result)
+
+
+def _then(result: Any, fn: Callable[[Any], Any]) -> Any:
+    """``fn(result)`` now, or once the Deferred ``result`` fires."""
+    if isinstance(result, Deferred):
+        return result.addCallback(fn)
+    return fn(result)
+
+
+def _call_id(request: Request) -> str | None:
+    return request.headers.get("Call-ID")
+
+
+def _route(binding: Binding) -> tuple[Any, ...]:
+    return (binding.source_transport, binding.source_host, binding.source_port)
+
+
+def _contact_value(binding: Binding, now: float) -> str:
+    remaining = max(0, int(binding.expires_at - now + 0.5))
+    text = "<%s>;expires=%d" % (binding.contact, remaining)
+    if binding.q is not None:
+        text += ";q=%s" % ("%.3f" % binding.q).rstrip("0").rstrip(".")
+    if binding.instance_id:
+        text += ';+sip.instance="%s"' % binding.instance_id
+        if binding.reg_id is not None:
+            text += ";reg-id=%d" % binding.reg_id
+    return text

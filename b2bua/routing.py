@@ -1,0 +1,352 @@
+"""Routing: what a router sees, what it may decide, and the chain that asks them in turn.
+
+A router is any object providing `IRouter`. The chain asks each router in the configured
+order; the first one that does not decline decides (the shape of
+`twisted.names.resolve.ResolverChain`). Routers only read: they get a frozen `RequestView`
+and a `RouterContext`, never the message or the store, so a plugin cannot break a call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Union
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import Interface
+
+if TYPE_CHECKING:
+    from b2bua.sip.actions import Source
+    from b2bua.sip.message import Request
+
+
+# -- decisions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalUser:
+    """Deliver to the devices of a local user (waking them by push if needed).
+
+    `fallback` is where the call goes when no device answers the wake-up in time.
+    """
+
+    name: str
+    fallback: Decision | None = None
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Send the call to these URIs, forked in parallel or tried one after another."""
+
+    uris: tuple[str, ...]
+    parallel: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uris", tuple(self.uris))
+        if not self.uris:
+            raise ValueError("Targets needs at least one URI")
+
+
+@dataclass(frozen=True)
+class ToTrunk:
+    """Send the call out through a trunk, with `user` (the number) in the R-URI."""
+
+    trunk: str
+    user: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Answer the caller with this final status; `reason` None means the standard phrase."""
+
+    status: int
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.status <= 699:
+            raise ValueError(f"a rejection needs a 4xx-6xx status, not {self.status}")
+
+
+Decision = Union[LocalUser, Targets, ToTrunk, Reject]
+DECISION_TYPES = (LocalUser, Targets, ToTrunk, Reject)
+# What IRouter.route may return: an answer now, or one later (`async def route` works too).
+RouteResult = Union[
+    Decision, None, "Deferred[Decision | None]", Coroutine[Any, Any, Union[Decision, None]]
+]
+
+NOT_FOUND = Reject(404, "Not Found")
+INTERNAL_ERROR = Reject(500, "Server Internal Error")
+
+
+# -- what a router sees -----------------------------------------------------------------
+
+
+class HeaderView(Mapping[str, str]):
+    """A read-only header mapping whose keys compare case-insensitively, as SIP's do."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._items = {name.lower(): (name, value) for name, value in pairs}
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()][1]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"HeaderView({dict(self.items())!r})"
+
+
+# Headers copied into a view: the ones routers commonly decide on.
+VIEW_HEADERS = (
+    "Call-ID",
+    "User-Agent",
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Remote-Party-ID",
+    "Diversion",
+    "History-Info",
+    "Privacy",
+    "Subject",
+    "Priority",
+    "Referred-By",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestView:
+    """The read-only facts about a request that routers decide on.
+
+    Every field but `method` and `request_uri` has a default, so a plugin's tests can
+    build a view with only what they need.
+    """
+
+    method: str
+    request_uri: str
+    ruri_user: str | None = None
+    ruri_host: str = ""
+    from_uri: str = ""
+    from_user: str | None = None
+    from_display: str | None = None
+    to_uri: str = ""
+    to_user: str | None = None
+    source: tuple[str, int] = ("0.0.0.0", 0)
+    transport: str = "UDP"
+    authenticated_user: str | None = None
+    trunk: str | None = None
+    headers: Mapping[str, str] = field(default_factory=HeaderView, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, HeaderView):
+            object.__setattr__(self, "headers", HeaderView(self.headers))
+        object.__setattr__(self, "source", tuple(self.source))
+
+    @classmethod
+    def from_request(
+        cls,
+        request: Request,
+        source: Source,
+        *,
+        authenticated_user: str | None = None,
+        trunk: str | None = None,
+    ) -> RequestView:
+        """Build the view the call layer hands to the router chain."""
+        uri, from_, to = request.uri, request.from_, request.to
+        headers = []
+        for name in VIEW_HEADERS:
+            value = request.headers.get(name)
+            if value is not None:
+                headers.append((name, value))
+        return cls(
+            method=request.method,
+            request_uri=str(uri),
+            ruri_user=_uri_user(uri),
+            ruri_host=getattr(uri, "host", None) or "",
+            from_uri=str(from_.uri),
+            from_user=_uri_user(from_.uri),
+            from_display=from_.display,
+            to_uri=str(to.uri),
+            to_user=_uri_user(to.uri),
+            source=(source.address[0], source.address[1]),
+            transport=source.transport,
+            authenticated_user=authenticated_user,
+            trunk=trunk,
+            headers=HeaderView(headers),
+        )
+
+
+def _uri_user(uri: object) -> str | None:
+    """The user part of a SIP URI, or the number of a tel: URI."""
+    user = getattr(uri, "user", None)
+    if user is None:
+        user = getattr(uri, "number", None)
+    return user if isinstance(user, str) else None
+
+
+@dataclass(frozen=True)
+class TrunkInfo:
+    """A configured trunk as routers see it."""
+
+    name: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class RouterContext:
+    """Read access to the rest of the B2BUA, given to every router at construction.
+
+    `lookup_user(name)` is True when the user exists and is enabled. `clock` is the one
+    source of time for routers that care about it (time of day, caches).
+    """
+
+    domain: str
+    lookup_user: Callable[[str], bool]
+    trunks: Mapping[str, TrunkInfo]
+    clock: IReactorTime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "trunks", MappingProxyType(dict(self.trunks)))
+
+
+# -- the interface ----------------------------------------------------------------------
+
+
+class IRouter(Interface):
+    """Decides where a request goes, or declines so the next router is asked.
+
+    A plugin class is constructed as `Class(options, context)`: `options` is its
+    `[[router]]` table without `plugin`, `context` a `RouterContext`. Bad options raise
+    `RouterConfigError`, which stops start-up with the key named.
+    """
+
+    def route(request: RequestView) -> RouteResult:
+        """Return a decision, None to decline, or a Deferred (or coroutine) of either."""
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+class RouterConfigError(ValueError):
+    """A router's option is missing, of the wrong type or out of range."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+# -- the chain --------------------------------------------------------------------------
+
+
+class RouterChain:
+    """Asks routers in order; the first decision wins; nobody deciding means 404.
+
+    A router that raises, fails its Deferred, times out or returns something that is not a
+    decision is our bug, not the caller's: the chain logs it and answers 500, and does not
+    ask the next router (which might send the call somewhere the broken one would not).
+    Cancelling the returned Deferred (the caller hung up) cancels the router being waited on.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        routers: Iterable[IRouter],
+        *,
+        clock: IReactorTime | None = None,
+        timeout: float | None = None,
+        not_found: Reject = NOT_FOUND,
+    ) -> None:
+        if timeout is not None and clock is None:
+            raise ValueError("a router timeout needs a clock")
+        self.routers: tuple[IRouter, ...] = tuple(routers)
+        self._timeout = (timeout, clock) if timeout is not None and clock is not None else None
+        self._not_found = not_found
+
+    def route(self, request: RequestView) -> Deferred[Decision]:
+        """Return a Deferred firing with the decision; it never fails except by cancel."""
+        return self._ask(request, iter(self.routers))
+
+    def _ask(self, request: RequestView, routers: Iterator[IRouter]) -> Deferred[Decision]:
+        """Ask routers in turn until one decides now or promises to decide later."""
+        for router in routers:
+            try:
+                answer = router.route(request)
+            except Exception:
+                return succeed(self._failed(router, request))
+            if isinstance(answer, Deferred) or inspect.iscoroutine(answer):
+                # Only routers that answer later pay for a coroutine; most answer at once.
+                return Deferred.fromCoroutine(self._ask_later(request, router, answer, routers))
+            decision = self._check(router, request, answer)
+            if decision is not None:
+                return succeed(decision)
+        return succeed(self._not_found)
+
+    async def _ask_later(
+        self,
+        request: RequestView,
+        router: IRouter,
+        pending: Deferred[Any] | Coroutine[Any, Any, Any],
+        rest: Iterator[IRouter],
+    ) -> Decision:
+        try:
+            answer = await self._wait(pending)
+        except CancelledError:
+            raise  # the caller gave up: nothing to decide, nothing to log
+        except Exception:
+            return self._failed(router, request)
+        decision = self._check(router, request, answer)
+        if decision is not None:
+            return decision
+        return await self._ask(request, rest)
+
+    def _wait(self, pending: Deferred[Any] | Coroutine[Any, Any, Any]) -> Deferred[Any]:
+        if isinstance(pending, Deferred):
+            waiting = pending
+        else:
+            waiting = Deferred.fromCoroutine(pending)
+        if self._timeout is not None:
+            waiting.addTimeout(*self._timeout)
+        return waiting
+
+    def _check(self, router: IRouter, request: RequestView, answer: object) -> Decision | None:
+        if answer is None or isinstance(answer, DECISION_TYPES):
+            if answer is not None:
+                self.log.debug(
+                    "{method} {uri} routed by {router}: {decision}",
+                    method=request.method,
+                    uri=request.request_uri,
+                    router=type(router).__name__,
+                    decision=answer,
+                )
+            return answer
+        self.log.error(
+            "Router {router} answered {answer!r}, not a decision; rejecting {method} {uri}",
+            router=type(router).__name__,
+            answer=answer,
+            method=request.method,
+            uri=request.request_uri,
+        )
+        return INTERNAL_ERROR
+
+    def _failed(self, router: IRouter, request: RequestView) -> Reject:
+        self.log.failure(
+            "Router {router} failed on {method} {uri}; rejecting with 500",
+            router=type(router).__name__,
+            method=request.method,
+            uri=request.request_uri,
+        )
+        return INTERNAL_ERROR

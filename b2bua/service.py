@@ -1,0 +1,230 @@
+"""Wires the layers into one MultiService: the only place that knows them all.
+
+Start order (children start in the order added): store, push clients,
+registrar timers, calls, then the SIP listeners last, so that nothing
+arrives before the parts that answer it are up; stop runs in reverse.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from twisted.application import service
+from twisted.internet import reactor as default_reactor
+from twisted.internet import ssl
+from twisted.logger import Logger
+
+from b2bua.calls.context import CallServices, CallSettings, TrunkCredentials
+from b2bua.calls.table import CallTable
+from b2bua.config import Config
+from b2bua.config_schema import RouterEntry
+from b2bua.core import SipCore
+from b2bua.plugin_loader import PluginLoadError, load_chain
+from b2bua.push.apns_client import ApnsTimings
+from b2bua.push.notifier import ApnsNotifier, PushNotifierRegistry, apns_client_from_settings
+from b2bua.push.outcome import PushConfigError
+from b2bua.registrar.events import BindingEvents
+from b2bua.registrar.registrar import Registrar
+from b2bua.routing import RouterContext, TrunkInfo
+from b2bua.sip.digest import DigestAuthenticator, FailureThrottle
+from b2bua.sip.timers import Timers
+from b2bua.sip.transaction_layer import TransactionLayer
+from b2bua.store import Store
+from b2bua.store.writer import BindingWriter
+from b2bua.transport.endpoint import SipEndpoint
+from b2bua.transport.network import SipNetwork
+
+log = Logger()
+
+
+class ServiceBuildError(Exception):
+    """A part of the service could not be built from a valid config (names the part)."""
+
+
+class B2buaService(service.MultiService):
+    """The root service; holds the parts so tests and the admin side can reach them."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.network: SipNetwork | None = None
+        self.core: SipCore | None = None
+        self.layer: TransactionLayer | None = None
+        self.store: Store | None = None
+        self.registrar: Registrar | None = None
+        self.calls: CallTable | None = None
+        self.bindings: BindingWriter | None = None
+        self.notifier: PushNotifierRegistry | None = None
+
+
+def _server_tls_options(config: Config) -> object | None:
+    if config.tls is None:
+        return None
+    try:
+        cert = config.tls.certificate.read_bytes()
+        key = config.tls.private_key.read_bytes()
+        return ssl.PrivateCertificate.loadPEM(cert + b"\n" + key).options()
+    except Exception as exc:  # a bad PEM must name the key, not print a traceback
+        raise ServiceBuildError(
+            f"tls.certificate / tls.private_key: cannot load ({exc.__class__.__name__})") from None
+
+
+def _sent_by(config: Config) -> dict[str, str]:
+    """host:port per transport for the Via of requests we originate."""
+    out: dict[str, str] = {}
+    advertised = config.sip.advertised_address
+    for listen in config.sip.listen:
+        host = advertised or listen.host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        ref = f"[{host}]" if ":" in host else host
+        out.setdefault(listen.transport.upper(), f"{ref}:{listen.port}")
+    return out
+
+
+def make_service(config: Config, reactor: object = default_reactor) -> B2buaService:
+    """Build the whole service tree from a validated config."""
+    root = B2buaService(config)
+    clock = reactor
+    store = _open_store(config)
+    _create_users(config, store)
+    bindings = BindingWriter(store.bindings, clock)
+    events = BindingEvents()
+    auth = DigestAuthenticator(config.sip.realm, clock, os.urandom(32),
+                               nonce_ttl=config.registrar.nonce_ttl)
+    throttle = (FailureThrottle(clock, config.registrar.auth_failures_limit,
+                                block_time=config.registrar.auth_block_time)
+                if config.registrar.auth_failures_limit else None)
+    registrar = Registrar(store.users, bindings, auth, throttle, events, clock,
+                          config.sip.domain, config.registrar.min_expires,
+                          config.registrar.max_expires, config.registrar.default_expires)
+
+    core = SipCore(server_header=config.sip.user_agent)
+    network = SipNetwork(reactor, list(config.sip.listen),
+                         tls_options=_server_tls_options(config),
+                         client_tls_options=lambda host: ssl.optionsForClientTLS(host),
+                         max_message_size=config.sip.max_message_size)
+    endpoint = SipEndpoint(network, server_header=config.sip.user_agent)
+    network.sink = endpoint
+    timers = Timers(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4)
+    sent_by = _sent_by(config)
+    layer = TransactionLayer(reactor, network.send, core, timers, sent_by=sent_by)
+    endpoint.on_message = layer.message_received
+    network.on_connection_lost = registrar.forget_flow
+
+    notifier = _push_notifier(config, reactor, bindings)
+    chain = _router_chain(config, store, clock)
+    services = CallServices(
+        layer=layer, clock=clock, reactor=reactor, events=events,
+        list_bindings=lambda aor: bindings.list_for_aor(aor, clock.seconds()),
+        aor_for=registrar.aor_for, flow_for=registrar.flow_for,
+        contact_for=_contact_factory(sent_by), notifier=notifier,
+        write_cdr=store.cdrs.write, settings=_call_settings(config),
+        trunk_credentials={t.name: TrunkCredentials(t.username, t.password)
+                           for t in config.trunks if t.username})
+    calls = CallTable(services, chain, list(config.trunks), auth,
+                      store.users.ha1_lookup(config.sip.realm))
+    core.layer, core.registrar, core.calls = layer, registrar, calls
+    root.network, root.core, root.layer = network, core, layer
+    root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
+    root.notifier = notifier
+
+    _Housekeeping(registrar, bindings).setServiceParent(root)
+    network.setServiceParent(root)
+    return root
+
+
+class _Housekeeping(service.Service):
+    """Purges expired bindings on a timer; flushes pending binding writes at stop."""
+
+    def __init__(self, registrar: Registrar, bindings: BindingWriter) -> None:
+        self.registrar = registrar
+        self.bindings = bindings
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self.registrar.start_purging()
+
+    def stopService(self) -> object:  # noqa: N802
+        super().stopService()
+        self.registrar.stop()
+        return self.bindings.flush()
+
+
+def _open_store(config: Config) -> Store:
+    path = config.database.path
+    if str(path) != ":memory:":
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ServiceBuildError(f"database.path: cannot create {path.parent}: {exc.strerror}")
+    try:
+        return Store.open(path)
+    except Exception as exc:
+        raise ServiceBuildError(f"database.path: cannot open {path}: {exc}") from None
+
+
+def _create_users(config: Config, store: Store) -> None:
+    """[[users]] of the config are created at start if missing (never overwritten)."""
+    realm = config.sip.realm
+    for entry in config.users:
+        if store.users.get(entry.name, realm) is None:
+            store.users.add(entry.name, realm, entry.password, entry.display_name)
+            log.info("created user {name} from the config", name=entry.name)
+
+
+def _push_notifier(config: Config, reactor: object, bindings: BindingWriter) -> PushNotifierRegistry:
+    def token_dead(token: str) -> None:
+        bindings.remove_push_token(token)
+
+    registry = PushNotifierRegistry(on_token_dead=token_dead)
+    apns = config.apns
+    try:
+        client = apns_client_from_settings(
+            enabled=apns.enabled, auth=apns.auth, key_file=str(apns.key_file or ""),
+            key_id=apns.key_id, team_id=apns.team_id, certificate=str(apns.certificate or ""),
+            endpoint=apns.endpoint, ca_file=str(apns.ca_file or ""), reactor=reactor,
+            clock=reactor, base_dir=config.base_dir,
+            timings=ApnsTimings(push_timeout=apns.timeout, ping_interval=apns.ping_interval))
+    except PushConfigError as exc:
+        raise ServiceBuildError(str(exc)) from None
+    if client is not None:
+        registry.register("i", ApnsNotifier(client))
+    return registry
+
+
+def _router_chain(config: Config, store: Store, clock: object) -> object:
+    realm = config.sip.realm
+
+    def user_exists(name: str) -> bool:
+        user = store.users.get(name, realm)
+        return user is not None and user.enabled
+
+    trunks = {t.name: TrunkInfo(t.name, t.uri) for t in config.trunks}
+    context = RouterContext(config.sip.domain, user_exists, trunks, clock)
+    entries = config.routers or (RouterEntry("local_users", {}),)
+    try:
+        return load_chain(entries, context, [config.base_dir])
+    except PluginLoadError as exc:
+        raise ServiceBuildError(str(exc)) from None
+
+
+def _contact_factory(sent_by: dict[str, str]) -> Callable[[str], str]:
+    """Our Contact URI for a leg over ``transport``."""
+    def contact_for(transport: str) -> str:
+        transport = transport.upper()
+        host = sent_by.get(transport) or next(iter(sent_by.values()))
+        suffix = "" if transport == "UDP" or transport not in sent_by else \
+            ";transport=" + transport.lower()
+        return f"<sip:b2bua@{host}{suffix}>"
+    return contact_for
+
+
+def _call_settings(config: Config) -> CallSettings:
+    return CallSettings(
+        ring_timeout=config.calls.ring_timeout, timer_c=config.calls.timer_c,
+        max_duration=config.calls.max_duration, wake_timeout=config.push.wake_timeout,
+        ringback=config.push.ringback, call_ended_push=config.push.call_ended_push,
+        max_forwards=config.sip.max_forwards, server_header=config.sip.user_agent,
+        ack_timeout=64 * config.sip.t1)

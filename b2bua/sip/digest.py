@@ -1,0 +1,441 @@
+"""HTTP Digest authentication for SIP (RFC 3261 22, RFC 2617, RFC 7616, RFC 8760).
+
+Sans-IO: time comes from an injected clock, users from a ``lookup_ha1``
+callable, and nothing is sent anywhere.
+
+Server side, ``DigestAuthenticator``:
+
+* Nonces are stateless: base64url(issue time ms | 8 random bytes | HMAC).  Any
+  nonce we minted within ``nonce_ttl`` verifies without a table, so memory
+  does not grow with the number of challenges sent.  A restart with a new
+  secret turns old nonces into "stale", which a client answers silently.
+* Replay protection: with ``qop=auth`` the nonce count must grow for each
+  nonce.  The table of counts is bounded (LRU); a nonce pushed out of it, or
+  issued before the newest one pushed out, is answered "stale" (a fresh
+  challenge) rather than trusted, so eviction never opens a replay window.
+* ``stale`` is only reported when the digest itself was right (RFC 7616 3.3):
+  the client knows the password, just not a nonce we accept.
+* An unknown user is verified against a random HA1, through the same code as
+  a wrong password, and both give the same ``AuthResult``.
+* The digest is computed over the ``uri`` parameter the client sent, which
+  phones in the field set to another host than the Request-URI.
+
+Client side: ``choose_challenge`` and ``build_authorization`` answer a
+trunk's 401/407.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import os
+import re
+import struct
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
+
+__all__ = [
+    "AuthResult",
+    "AuthStatus",
+    "DigestAuthenticator",
+    "FailureThrottle",
+    "MalformedCredentials",
+    "build_authorization",
+    "choose_challenge",
+    "parse_auth_header",
+    "parse_credentials",
+]
+
+_HASHES: dict[str, Callable[[bytes], str]] = {
+    "MD5": lambda data: hashlib.md5(data).hexdigest(),
+    "SHA-256": lambda data: hashlib.sha256(data).hexdigest(),
+    "SHA-512-256": lambda data: hashlib.new("sha512_256", data).hexdigest(),
+}
+_STRENGTH = ("SHA-512-256", "SHA-256", "MD5")
+_NC = re.compile(r"[0-9a-fA-F]{8}")
+_TOKEN_END = re.compile(r"[\s,]")
+
+
+class MalformedCredentials(ValueError):
+    """An Authorization/WWW-Authenticate value that cannot be parsed."""
+
+
+class AuthStatus(enum.Enum):
+    OK = "ok"
+    STALE = "stale"  # right password, nonce not acceptable: re-challenge with stale=true
+    FAILED = "failed"  # wrong credentials (or unknown user: same answer)
+    MALFORMED = "malformed"  # unparseable or missing parameters
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """Outcome of ``DigestAuthenticator.verify``; ``reason`` is for logs."""
+
+    status: AuthStatus
+    reason: str = ""
+    username: str | None = None
+    algorithm: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is AuthStatus.OK
+
+    @property
+    def stale(self) -> bool:
+        return self.status is AuthStatus.STALE
+
+
+def _h(algorithm: str, text: str) -> str:
+    return _HASHES[algorithm](text.encode("utf-8"))
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _canonical_algorithm(name: str) -> tuple[str, bool]:
+    """'sha-256-SESS' -> ('SHA-256', True); unknown names raise KeyError."""
+    upper = name.strip().upper()
+    base = upper.removesuffix("-SESS")
+    if base not in _HASHES:
+        raise KeyError(name)
+    return base, upper != base
+
+
+def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
+    """Split ``Scheme k=v, k="quoted \\" value"`` into (scheme, {k lower: v}).
+
+    Tolerates spaces around ``=`` and commas and a missing space after a
+    comma; rejects unterminated quotes, missing ``=`` and repeated names.
+    """
+    text = value.strip()
+    match = re.match(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*", text)
+    if match is None:
+        raise MalformedCredentials("no authentication scheme")
+    scheme, pos, params = match.group(1), match.end(), {}
+    while pos < len(text):
+        if text[pos] in " \t\r\n,":
+            pos += 1
+            continue
+        name_match = re.match(r"([^\s=,\"]+)\s*=\s*", text[pos:])
+        if name_match is None:
+            raise MalformedCredentials(f"expected name=value at {text[pos:pos + 20]!r}")
+        name = name_match.group(1).lower()
+        pos += name_match.end()
+        if pos < len(text) and text[pos] == '"':
+            chars, pos = [], pos + 1
+            while pos < len(text) and text[pos] != '"':
+                if text[pos] == "\\" and pos + 1 < len(text):
+                    pos += 1
+                chars.append(text[pos])
+                pos += 1
+            if pos >= len(text):
+                raise MalformedCredentials(f"unterminated quoted value of {name!r}")
+            item, pos = "".join(chars), pos + 1
+        else:
+            end = _TOKEN_END.search(text, pos)
+            stop = end.start() if end else len(text)
+            item, pos = text[pos:stop], stop
+        if name in params:
+            raise MalformedCredentials(f"parameter {name!r} repeated")
+        params[name] = item
+    return scheme, params
+
+
+def parse_credentials(value: str) -> dict[str, str]:
+    """Parameters of a ``Digest`` Authorization value (names lower-cased)."""
+    scheme, params = parse_auth_header(value)
+    if scheme.lower() != "digest":
+        raise MalformedCredentials(f"scheme {scheme!r} is not Digest")
+    return params
+
+
+class _NonceCounts:
+    """Highest nonce count seen per nonce, bounded; see the module docstring."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._seen: OrderedDict[str, tuple[int, int]] = OrderedDict()  # nonce -> (issued, nc)
+        self._floor = -1  # newest issue time (ms) among evicted nonces
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def accept(self, nonce: str, issued_ms: int, nc: int, oldest_valid_ms: int) -> bool:
+        entry = self._seen.get(nonce)
+        if entry is None and issued_ms <= self._floor:
+            return False  # it may have been used and forgotten
+        if entry is not None and nc <= entry[1]:
+            return False
+        self._seen[nonce] = (issued_ms, nc)
+        self._seen.move_to_end(nonce)
+        while self._seen:
+            oldest, (issued, _) = next(iter(self._seen.items()))
+            if issued < oldest_valid_ms:  # expired anyway: the age check rejects it
+                del self._seen[oldest]
+            elif len(self._seen) > self._max:
+                del self._seen[oldest]
+                self._floor = max(self._floor, issued)
+            else:
+                break
+        return True
+
+
+class DigestAuthenticator:
+    """Issues challenges and checks credentials for one realm."""
+
+    def __init__(
+        self,
+        realm: str,
+        clock: IReactorTime,
+        secret: bytes,
+        nonce_ttl: float = 300,
+        *,
+        algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        max_tracked_nonces: int = 10000,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if not secret:
+            raise ValueError("the nonce secret must not be empty")
+        for name in algorithms:
+            _canonical_algorithm(name)
+        self.realm = realm
+        self.algorithms = tuple(name.upper() for name in algorithms)
+        self._clock = clock
+        self._secret = secret
+        self._ttl_ms = int(nonce_ttl * 1000)
+        self._random = random_bytes
+        self._counts = _NonceCounts(max_tracked_nonces)
+        self.opaque = hmac.new(secret, b"opaque:" + realm.encode(), "sha256").hexdigest()[:32]
+        self._dummy_ha1 = {name: _h(name, random_bytes(16).hex()) for name in _HASHES}
+
+    def challenges(self, stale: bool = False) -> list[str]:
+        """``WWW-Authenticate``/``Proxy-Authenticate`` values, strongest first."""
+        nonce = self._new_nonce()
+        suffix = ", stale=true" if stale else ""
+        return [
+            f"Digest realm={_quote(self.realm)}, nonce={_quote(nonce)}, "
+            f'opaque={_quote(self.opaque)}, algorithm={name}, qop="auth"{suffix}'
+            for name in self.algorithms
+        ]
+
+    def verify(
+        self,
+        authorization_header_value: str,
+        method: str,
+        lookup_ha1: Callable[[str, str], str | None],
+    ) -> AuthResult:
+        """Check one Authorization value for a request of ``method``.
+
+        ``lookup_ha1(username, algorithm)`` gets "MD5" or "SHA-256" (never a
+        ``-sess`` name) and returns the hex HA1, or None for an unknown or
+        disabled user.
+        """
+        try:
+            params = parse_credentials(authorization_header_value)
+        except MalformedCredentials as error:
+            return AuthResult(AuthStatus.MALFORMED, str(error))
+        missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in params]
+        if missing:
+            return AuthResult(AuthStatus.MALFORMED, "missing " + ", ".join(missing))
+        username, nonce = params["username"], params["nonce"]
+        try:
+            base, sess = _canonical_algorithm(params.get("algorithm", "MD5"))
+        except KeyError:
+            base, sess = "", False
+        algorithm = base + ("-sess" if sess else "")
+        if base not in self.algorithms:
+            return AuthResult(AuthStatus.FAILED, "unsupported algorithm", username)
+        if params.get("userhash", "false").lower() == "true":
+            return AuthResult(AuthStatus.FAILED, "userhash not supported", username, algorithm)
+        if params["realm"] != self.realm:
+            return AuthResult(AuthStatus.FAILED, "realm mismatch", username, algorithm)
+        qop = params.get("qop")
+        cnonce = params.get("cnonce")
+        nc_text = params.get("nc")
+        if qop is not None:
+            if qop.lower() != "auth":
+                return AuthResult(AuthStatus.FAILED, "unsupported qop", username, algorithm)
+            if cnonce is None or nc_text is None or not _NC.fullmatch(nc_text):
+                return AuthResult(AuthStatus.MALFORMED, "qop needs cnonce and 8-hex nc", username)
+        if sess and cnonce is None:
+            return AuthResult(AuthStatus.MALFORMED, "-sess needs cnonce", username)
+
+        stored = lookup_ha1(username, base)
+        ha1 = stored if stored is not None else self._dummy_ha1[base]
+        if sess:
+            ha1 = _h(base, f"{ha1}:{nonce}:{cnonce}")
+        ha2 = _h(base, f"{method}:{params['uri']}")
+        if qop is None:
+            expected = _h(base, f"{ha1}:{nonce}:{ha2}")
+        else:
+            expected = _h(base, f"{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}")
+        right = hmac.compare_digest(expected, params["response"].strip().lower())
+        if stored is None or not right:
+            return AuthResult(AuthStatus.FAILED, "bad credentials", username, algorithm)
+
+        issued_ms = self._nonce_issued_ms(nonce)
+        now_ms = int(self._clock.seconds() * 1000)
+        if issued_ms is None:
+            return AuthResult(AuthStatus.STALE, "nonce not ours", username, algorithm)
+        if now_ms - issued_ms > self._ttl_ms:
+            return AuthResult(AuthStatus.STALE, "nonce expired", username, algorithm)
+        if "opaque" in params and params["opaque"] != self.opaque:
+            return AuthResult(AuthStatus.STALE, "opaque mismatch", username, algorithm)
+        if qop is not None and nc_text is not None:
+            nc = int(nc_text, 16)
+            if nc == 0 or not self._counts.accept(nonce, issued_ms, nc, now_ms - self._ttl_ms):
+                return AuthResult(AuthStatus.STALE, "nonce count replayed", username, algorithm)
+        return AuthResult(AuthStatus.OK, "", username, algorithm)
+
+    @property
+    def tracked_nonces(self) -> int:
+        """Size of the nonce-count table (bounded by ``max_tracked_nonces``)."""
+        return len(self._counts)
+
+    def _mac(self, body: bytes) -> bytes:
+        return hmac.new(self._secret, b"nonce:" + body + self.realm.encode(), "sha256").digest()[:16]
+
+    def _new_nonce(self) -> str:
+        now_ms = int(self._clock.seconds() * 1000)
+        body = struct.pack(">Q", max(now_ms, 0)) + self._random(8)
+        return base64.urlsafe_b64encode(body + self._mac(body)).decode().rstrip("=")
+
+    def _nonce_issued_ms(self, nonce: str) -> int | None:
+        try:
+            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+        except ValueError:
+            return None
+        if len(raw) != 32 or not hmac.compare_digest(raw[16:], self._mac(raw[:16])):
+            return None
+        issued: int = struct.unpack(">Q", raw[:8])[0]
+        return issued
+
+
+class FailureThrottle:
+    """Blocks a (source ip, username) after ``max_failures`` failures within
+    ``window`` seconds, for ``block_time`` (default: ``window``) seconds.
+
+    Count every failure the same way, unknown user or wrong password, so the
+    throttle tells an attacker nothing either.  Memory is bounded by
+    ``max_entries`` (least recently failing pairs are forgotten first).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        max_failures: int = 5,
+        window: float = 60,
+        block_time: float | None = None,
+        max_entries: int = 100000,
+    ) -> None:
+        self._clock = clock
+        self._max_failures = max_failures
+        self._window = window
+        self._block_time = window if block_time is None else block_time
+        self._max_entries = max_entries
+        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._blocked_until: dict[tuple[str, str], float] = {}
+
+    def is_blocked(self, source_ip: str, username: str) -> bool:
+        key = (source_ip, username)
+        until = self._blocked_until.get(key)
+        if until is None:
+            return False
+        if self._clock.seconds() < until:
+            return True
+        del self._blocked_until[key]
+        return False
+
+    def record_failure(self, source_ip: str, username: str) -> bool:
+        """Count one failure; True if the pair is now blocked."""
+        key, now = (source_ip, username), self._clock.seconds()
+        times = self._failures.pop(key, None) or deque(maxlen=self._max_failures)
+        times.append(now)
+        self._failures[key] = times
+        while len(self._failures) > self._max_entries:
+            forgotten, _ = self._failures.popitem(last=False)
+            self._blocked_until.pop(forgotten, None)
+        if len(times) >= self._max_failures and now - times[0] <= self._window:
+            self._blocked_until[key] = now + self._block_time
+            times.clear()
+        return self.is_blocked(source_ip, username)
+
+    def record_success(self, source_ip: str, username: str) -> None:
+        """A good login clears the pair's failures."""
+        self._failures.pop((source_ip, username), None)
+        self._blocked_until.pop((source_ip, username), None)
+
+
+def choose_challenge(values: Sequence[str]) -> str | None:
+    """The strongest Digest challenge we can answer among 401/407 values."""
+    best: tuple[int, str] | None = None
+    for value in values:
+        try:
+            scheme, params = parse_auth_header(value)
+            base, _ = _canonical_algorithm(params.get("algorithm", "MD5"))
+        except (MalformedCredentials, KeyError):
+            continue
+        if scheme.lower() != "digest":
+            continue
+        rank = _STRENGTH.index(base)
+        if best is None or rank < best[0]:
+            best = (rank, value)
+    return best[1] if best else None
+
+
+def build_authorization(
+    challenge_value: str,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    cnonce: str,
+    nc: int = 1,
+) -> str:
+    """The ``Authorization``/``Proxy-Authorization`` value answering a challenge.
+
+    Uses ``qop=auth`` when offered, else the RFC 2069 form; MD5, SHA-256 and
+    SHA-512-256, plain or ``-sess``.  ``cnonce`` is the caller's (random) choice.
+    """
+    scheme, params = parse_auth_header(challenge_value)
+    if scheme.lower() != "digest" or "realm" not in params or "nonce" not in params:
+        raise MalformedCredentials("not a Digest challenge with realm and nonce")
+    try:
+        base, sess = _canonical_algorithm(params.get("algorithm", "MD5"))
+    except KeyError:
+        raise MalformedCredentials(f"unsupported algorithm {params['algorithm']!r}") from None
+    realm, nonce = params["realm"], params["nonce"]
+    offered = [q.strip().lower() for q in params.get("qop", "").split(",") if q.strip()]
+    if offered and "auth" not in offered:
+        raise MalformedCredentials(f"unsupported qop {params['qop']!r}")
+    ha1 = _h(base, f"{username}:{realm}:{password}")
+    if sess:
+        ha1 = _h(base, f"{ha1}:{nonce}:{cnonce}")
+    ha2 = _h(base, f"{method}:{uri}")
+    nc_text = f"{nc:08x}"
+    if offered:
+        response = _h(base, f"{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}")
+    else:
+        response = _h(base, f"{ha1}:{nonce}:{ha2}")
+    parts = [
+        f"username={_quote(username)}",
+        f"realm={_quote(realm)}",
+        f"nonce={_quote(nonce)}",
+        f"uri={_quote(uri)}",
+        f"response={_quote(response)}",
+    ]
+    if "algorithm" in params:
+        parts.append(f"algorithm={params['algorithm']}")
+    if offered or sess:
+        parts.append(f"cnonce={_quote(cnonce)}")
+    if "opaque" in params:
+        parts.append(f"opaque={_quote(params['opaque'])}")
+    if offered:
+        parts += ["qop=auth", f"nc={nc_text}"]
+    return "Digest " + ", ".join(parts)

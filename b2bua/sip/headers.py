@@ -1,0 +1,417 @@
+"""Header names and typed header values: name-addr, Via, CSeq (RFC 3261 20, 25).
+
+Values are parsed from the unfolded header text; each class serialises
+itself back with ``str()``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, NamedTuple
+
+from b2bua.sip.errors import ParseError
+from b2bua.sip.uri import SipUri, Uri, parse_uri
+
+__all__ = [
+    "COMPACT_FORMS", "LIST_HEADERS", "SINGLE_HEADERS", "canonical_name", "header_key",
+    "split_header_values", "parse_params", "format_params", "quote", "unquote",
+    "NameAddr", "Via", "CSeq",
+]
+
+# RFC 3261 7.3.3 plus the compact forms later RFCs registered.
+COMPACT_FORMS: dict[str, str] = {
+    "i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length",
+    "f": "From", "s": "Subject", "k": "Supported", "t": "To", "v": "Via", "o": "Event",
+    "u": "Allow-Events", "r": "Refer-To", "b": "Referred-By", "x": "Session-Expires",
+    "y": "Identity", "c": "Content-Type", "a": "Accept-Contact", "j": "Reject-Contact",
+    "d": "Request-Disposition", "n": "Identity-Info",
+}
+
+_KNOWN = [
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+    "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+    "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "Identity",
+    "Identity-Info", "In-Reply-To", "Max-Forwards", "Min-Expires", "Min-SE", "MIME-Version",
+    "Organization", "P-Asserted-Identity", "P-Preferred-Identity", "Path", "Priority",
+    "Privacy", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "RAck", "Reason",
+    "Record-Route", "Refer-To", "Referred-By", "Reject-Contact", "Replaces", "Reply-To",
+    "Request-Disposition", "Require", "Retry-After", "Route", "RSeq", "Server",
+    "Service-Route", "Session-Expires", "Subject", "Subscription-State", "Supported",
+    "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
+]
+
+#: lower-case name or compact form -> canonical name
+_CANONICAL: dict[str, str] = {n.lower(): n for n in _KNOWN}
+_CANONICAL.update(COMPACT_FORMS)
+#: lower-case name or compact form -> lookup key (lower-case long form)
+_KEYS: dict[str, str] = {k: v.lower() for k, v in _CANONICAL.items()}
+
+#: headers whose value is a comma-separated list (RFC 3261 7.3.1)
+LIST_HEADERS = frozenset(
+    n.lower() for n in (
+        "Via", "Contact", "Route", "Record-Route", "Path", "Service-Route", "Allow",
+        "Supported", "Require", "Proxy-Require", "Unsupported", "Accept", "Accept-Encoding",
+        "Accept-Language", "Content-Encoding", "Content-Language", "Allow-Events",
+        "In-Reply-To", "Alert-Info", "Call-Info", "Error-Info", "Warning",
+        "P-Asserted-Identity", "P-Preferred-Identity", "Privacy", "Accept-Contact",
+        "Reject-Contact", "Reason",
+    ))
+#: headers that may appear once: duplicates that disagree make a request invalid
+SINGLE_HEADERS = frozenset(
+    ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type",
+     "expires"))
+
+
+def canonical_name(name: str) -> str:
+    """``"v"`` -> ``"Via"``, ``"call-id"`` -> ``"Call-ID"``; unknown names unchanged."""
+    return _CANONICAL.get(name.lower(), name)
+
+
+def header_key(name: str) -> str:
+    """Case- and compact-form-insensitive lookup key for a header name."""
+    low = name.lower()
+    return _KEYS.get(low, low)
+
+
+def split_header_values(value: str) -> list[str]:
+    """Split on commas outside quoted strings and <...>; empty items are dropped."""
+    if "," not in value:
+        value = value.strip()
+        return [value] if value else []
+    items: list[str] = []
+    start = 0
+    quoted = angle = False
+    i, n = 0, len(value)
+    while i < n:
+        c = value[i]
+        if quoted:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == "<":
+            angle = True
+        elif c == ">":
+            angle = False
+        elif c == "," and not angle:
+            items.append(value[start:i])
+            start = i + 1
+        i += 1
+    items.append(value[start:])
+    return [s for s in (item.strip() for item in items) if s]
+
+
+def unquote(value: str) -> str:
+    """Strip the quotes of a quoted-string and undo its backslash escapes."""
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1], flags=re.S)
+    return value
+
+
+def quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_PARAM_VALUE_RE = re.compile(r"[^\s\";,<>]+\Z")
+
+
+def _split_semicolons(text: str) -> list[str]:
+    if '"' not in text:
+        return text.split(";")
+    items, start, quoted, i = [], 0, False, 0
+    while i < len(text):
+        c = text[i]
+        if quoted:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == ";":
+            items.append(text[start:i])
+            start = i + 1
+        i += 1
+    if quoted:
+        raise ParseError("Unbalanced quotes in parameter")
+    items.append(text[start:])
+    return items
+
+
+_SIMPLE_PARAMS_RE = re.compile(
+    r"[A-Za-z0-9\-.!%*_+`'~]+(?:=[^\s\";,<>]+)?(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^\s\";,<>]+)?)*\Z")
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """Header parameters after the first ``;``: names lower-cased, values raw
+    (a quoted value keeps its quotes, see :func:`unquote`)."""
+    params: dict[str, str | None] = {}
+    if _SIMPLE_PARAMS_RE.match(text):
+        for item in text.split(";"):
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
+        return params
+    for item in _split_semicolons(text):
+        name, eq, value = item.partition("=")
+        name = name.strip()
+        if not _TOKEN_RE.match(name):
+            raise ParseError("Bad header parameter")
+        if eq:
+            value = value.strip()
+            if not value.startswith('"') and not _PARAM_VALUE_RE.match(value):
+                raise ParseError("Bad header parameter value")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return params
+
+
+def format_params(params: Mapping[str, str | None]) -> str:
+    return "".join(";" + k if v is None else ";" + k + "=" + v for k, v in params.items())
+
+
+def _find_quote_end(text: str, start: int) -> int:
+    """Index of the quote closing the quoted-string opened at ``start``."""
+    i, n = start + 1, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            return i
+        i += 1
+    raise ParseError("Unbalanced quotes")
+
+
+class NameAddr:
+    """From, To, Contact, Route, Record-Route values: display name, URI, params."""
+
+    __slots__ = ("display", "uri", "params")
+
+    def __init__(self, uri: Uri, display: str | None = None,
+                 params: dict[str, str | None] | None = None) -> None:
+        self.uri = uri
+        self.display = display
+        self.params: dict[str, str | None] = params if params is not None else {}
+
+    @classmethod
+    def parse(cls, text: str) -> NameAddr:
+        s = text.strip()
+        display: str | None = None
+        lt = s.find("<")
+        if s.startswith('"'):
+            end = _find_quote_end(s, 0)
+            display = unquote(s[:end + 1])
+            lt = s.find("<", end + 1)
+            if lt < 0 or s[end + 1:lt].strip():
+                raise ParseError("Bad name-addr")
+        elif lt > 0:
+            display = " ".join(s[:lt].split())
+            for word in display.split(" "):
+                if not _TOKEN_RE.match(word):
+                    raise ParseError("Bad display name")
+        if lt >= 0:
+            gt = s.find(">", lt)
+            if gt < 0:
+                raise ParseError("Bad name-addr")
+            uri = parse_uri(s[lt + 1:gt].strip())
+            rest = s[gt + 1:].strip()
+            if rest and rest[0] != ";":
+                raise ParseError("Bad name-addr")
+        else:
+            semi = s.find(";")
+            uri_text = (s if semi < 0 else s[:semi]).strip()
+            rest = "" if semi < 0 else s[semi:]
+            uri = parse_uri(uri_text)
+        params = parse_params(rest[1:]) if rest else {}
+        return cls(uri, display, params)
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    @property
+    def expires(self) -> int | None:
+        value = self.params.get("expires")
+        if value is None:
+            return None
+        if not value.isdigit() or not value.isascii():
+            raise ParseError("Bad expires parameter")
+        return min(int(value), 2**32 - 1)  # RFC 3261 20.19: cap delta-seconds
+
+    @property
+    def q(self) -> float | None:
+        value = self.params.get("q")
+        if value is None:
+            return None
+        try:
+            q = float(value)
+        except ValueError:
+            raise ParseError("Bad q parameter") from None
+        if not 0.0 <= q <= 1.0:
+            raise ParseError("Bad q parameter")
+        return q
+
+    def with_tag(self, tag: str) -> NameAddr:
+        return NameAddr(self.uri, self.display, {**self.params, "tag": tag})
+
+    def __str__(self) -> str:
+        text = "<%s>" % self.uri
+        if self.display is not None:
+            text = quote(self.display) + " " + text
+        return text + format_params(self.params) if self.params else text
+
+    def __repr__(self) -> str:
+        return "NameAddr(%r)" % str(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NameAddr):
+            return NotImplemented
+        return (self.uri, self.display, self.params) == (other.uri, other.display, other.params)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_VIA_RE = re.compile(
+    r"\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*"
+    r"([A-Za-z0-9\-.!%*_+`'~]+)\s+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)"
+    r"(?:\s*:\s*([0-9]{1,5}))?\s*(?:;(.*))?\Z", re.S)
+
+_VIA_FAST_RE = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) (\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^\s\";,<>]+)?)*)\Z")
+
+
+class Via:
+    """One Via entry: ``SIP/2.0/UDP host:port;branch=...;rport;received=...``."""
+
+    __slots__ = ("protocol", "transport", "host", "port", "params")
+
+    def __init__(self, transport: str, host: str, port: int | None = None,
+                 params: dict[str, str | None] | None = None,
+                 protocol: str = "SIP/2.0") -> None:
+        self.protocol = protocol
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params: dict[str, str | None] = params if params is not None else {}
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        m = _VIA_FAST_RE.match(text)
+        if m is not None:
+            transport, host, port, param_text = m.groups()
+            params: dict[str, str | None] = {}
+            if param_text:
+                for item in param_text[1:].split(";"):
+                    name, eq, value = item.partition("=")
+                    params[name.lower()] = value if eq else None
+            port_n = int(port) if port else None
+            if port_n is None or port_n <= 65535:
+                return cls(transport.upper(), host, port_n, params)
+        m = _VIA_RE.match(text)
+        if m is None:
+            raise ParseError("Bad Via")
+        name, version, transport, host, port, params = m.groups()
+        port_n = None
+        if port is not None:
+            port_n = int(port)
+            if port_n > 65535:
+                raise ParseError("Bad Via port")
+        try:
+            parsed = parse_params(params) if params is not None else {}
+        except ParseError:
+            raise ParseError("Bad Via parameter") from None
+        return cls(transport.upper(), host, port_n, parsed, name.upper() + "/" + version)
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def has_rport(self) -> bool:
+        return "rport" in self.params
+
+    @property
+    def rport(self) -> int | None:
+        value = self.params.get("rport")
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def maddr(self) -> str | None:
+        return self.params.get("maddr")
+
+    @property
+    def ttl(self) -> int | None:
+        value = self.params.get("ttl")
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def alias(self) -> bool:
+        return "alias" in self.params
+
+    @property
+    def sent_by(self) -> str:
+        return self.host if self.port is None else "%s:%d" % (self.host, self.port)
+
+    @property
+    def host_port(self) -> tuple[str, int | None]:
+        """(host without IPv6 brackets, port) -- ready for a socket address."""
+        host = self.host
+        return (host[1:-1] if host.startswith("[") else host), self.port
+
+    def with_params(self, params: Mapping[str, str | None]) -> Via:
+        """Copy with parameters added or replaced (value None = flag)."""
+        return Via(self.transport, self.host, self.port, {**self.params, **params}, self.protocol)
+
+    def __str__(self) -> str:
+        return "%s/%s %s%s" % (self.protocol, self.transport, self.sent_by,
+                               format_params(self.params))
+
+    def __repr__(self) -> str:
+        return "Via(%r)" % str(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Via):
+            return NotImplemented
+        return str(self) == str(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_MAX_CSEQ = 2**31 - 1
+
+
+class CSeq(NamedTuple):
+    number: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        parts = text.split()
+        if len(parts) != 2:
+            raise ParseError("Bad CSeq")
+        number, method = parts
+        if not number.isdigit() or not number.isascii() or len(number) > 10:
+            raise ParseError("Bad CSeq")
+        n = int(number)
+        if n > _MAX_CSEQ or not _TOKEN_RE.match(method):
+            raise ParseError("Bad CSeq")
+        return cls(n, method)
+
+    def __str__(self) -> str:
+        return "%d %s" % (self.number, self.method)
+
+
+def sip_uri_of(addr: NameAddr) -> SipUri | None:
+    """The SIP URI of a name-addr, or None for tel:/other schemes."""
+    return addr.uri if isinstance(addr.uri, SipUri) else None

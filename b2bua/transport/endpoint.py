@@ -1,0 +1,106 @@
+"""The edge between the network and the SIP core.
+
+Bytes from ``SipNetwork`` are parsed here.  A request that cannot be parsed
+gets its error response (400, 505, 416 ...) built from whatever header lines
+can still be read, or is dropped when no response can be routed; a broken
+response is dropped.  Parsed requests get ``received``/``rport`` stamped on
+their top Via, then everything goes to the transaction layer.  The other
+direction, :meth:`SipEndpoint.transport_send`, serialises a message and picks
+the destination RFC 3261 §18 gives it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.logger import Logger
+
+from b2bua.sip.addressing import Address, Source, response_destination, stamp_via
+from b2bua.sip.errors import SipError
+from b2bua.sip.headers import Via
+from b2bua.sip.message import Message, Request, Response, make_response, parse_message
+from b2bua.transport.network import SipNetwork, TransportError
+
+
+class SipEndpoint:
+    """Parses incoming bytes for the transaction layer and sends its messages."""
+
+    log = Logger()
+
+    def __init__(self, network: SipNetwork,
+                 on_message: Callable[[Message, Source], None] | None = None,
+                 server_header: str = "b2bua") -> None:
+        self.network = network
+        self.on_message = on_message
+        self.server_header = server_header
+        self.parse_errors = 0
+        self.messages_in = 0
+
+    # -- incoming -------------------------------------------------------------
+
+    def bytes_received(self, data: bytes, source: Source) -> None:
+        self.messages_in += 1
+        try:
+            message = parse_message(data)
+            if isinstance(message, Request):
+                stamp_request(message, source)
+        except SipError as exc:
+            self.parse_errors += 1
+            self.reject(exc, source)
+            return
+        if self.on_message is not None:
+            self.on_message(message, source)
+
+    def reject(self, exc: SipError, source: Source) -> None:
+        """Answer a request we could not parse, or drop it when no reply can be routed."""
+        request = getattr(exc, "message", None)
+        if (not exc.routable or not isinstance(request, Request) or request.method == "ACK"
+                or not request.headers.get("Call-ID")):
+            # No Call-ID: the answer would itself be malformed (RFC 3261 §8.2.6).
+            self.log.debug("dropped unparsable message from {peer}: {reason}",
+                           peer=source.address, reason=exc.reason)
+            return
+        try:
+            top = stamp_request(request, source)
+            response = make_response(request, exc.status, exc.reason,
+                                     extra=[("Server", self.server_header)])
+        except (SipError, ValueError):
+            return
+        self.log.info("answered {status} to unparsable request from {peer}: {reason}",
+                      status=exc.status, peer=source.address, reason=exc.reason)
+        dest = source.address if source.reliable else response_destination(top)
+        try:
+            self.network.send(response.to_bytes(), dest, source.transport, source.flow,
+                              source.local)
+        except TransportError:
+            pass
+
+    # -- outgoing -------------------------------------------------------------
+
+    def transport_send(self, message: Message, dest: Address | None, transport: str | None,
+                       flow: object | None = None, local: Address | None = None) -> None:
+        """Serialise ``message`` and send it; raises TransportError on failure."""
+        data = message.to_bytes()
+        if dest is None:
+            if not isinstance(message, Response):
+                raise TransportError("a request needs a destination")
+            top = message.top_via
+            if top is None:
+                raise TransportError("response without Via")
+            dest = response_destination(top)
+            transport = transport or top.transport
+        self._write(data, dest, transport or "UDP", flow, local)
+
+    def _write(self, data: bytes, dest: Address, transport: str, flow: object | None,
+               local: Address | None) -> None:
+        self.network.send(data, dest, transport, flow, local)
+
+
+def stamp_request(request: Request, source: Source) -> Via:
+    """Stamp ``received``/``rport`` on the top Via in place; returns that Via."""
+    top = request.top_via
+    if stamp_via(top, source):
+        values = request.headers.get_all("Via")
+        values[0] = str(top)
+        request.headers.set_all("Via", values)
+    return top

@@ -1,0 +1,252 @@
+"""UDP, TCP and TLS listeners and connections: bytes in, bytes out.
+
+One ``SipNetwork`` owns every socket of the process.  Incoming datagrams and
+framed stream messages go to one ``sink`` (the SIP endpoint) together with
+their ``Source``; outgoing bytes are written to a UDP port, to the stream
+connection a phone registered over (its *flow*), or to a new connection.
+Nothing SIP-specific is decided here beyond stream framing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable, Protocol as TypingProtocol
+
+from twisted.application import service
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from b2bua.config_schema import ListenAddress
+from b2bua.sip.addressing import Address, Source
+from b2bua.transport.stream import SipStreamFactory, SipStreamProtocol
+
+
+class TransportError(Exception):
+    """Bytes could not be handed to the network (RFC 3261 §8.1.3.1: a 503)."""
+
+
+class MessageSink(TypingProtocol):
+    def bytes_received(self, data: bytes, source: Source) -> None: ...
+    def reject(self, error: Exception, source: Source) -> None: ...
+
+
+class SipDatagramProtocol(protocol.DatagramProtocol):
+    """One UDP listener; every datagram is one SIP message (RFC 3261 §18.3)."""
+
+    log = Logger()
+
+    def __init__(self, network: "SipNetwork", local: Address) -> None:
+        self.network = network
+        self.local = local
+
+    def datagramReceived(self, data: bytes, addr: tuple) -> None:  # noqa: N802
+        if not data.strip(b"\r\n \t\x00"):
+            return  # RFC 5626 §3.5.1 keep-alives over UDP need no answer
+        source = Source("UDP", (addr[0], addr[1]), self.local, None)
+        self.network.deliver(data, source)
+
+    def connectionRefused(self) -> None:  # noqa: N802
+        self.log.debug("ICMP port unreachable on {local}", local=self.local)
+
+
+class SipNetwork(service.Service):
+    """Listeners, stream connections and the send path of the whole process."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: object,
+        listen: list[ListenAddress],
+        sink: MessageSink | None = None,
+        tls_options: object | None = None,
+        client_tls_options: Callable[[str], object] | None = None,
+        max_message_size: int = 65535,
+        max_connections: int = 10000,
+        idle_timeout: float = 3600.0,
+    ) -> None:
+        self.reactor = reactor
+        self.listen = list(listen)
+        self.sink = sink
+        self.tls_options = tls_options
+        self.client_tls_options = client_tls_options
+        self.max_message_size = max_message_size
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.ports: list[IListeningPort] = []
+        self._udp: dict[Address, protocol.DatagramProtocol] = {}
+        self._udp_ports: dict[Address, IListeningPort] = {}
+        # Live stream connections by the peer's address, per transport.
+        self.connections: dict[tuple[str, Address], SipStreamProtocol] = {}
+        self.stream_factory = SipStreamFactory(self)
+        # Told when a stream closes, so bindings stop pointing at a dead flow.
+        self.on_connection_lost: Callable[[object], object] | None = None
+
+    # -- life cycle ---------------------------------------------------------
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        for addr in self.listen:
+            self.ports.append(self._listen(addr))
+            self.log.info("listening on {address}", address=str(addr))
+
+    def _listen(self, addr: ListenAddress) -> IListeningPort:
+        reactor = self.reactor
+        if addr.transport == "udp":
+            local = (addr.host, addr.port)
+            proto = SipDatagramProtocol(self, local)
+            port = reactor.listenUDP(addr.port, proto, interface=addr.host,  # type: ignore[attr-defined]
+                                     maxPacketSize=self.max_message_size)
+            bound = port.getHost()
+            local = (addr.host, bound.port)
+            proto.local = local
+            self._udp[local] = proto
+            self._udp_ports[local] = port
+            return port
+        if addr.transport == "tcp":
+            return reactor.listenTCP(addr.port, self.stream_factory.for_transport("TCP"),  # type: ignore[attr-defined]
+                                     interface=addr.host)
+        if addr.transport == "tls":
+            if self.tls_options is None:
+                raise ValueError("a tls listener needs [tls] certificate and private_key")
+            return reactor.listenSSL(addr.port, self.stream_factory.for_transport("TLS"),  # type: ignore[attr-defined]
+                                     self.tls_options, interface=addr.host)
+        raise ValueError(f"unknown transport {addr.transport!r}")
+
+    def stopService(self) -> defer.Deferred:  # noqa: N802
+        super().stopService()
+        waits = [defer.maybeDeferred(p.stopListening) for p in self.ports]
+        self.ports.clear()
+        self._udp.clear()
+        self._udp_ports.clear()
+        for conn in list(self.connections.values()):
+            conn.transport.loseConnection()
+        return defer.DeferredList(waits)
+
+    def bound_addresses(self) -> list[ListenAddress]:
+        """The listen addresses with the ports actually bound (port 0 -> real)."""
+        out = []
+        for addr, port in zip(self.listen, self.ports):
+            out.append(ListenAddress(addr.transport, addr.host, port.getHost().port))
+        return out
+
+    # -- incoming -----------------------------------------------------------
+
+    def deliver(self, data: bytes, source: Source) -> None:
+        """Hand one message to the sink; one bad message never stops the rest."""
+        if self.sink is None:
+            return
+        try:
+            self.sink.bytes_received(data, source)
+        except Exception:
+            self.log.failure("unhandled error for a message from {peer}", peer=source.address)
+
+    def reject(self, error: Exception, source: Source) -> None:
+        """A stream's framing broke: let the sink answer it if it can."""
+        if self.sink is not None:
+            try:
+                self.sink.reject(error, source)
+            except Exception:
+                self.log.failure("error answering a framing error from {peer}",
+                                 peer=source.address)
+
+    def connection_made(self, conn: SipStreamProtocol) -> bool:
+        if len(self.connections) >= self.max_connections:
+            self.log.warn("connection limit {limit} reached; refusing {peer}",
+                          limit=self.max_connections, peer=conn.peer)
+            return False
+        self.connections[(conn.transport_name, conn.peer)] = conn
+        return True
+
+    def connection_lost(self, conn: SipStreamProtocol) -> None:
+        key = (conn.transport_name, conn.peer)
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+        if self.on_connection_lost is not None:
+            self.on_connection_lost(conn)
+
+    # -- outgoing -----------------------------------------------------------
+
+    def send(self, data: bytes, dest: Address, transport: str = "UDP",
+             flow: object | None = None, local: Address | None = None) -> None:
+        """Write ``data`` towards ``dest``; raise TransportError when impossible."""
+        transport = transport.upper()
+        if isinstance(flow, SipStreamProtocol) and flow.connected:
+            flow.send(data)
+            return
+        if transport == "UDP":
+            self._send_udp(data, dest, local)
+            return
+        if transport in ("TCP", "TLS"):
+            conn = self.connections.get((transport, dest))
+            if conn is None or not conn.connected:
+                conn = self._connect(transport, dest)
+            conn.send(data)
+            return
+        raise TransportError(f"unsupported transport {transport}")
+
+    def _send_udp(self, data: bytes, dest: Address, local: Address | None) -> None:
+        proto = self._udp.get(local) if local else None
+        if proto is None:
+            proto = self._pick_udp(dest[0])
+        if proto is None or proto.transport is None:
+            raise TransportError("no UDP listener for this address family")
+        try:
+            proto.transport.write(data, dest)
+        except OSError as exc:  # e.g. ENETUNREACH, EMSGSIZE
+            raise TransportError(str(exc)) from exc
+
+    def _pick_udp(self, host: str) -> protocol.DatagramProtocol | None:
+        want_v6 = ":" in host
+        fallback = None
+        for local, proto in self._udp.items():
+            if (":" in local[0]) == want_v6:
+                if _is_loopback(local[0]) == _is_loopback(host):
+                    return proto
+                fallback = fallback or proto
+        return fallback
+
+    def _connect(self, transport: str, dest: Address) -> SipStreamProtocol:
+        """Open an outbound stream; bytes are queued until it is up."""
+        factory = self.stream_factory.for_transport(transport)
+        conn = factory.buildProtocol(None)
+        assert isinstance(conn, SipStreamProtocol)
+        conn.peer = dest
+        conn.outbound = True
+        self.connections[(transport, dest)] = conn
+        client = _OutboundFactory(conn, self)
+        if transport == "TLS":
+            if self.client_tls_options is None:
+                raise TransportError("no TLS client configuration")
+            self.reactor.connectSSL(dest[0], dest[1], client,  # type: ignore[attr-defined]
+                                    self.client_tls_options(dest[0]), timeout=10)
+        else:
+            self.reactor.connectTCP(dest[0], dest[1], client, timeout=10)  # type: ignore[attr-defined]
+        return conn
+
+    def udp_local(self, family_of: str = "127.0.0.1") -> Address | None:
+        proto = self._pick_udp(family_of)
+        return getattr(proto, "local", None)
+
+
+class _OutboundFactory(protocol.ClientFactory):
+    """Connects one pre-built SipStreamProtocol and reports failure to it."""
+
+    def __init__(self, conn: SipStreamProtocol, network: SipNetwork) -> None:
+        self.conn = conn
+        self.network = network
+
+    def buildProtocol(self, addr: object) -> SipStreamProtocol:  # noqa: N802
+        return self.conn
+
+    def clientConnectionFailed(self, connector: object, reason: Failure) -> None:  # noqa: N802
+        self.conn.connect_failed(reason)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

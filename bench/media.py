@@ -1,0 +1,176 @@
+"""Media benchmarks: ringback streams per core, and relayed packets per second, on loopback.
+
+    python bench/media.py [--seconds 5] [--runs 3] [--streams 250,500,1000,2000]
+
+Ringback: N senders, each on its own port like real calls, paced by the real reactor, sending
+to a sink socket nobody reads.  Reported per N: CPU seconds this process used per stream per
+second (user + system), the packets actually sent against the 50 per stream-second due, and
+the implied streams one core sustains.  Relay: a separate process floods the caller port of a
+bridged relay; reported: packets forwarded per second and CPU microseconds per packet.
+Each figure is the median of ``--runs`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Generator
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from twisted.internet import defer, task  # noqa: E402
+
+from b2bua.media.g711 import PCMU  # noqa: E402
+from b2bua.media.ports import PortAllocator  # noqa: E402
+from b2bua.media.relay import RtpRelay, Side  # noqa: E402
+from b2bua.media.ringback import RingbackSender  # noqa: E402
+from b2bua.media.rtp import RtpPacket  # noqa: E402
+from b2bua.media.tone import encoded_cadence  # noqa: E402
+
+HOST = "127.0.0.1"
+
+
+def unread_socket() -> socket.socket:
+    """A sink nobody reads: the kernel drops what overflows, this process pays nothing."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind((HOST, 0))
+    return sink
+
+
+def cpu() -> float:
+    """User + system CPU of this process: sending UDP costs mostly system time."""
+    times = os.times()
+    return times.user + times.system
+
+
+@defer.inlineCallbacks
+def ringback_run(reactor: Any, streams: int, seconds: float
+                 ) -> Generator[defer.Deferred[Any], Any, dict[str, float]]:
+    sink = unread_socket()
+    sink_address = sink.getsockname()
+    ports = PortAllocator(40000, 40000 + 2 * streams + 100)
+    senders = [RingbackSender.listen(reactor, ports, HOST, PCMU, "us", sink_address)
+               for _ in range(streams)]
+    for sender in senders:  # spread starts over one frame, as calls arrive at random
+        sender.start()
+        yield task.deferLater(reactor, 0.02 / streams, lambda: None)
+    yield task.deferLater(reactor, 0.5, lambda: None)  # settle
+    sent0 = sum(s.packets_sent for s in senders)
+    cpu0, wall0 = cpu(), time.perf_counter()
+    yield task.deferLater(reactor, seconds, lambda: None)
+    cpu1, wall1 = cpu(), time.perf_counter()
+    sent = sum(s.packets_sent for s in senders) - sent0
+    for sender in senders:
+        yield sender.stop()
+    sink.close()
+    elapsed = wall1 - wall0
+    return {"cpu_per_stream_s": (cpu1 - cpu0) / (streams * elapsed),
+            "load": (cpu1 - cpu0) / elapsed,
+            "delivered": sent / (streams * elapsed * 50)}
+
+
+FLOOD = r"""
+import socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+sys.stdin.readline()
+packet = bytes.fromhex(sys.argv[3])
+sent, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    for _ in range(100):
+        try:
+            sock.sendto(packet, ("127.0.0.1", port))
+            sent += 1
+        except OSError:
+            pass
+print(sent, flush=True)
+"""
+
+
+@defer.inlineCallbacks
+def relay_run(reactor: Any, seconds: float
+              ) -> Generator[defer.Deferred[Any], Any, dict[str, float]]:
+    sink = unread_socket()
+    relay = RtpRelay(reactor, PortAllocator(41000, 41100), HOST)
+    relay.start()
+    packet = RtpPacket(payload_type=0, sequence=1, timestamp=0, ssrc=1,
+                       payload=b"\xff" * 160).pack()
+    # The flooder is another process, so its CPU is not counted as the relay's.
+    child = subprocess.Popen(
+        [sys.executable, "-c", FLOOD, str(relay.caller_port), str(seconds + 1.0), packet.hex()],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    flood_port = int(child.stdout.readline())
+    relay.set_peer(Side.CALLER, (HOST, flood_port))
+    relay.set_peer(Side.CALLEE, sink.getsockname())
+    relay.bridge()
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    yield task.deferLater(reactor, 0.5, lambda: None)
+    counters = relay.counters[Side.CALLER]
+    forwarded0, received0 = counters.forwarded, counters.received
+    cpu0, wall0 = cpu(), time.perf_counter()
+    yield task.deferLater(reactor, seconds - 0.5, lambda: None)
+    cpu1, wall1 = cpu(), time.perf_counter()
+    forwarded = counters.forwarded - forwarded0
+    received = counters.received - received0
+    yield task.deferLater(reactor, 1.2, lambda: None)
+    offered = int(child.stdout.readline()) / (seconds + 1.0)
+    child.wait(5)
+    yield relay.stop()
+    sink.close()
+    elapsed = wall1 - wall0
+    return {"pps": forwarded / elapsed, "received_pps": received / elapsed,
+            "offered_pps": offered,
+            "cpu_us_per_packet": 1e6 * (cpu1 - cpu0) / max(forwarded, 1),
+            "load": (cpu1 - cpu0) / elapsed}
+
+
+def median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+@defer.inlineCallbacks
+def main(reactor: Any, options: argparse.Namespace) -> Generator[defer.Deferred[Any], Any, None]:
+    encoded_cadence("us", PCMU)  # built once per process at start-up in the service too
+    print("ringback (us tone, PCMU, %d s x %d runs, median)" % (options.seconds, options.runs))
+    print("%8s %22s %8s %10s %16s" % ("streams", "CPU us/stream-second", "load",
+                                      "delivered", "streams/core"))
+    for streams in options.streams:
+        runs = []
+        for _ in range(options.runs):
+            runs.append((yield ringback_run(reactor, streams, options.seconds)))
+        per_stream = median(runs, "cpu_per_stream_s")
+        print("%8d %22.0f %8.2f %9.1f%% %16.0f" % (
+            streams, per_stream * 1e6, median(runs, "load"),
+            100 * median(runs, "delivered"), 1 / per_stream))
+    print()
+    print("relay (one direction flood, 172-byte RTP, %d s x %d runs, median)"
+          % (options.seconds, options.runs))
+    runs = []
+    for _ in range(options.runs):
+        runs.append((yield relay_run(reactor, options.seconds)))
+    print("forwarded %.0f pps (flooder offered %.0f, relay read %.0f), %.1f CPU us/packet,"
+          " load %.2f" % (median(runs, "pps"), median(runs, "offered_pps"),
+                          median(runs, "received_pps"),
+        median(runs, "cpu_us_per_packet"), median(runs, "load")))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[250, 500, 1000, 2000])
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    task.react(main, [parse_args()])

@@ -1,0 +1,94 @@
+"""Parse + serialise throughput of the SIP message layer.
+
+Run: python bench/parse.py [--seconds 0.5] [--runs 5]
+Prints messages per second (median of the runs) for a typical INVITE,
+a 200 OK and a REGISTER; the target is >= 50,000/s for the INVITE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from b2bua.sip.message import parse_message  # noqa: E402
+
+SDP = (b"v=0\r\no=alice 2890844526 2890844526 IN IP4 192.0.2.101\r\ns=-\r\n"
+       b"c=IN IP4 192.0.2.101\r\nt=0 0\r\nm=audio 49172 RTP/AVP 0 8 101\r\n"
+       b"a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n")
+
+INVITE = (
+    b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds;rport\r\n"
+    b"Via: SIP/2.0/TCP 198.51.100.7:5060;branch=z9hG4bKnashds8;received=198.51.100.7\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"To: Bob <sip:bob@biloxi.example.com>\r\n"
+    b"From: \"Alice\" <sip:alice@atlanta.example.com>;tag=1928301774\r\n"
+    b"Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n"
+    b"CSeq: 314159 INVITE\r\n"
+    b"Contact: <sip:alice@192.0.2.10:5060;transport=udp>\r\n"
+    b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY\r\n"
+    b"Supported: replaces, timer\r\n"
+    b"User-Agent: ExamplePhone/1.0\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: " + str(len(SDP)).encode() + b"\r\n\r\n" + SDP)
+
+OK200 = (
+    b"SIP/2.0 200 OK\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds;received=192.0.2.10;rport=5060\r\n"
+    b"To: Bob <sip:bob@biloxi.example.com>;tag=a6c85cf\r\n"
+    b"From: \"Alice\" <sip:alice@atlanta.example.com>;tag=1928301774\r\n"
+    b"Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n"
+    b"CSeq: 314159 INVITE\r\n"
+    b"Contact: <sip:bob@192.0.2.4>\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: " + str(len(SDP)).encode() + b"\r\n\r\n" + SDP)
+
+REGISTER = (
+    b"REGISTER sip:registrar.biloxi.example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/TLS 192.0.2.201:51234;branch=z9hG4bKnashds7;rport;alias\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"To: Bob <sip:bob@biloxi.example.com>\r\n"
+    b"From: Bob <sip:bob@biloxi.example.com>;tag=456248\r\n"
+    b"Call-ID: 843817637684230@998sdasdh09\r\n"
+    b"CSeq: 1826 REGISTER\r\n"
+    b"Contact: <sip:bob@192.0.2.201:51234;transport=tls;pn-provider=apns;"
+    b"pn-prid=00fc13adff78512;pn-param=ABCD1234.com.example.voip>;expires=600;"
+    b"+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-AABBCCDDEEFF>\"\r\n"
+    b"Expires: 600\r\n"
+    b"Content-Length: 0\r\n\r\n")
+
+
+def rate(data: bytes, seconds: float) -> float:
+    """Parse + serialise ``data`` in a loop for about ``seconds``; ops/s."""
+    n = 0
+    batch = 500
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(batch):
+            parse_message(data).to_bytes()
+        n += batch
+        now = time.perf_counter()
+        if now >= deadline:
+            return n / (now - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=0.5, help="length of one run")
+    parser.add_argument("--runs", type=int, default=5, help="runs per message (median)")
+    args = parser.parse_args()
+    print("%-10s %12s %10s" % ("message", "msgs/s", "us/msg"))
+    for name, data in (("INVITE", INVITE), ("200 OK", OK200), ("REGISTER", REGISTER)):
+        rate(data, 0.1)  # warm-up
+        median = statistics.median(rate(data, args.seconds) for _ in range(args.runs))
+        print("%-10s %12s %10.1f" % (name, format(int(median), ","), 1e6 / median))
+
+
+if __name__ == "__main__":
+    main()

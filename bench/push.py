@@ -1,0 +1,156 @@
+"""Pushes per second over one APNs connection, against the fake APNs on loopback.
+
+The fake runs in its own process (so the client's CPU is measured alone); the client sends
+`--count` pushes at once per run, `--runs` times, and the median run is reported with the
+client's CPU per push. With h2load installed (`apt-get install nghttp2-client`) the fake's
+own ceiling is measured too, with the same requests, so the two figures can be compared.
+
+    python bench/push.py [--count 5000] [--runs 5] [--max-streams 1000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from twisted.internet import defer, reactor  # noqa: E402
+
+from b2bua.push import ApnsTimings, CallFacts, apns_client_from_settings, build_voip_push  # noqa: E402
+from b2bua.push.jwt_token import ProviderToken  # noqa: E402
+from tests.fake_apns import FakePki, make_pki  # noqa: E402
+
+TOKEN = "a1" * 32
+FACTS = CallFacts("bench-call-0001@10.0.0.1", "1234", "John Smith", "9876")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of another process, from /proc."""
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_fake(pki: FakePki) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_apns", "--pki-dir", str(pki.directory)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    return proc, int(json.loads(line)["port"])
+
+
+@defer.inlineCallbacks
+def client_runs(pki: FakePki, port: int, fake_pid: int, count: int, runs: int, max_streams: int):
+    client = apns_client_from_settings(
+        enabled=True, auth="token", key_file=str(pki.key_file), key_id=pki.key_id,
+        team_id=pki.team_id, certificate="", endpoint="https://127.0.0.1:%d" % port,
+        ca_file=str(pki.ca_file), reactor=reactor, clock=reactor,
+        timings=ApnsTimings(push_timeout=60.0, max_streams=max_streams),
+    )
+    headers, body = build_voip_push(FACTS, "com.mycompany.myapp")
+    yield defer.gatherResults([client.send(TOKEN, headers, body) for _ in range(200)])  # warm up
+    results = []
+    for _ in range(runs):
+        cpu0, fake0, wall0 = time.process_time(), cpu_seconds(fake_pid), time.perf_counter()
+        outcomes = yield defer.gatherResults([client.send(TOKEN, headers, body) for _ in range(count)])
+        wall = time.perf_counter() - wall0
+        cpu, fake_cpu = time.process_time() - cpu0, cpu_seconds(fake_pid) - fake0
+        delivered = sum(1 for o in outcomes if o.delivered)
+        results.append({"pushes": count, "delivered": delivered, "seconds": wall,
+                        "pushes_per_s": count / wall, "client_cpu_us_per_push": cpu / count * 1e6,
+                        "fake_cpu_us_per_push": fake_cpu / count * 1e6})
+    yield client.stopService()
+    return results
+
+
+def h2load(pki: FakePki, port: int, count: int, streams: int) -> dict[str, float] | None:
+    """The fake's ceiling: nghttp2's load generator, same request, one connection."""
+    exe = shutil.which("h2load")
+    if exe is None:
+        return None
+    authorization = ProviderToken(pki.key_file.read_bytes(), pki.key_id, pki.team_id, reactor).authorization()
+    headers, body = build_voip_push(FACTS, "com.mycompany.myapp")
+    with tempfile.NamedTemporaryFile(suffix=".json") as data:
+        data.write(body)
+        data.flush()
+        command = [exe, "-n", str(count), "-c", "1", "-m", str(streams), "-d", data.name,
+                   "-H", "authorization: " + authorization]
+        for name, value in headers.items():
+            command += ["-H", "%s: %s" % (name, value)]
+        command.append("https://127.0.0.1:%d/3/device/%s" % (port, TOKEN))
+        output = subprocess.run(command, capture_output=True, text=True, timeout=300).stdout
+    rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output)
+    ok = re.search(r"status codes: (\d+) 2xx", output)
+    if not rate:
+        return {"error": output[-500:]}  # type: ignore[dict-item]
+    return {"requests_per_s": float(rate.group(1)), "ok": float(ok.group(1)) if ok else 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=5000, help="pushes per run")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--max-streams", type=int, default=1000, help="client stream cap")
+    parser.add_argument("--h2load-streams", type=int, default=100, help="h2load -m")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        pki = make_pki(directory)
+        fake, port = start_fake(pki)
+        report: dict[str, object] = {}
+        try:
+            def done(results: list[dict[str, float]]) -> None:
+                report["runs"] = results
+                reactor.stop()
+
+            def failed(failure: object) -> None:
+                report["error"] = str(failure)
+                reactor.stop()
+
+            reactor.callWhenRunning(lambda: client_runs(
+                pki, port, fake.pid, args.count, args.runs, args.max_streams).addCallbacks(done, failed))
+            reactor.run()
+            report["h2load"] = h2load(pki, port, args.count * 4, args.h2load_streams)
+        finally:
+            fake.terminate()
+            fake.wait(10)
+    runs = report.get("runs") or []
+    if runs:
+        median = sorted(runs, key=lambda r: r["pushes_per_s"])[len(runs) // 2]
+        report["median"] = median
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    if "error" in report:
+        print("error:", report["error"])
+        return
+    for run in runs:
+        print("run: %(pushes)d pushes, %(delivered)d delivered, %(seconds).2f s, %(pushes_per_s).0f pushes/s, "
+              "client CPU %(client_cpu_us_per_push).0f us/push, fake CPU %(fake_cpu_us_per_push).0f us/push" % run)
+    median = report["median"]
+    print("median: %.0f pushes/s over one connection; client CPU %.0f us per push (target >= 2500 pushes/s)"
+          % (median["pushes_per_s"], median["client_cpu_us_per_push"]))  # type: ignore[index]
+    ceiling = report.get("h2load")
+    if ceiling is None:
+        print("h2load not installed: fake ceiling not measured (apt-get install nghttp2-client)")
+    elif "requests_per_s" in ceiling:
+        print("fake APNs ceiling (h2load, 1 connection, -m %d): %.0f requests/s, %d answered 200"
+              % (args.h2load_streams, ceiling["requests_per_s"], ceiling["ok"]))
+    else:
+        print("h2load failed:", ceiling)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,466 @@
+"""Digest authentication: RFC vectors, challenges, verification, replay, throttling."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+
+from b2bua.sip.digest import (
+    AuthResult,
+    AuthStatus,
+    DigestAuthenticator,
+    FailureThrottle,
+    MalformedCredentials,
+    build_authorization,
+    choose_challenge,
+    parse_auth_header,
+    parse_credentials,
+)
+
+REALM = "sip.mydomain.com"
+PASSWORD = "s3cret"
+USERS = {"1111": PASSWORD}
+
+
+def ha1(name: str, algorithm: str) -> str:
+    hash_name = {"MD5": "md5", "SHA-256": "sha256"}[algorithm]
+    return hashlib.new(hash_name, f"{name}:{REALM}:{USERS[name]}".encode()).hexdigest()
+
+
+class Lookup:
+    """lookup_ha1 that records what it was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, name: str, algorithm: str) -> str | None:
+        self.calls.append((name, algorithm))
+        return ha1(name, algorithm) if name in USERS else None
+
+
+def make_auth(clock: Clock | None = None, secret: bytes = b"k" * 32, **kwargs: object) -> DigestAuthenticator:
+    if clock is None:
+        clock = Clock()
+        clock.advance(1_700_000_000)
+    return DigestAuthenticator(REALM, clock, secret, **kwargs)  # type: ignore[arg-type]
+
+
+def answer(
+    challenge: str,
+    *,
+    user: str = "1111",
+    password: str = PASSWORD,
+    method: str = "REGISTER",
+    uri: str = "sip:sip.mydomain.com",
+    nc: int = 1,
+    cnonce: str = "0a4f113b",
+) -> str:
+    return build_authorization(challenge, method, uri, user, password, cnonce, nc)
+
+
+# -- RFC test vectors (client side) -------------------------------------------
+
+
+def test_rfc2617_md5_vector() -> None:
+    challenge = (
+        'Digest realm="testrealm@host.com", qop="auth,auth-int", '
+        'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"'
+    )
+    value = build_authorization(
+        challenge, "GET", "/dir/index.html", "Mufasa", "Circle Of Life", "0a4f113b", 1
+    )
+    params = parse_credentials(value)
+    assert params["response"] == "6629fae49393a05397450978507c4ef1"
+    assert (params["qop"], params["nc"], params["opaque"]) == (
+        "auth",
+        "00000001",
+        "5ccc069c403ebaf9f0171e9517f40e41",
+    )
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "response"),
+    [
+        ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
+        ("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
+    ],
+)
+def test_rfc7616_vectors(algorithm: str, response: str) -> None:
+    challenge = (
+        f'Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm={algorithm}, '
+        'nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", '
+        'opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"'
+    )
+    value = build_authorization(
+        challenge,
+        "GET",
+        "/dir/index.html",
+        "Mufasa",
+        "Circle of Life",
+        "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+        1,
+    )
+    assert parse_credentials(value)["response"] == response
+    assert parse_credentials(value)["algorithm"] == algorithm
+
+
+def test_client_answers_rfc2069_challenge_without_qop() -> None:
+    value = build_authorization('Digest realm="r", nonce="n"', "INVITE", "sip:a@b", "u", "p", "c", 5)
+    params = parse_credentials(value)
+    assert "qop" not in params and "nc" not in params and "cnonce" not in params
+    ha1_ = hashlib.md5(b"u:r:p").hexdigest()
+    ha2 = hashlib.md5(b"INVITE:sip:a@b").hexdigest()
+    assert params["response"] == hashlib.md5(f"{ha1_}:n:{ha2}".encode()).hexdigest()
+
+
+def test_client_refuses_auth_int_only_and_non_digest() -> None:
+    with pytest.raises(MalformedCredentials):
+        build_authorization('Digest realm="r", nonce="n", qop="auth-int"', "INVITE", "u", "a", "b", "c")
+    with pytest.raises(MalformedCredentials):
+        build_authorization('Basic realm="r"', "INVITE", "u", "a", "b", "c")
+    with pytest.raises(MalformedCredentials):
+        build_authorization('Digest realm="r", nonce="n", algorithm=SHA-1', "INVITE", "u", "a", "b", "c")
+
+
+def test_choose_challenge_prefers_the_strongest() -> None:
+    md5 = 'Digest realm="r", nonce="n", algorithm=MD5'
+    sha = 'Digest realm="r", nonce="n", algorithm=SHA-256'
+    assert choose_challenge([md5, sha]) == sha
+    assert choose_challenge(['Basic realm="r"', 'Digest realm="r", nonce="n"']) == (
+        'Digest realm="r", nonce="n"'
+    )
+    assert choose_challenge(['Digest realm="r", algorithm=SHA-1', "garbage ="]) is None
+
+
+# -- parsing ------------------------------------------------------------------
+
+
+def test_parse_credentials_is_robust_to_spacing_and_quoting() -> None:
+    value = (
+        'Digest  username = "11\\"11",realm="a, b",nonce=xyz ,  uri="sip:gw.mydomain.com" ,'
+        "NC=00000001,qop=auth , response=\"ABC\""
+    )
+    assert parse_credentials(value) == {
+        "username": '11"11',
+        "realm": "a, b",
+        "nonce": "xyz",
+        "uri": "sip:gw.mydomain.com",
+        "nc": "00000001",
+        "qop": "auth",
+        "response": "ABC",
+    }
+    assert parse_auth_header("digest realm=x")[0] == "digest"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        'Basic dXNlcjpwYXNz',
+        'Digest username="unterminated',
+        "Digest username",
+        'Digest username="a", username="b"',
+        'username="a"',
+    ],
+)
+def test_parse_credentials_rejects(value: str) -> None:
+    with pytest.raises(MalformedCredentials):
+        parse_credentials(value)
+
+
+@given(st.text())
+def test_parse_never_fails_otherwise(text: str) -> None:
+    try:
+        parse_credentials(text)
+    except MalformedCredentials:
+        pass
+
+
+@given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True), st.text(), min_size=1))
+def test_quoted_values_round_trip(params: dict[str, str]) -> None:
+    quoted = ", ".join(
+        f'{k}="' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for k, v in params.items()
+    )
+    assert parse_credentials("Digest " + quoted) == params
+
+
+# -- challenges -----------------------------------------------------------------
+
+
+def test_challenges_sha256_first_then_md5() -> None:
+    auth = make_auth()
+    values = auth.challenges()
+    assert len(values) == 2
+    first, second = (parse_auth_header(v) for v in values)
+    assert first[0] == second[0] == "Digest"
+    assert first[1]["algorithm"] == "SHA-256" and second[1]["algorithm"] == "MD5"
+    for _, params in (first, second):
+        assert params["realm"] == REALM and params["qop"] == "auth"
+        assert params["opaque"] == auth.opaque and "stale" not in params
+    assert first[1]["nonce"] == second[1]["nonce"]
+    assert parse_auth_header(auth.challenges()[0])[1]["nonce"] != first[1]["nonce"]
+    assert parse_auth_header(auth.challenges(stale=True)[1])[1]["stale"] == "true"
+
+
+# -- verification -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_round_trip_ok_for_each_offered_algorithm(index: int) -> None:
+    auth = make_auth()
+    lookup = Lookup()
+    result = auth.verify(answer(auth.challenges()[index]), "REGISTER", lookup)
+    algorithm = ("SHA-256", "MD5")[index]
+    assert result == AuthResult(AuthStatus.OK, "", "1111", algorithm)
+    assert result.ok and lookup.calls == [("1111", algorithm)]
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256-sess", "md5-SESS", "sha-256"])
+def test_sess_and_lowercase_algorithm_names(algorithm: str) -> None:
+    auth = make_auth()
+    nonce = parse_auth_header(auth.challenges()[0])[1]["nonce"]
+    challenge = f'Digest realm="{REALM}", nonce="{nonce}", qop="auth", algorithm={algorithm}'
+    assert auth.verify(answer(challenge), "REGISTER", Lookup()).ok
+
+
+def test_the_example_phone_without_qop_and_with_another_uri_host() -> None:
+    """push-facts.md: no qop/algorithm, uri="sip:gw.mydomain.com" != Request-URI."""
+    auth = make_auth()
+    nonce = parse_auth_header(auth.challenges()[1])[1]["nonce"]
+    ha2 = hashlib.md5(b"REGISTER:sip:gw.mydomain.com").hexdigest()
+    response = hashlib.md5(f"{ha1('1111', 'MD5')}:{nonce}:{ha2}".encode()).hexdigest()
+    value = (
+        f'Digest realm="sip.mydomain.com", nonce="{nonce}", username="1111", '
+        f'uri="sip:gw.mydomain.com", response="{response}"'
+    )
+    assert auth.verify(value, "REGISTER", Lookup()).ok
+    # Reused within the nonce lifetime, as such phones do on refresh.
+    assert auth.verify(value, "REGISTER", Lookup()).ok
+    assert auth.verify(value.replace(response, response.upper()), "REGISTER", Lookup()).ok
+
+
+def test_unknown_user_and_wrong_password_are_indistinguishable() -> None:
+    auth = make_auth()
+    challenge = auth.challenges()[0]
+    lookup = Lookup()
+    wrong = auth.verify(answer(challenge, password="nope"), "REGISTER", lookup)
+    unknown = auth.verify(answer(challenge, user="9999"), "REGISTER", lookup)
+    assert wrong.status is unknown.status is AuthStatus.FAILED
+    assert wrong.reason == unknown.reason == "bad credentials"
+    assert wrong.algorithm == unknown.algorithm
+    assert [c[0] for c in lookup.calls] == ["1111", "9999"]  # both looked up, same path
+
+
+def test_digest_covers_the_method() -> None:
+    auth = make_auth()
+    value = answer(auth.challenges()[0], method="REGISTER")
+    assert auth.verify(value, "INVITE", Lookup()).status is AuthStatus.FAILED
+
+
+def test_realm_must_match() -> None:
+    auth = make_auth()
+    nonce = parse_auth_header(auth.challenges()[0])[1]["nonce"]
+    value = answer(f'Digest realm="evil.example", nonce="{nonce}", qop="auth"')
+    result = auth.verify(value, "REGISTER", Lookup())
+    assert result.status is AuthStatus.FAILED and result.reason == "realm mismatch"
+
+
+def test_expired_nonce_is_stale_only_with_the_right_password() -> None:
+    clock = Clock()
+    auth = make_auth(clock, nonce_ttl=300)
+    challenge = auth.challenges()[0]
+    clock.advance(299.9)
+    assert auth.verify(answer(challenge), "REGISTER", Lookup()).ok
+    clock.advance(0.2)
+    assert auth.verify(answer(challenge, nc=2), "REGISTER", Lookup()).status is AuthStatus.STALE
+    wrong = auth.verify(answer(challenge, nc=3, password="x"), "REGISTER", Lookup())
+    assert wrong.status is AuthStatus.FAILED
+
+
+def test_nonce_of_another_secret_is_stale() -> None:
+    before_restart = make_auth(secret=b"a" * 32)
+    after_restart = make_auth(secret=b"b" * 32)
+    value = answer(before_restart.challenges()[0])
+    result = after_restart.verify(value, "REGISTER", Lookup())
+    assert result.status is AuthStatus.STALE and result.stale
+
+
+def test_forged_nonce_is_never_ok() -> None:
+    auth = make_auth()
+    value = answer(f'Digest realm="{REALM}", nonce="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", qop="auth"')
+    assert auth.verify(value, "REGISTER", Lookup()).status is AuthStatus.STALE
+    value = answer(f'Digest realm="{REALM}", nonce="not base64 !", qop="auth"')
+    assert auth.verify(value, "REGISTER", Lookup()).status is AuthStatus.STALE
+
+
+def test_opaque_must_be_ours_when_sent() -> None:
+    auth = make_auth()
+    challenge = auth.challenges()[0].replace(auth.opaque, "someone-elses")
+    assert auth.verify(answer(challenge), "REGISTER", Lookup()).status is AuthStatus.STALE
+
+
+def test_nonce_count_must_increase() -> None:
+    auth = make_auth()
+    challenge = auth.challenges()[0]
+    assert auth.verify(answer(challenge, nc=1), "REGISTER", Lookup()).ok
+    replay = auth.verify(answer(challenge, nc=1), "REGISTER", Lookup())
+    assert replay.status is AuthStatus.STALE and replay.reason == "nonce count replayed"
+    assert auth.verify(answer(challenge, nc=3), "REGISTER", Lookup()).ok
+    assert auth.verify(answer(challenge, nc=2), "REGISTER", Lookup()).stale
+    assert auth.verify(answer(challenge, nc=0), "REGISTER", Lookup()).stale
+
+
+def test_failed_attempts_do_not_advance_the_count() -> None:
+    auth = make_auth()
+    challenge = auth.challenges()[0]
+    attack = auth.verify(answer(challenge, nc=0xFFFF, password="guess"), "REGISTER", Lookup())
+    assert attack.status is AuthStatus.FAILED
+    assert auth.verify(answer(challenge, nc=1), "REGISTER", Lookup()).ok
+
+
+def test_nonce_table_is_bounded_and_eviction_is_safe() -> None:
+    clock = Clock()
+    clock.advance(1000)
+    auth = make_auth(clock, max_tracked_nonces=3)
+    challenges = []
+    for _ in range(5):
+        challenges.append(auth.challenges()[0])
+        clock.advance(1)
+    unused = auth.challenges()[0]
+    for challenge in challenges:
+        assert auth.verify(answer(challenge), "REGISTER", Lookup()).ok
+    assert auth.tracked_nonces == 3
+    # Evicted nonces cannot be replayed, even with a higher count: re-challenge.
+    assert auth.verify(answer(challenges[0], nc=1), "REGISTER", Lookup()).stale
+    assert auth.verify(answer(challenges[1], nc=9), "REGISTER", Lookup()).stale
+    # Tracked ones keep counting; a nonce newer than every evicted one is fine.
+    assert auth.verify(answer(challenges[4], nc=2), "REGISTER", Lookup()).ok
+    assert auth.verify(answer(unused), "REGISTER", Lookup()).ok
+    assert auth.tracked_nonces == 3
+
+
+def test_expired_nonces_leave_the_table() -> None:
+    clock = Clock()
+    auth = make_auth(clock, nonce_ttl=10)
+    assert auth.verify(answer(auth.challenges()[0]), "REGISTER", Lookup()).ok
+    clock.advance(11)
+    assert auth.verify(answer(auth.challenges()[0]), "REGISTER", Lookup()).ok
+    assert auth.tracked_nonces == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        ("Basic dXNlcjpwYXNz", AuthStatus.MALFORMED),
+        ('Digest username="1111", realm="sip.mydomain.com", nonce="n", uri="u"', AuthStatus.MALFORMED),
+        (
+            'Digest username="1111", realm="sip.mydomain.com", nonce="n", uri="u", response="r", qop=auth',
+            AuthStatus.MALFORMED,
+        ),
+        (
+            'Digest username="1111", realm="sip.mydomain.com", nonce="n", uri="u", response="r",'
+            ' qop=auth, nc=1, cnonce="c"',
+            AuthStatus.MALFORMED,
+        ),
+        (
+            'Digest username="1111", realm="sip.mydomain.com", nonce="n", uri="u", response="r",'
+            " algorithm=MD5-sess",
+            AuthStatus.MALFORMED,
+        ),
+        (
+            'Digest username="1111", realm="sip.mydomain.com", nonce="n", uri="u", response="r",'
+            ' qop=auth-int, nc=00000001, cnonce="c"',
+            AuthStatus.FAILED,
+        ),
+        (
+            'Digest username="1111", realm="sip.mydomain.com", nonce="n", uri="u", response="r",'
+            " algorithm=SHA-512-256",
+            AuthStatus.FAILED,
+        ),
+        (
+            'Digest username="1111", realm="sip.mydomain.com", nonce="n", uri="u", response="r",'
+            " algorithm=FOO",
+            AuthStatus.FAILED,
+        ),
+        (
+            'Digest username="x", realm="sip.mydomain.com", nonce="n", uri="u", response="r",'
+            " userhash=true",
+            AuthStatus.FAILED,
+        ),
+    ],
+)
+def test_bad_authorization_values(value: str, status: AuthStatus) -> None:
+    assert make_auth().verify(value, "REGISTER", Lookup()).status is status
+
+
+@given(st.text())
+def test_verify_never_raises(text: str) -> None:
+    assert isinstance(make_auth().verify(text, "REGISTER", Lookup()), AuthResult)
+
+
+def test_constructor_checks() -> None:
+    with pytest.raises(ValueError):
+        make_auth(secret=b"")
+    with pytest.raises(KeyError):
+        make_auth(algorithms=("SHA-1",))
+
+
+def test_digest_module_is_sans_io() -> None:
+    code = "import sys, b2bua.sip.digest; print('twisted.internet.reactor' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# -- throttling ---------------------------------------------------------------------
+
+
+def test_throttle_blocks_after_max_failures_within_window() -> None:
+    clock = Clock()
+    throttle = FailureThrottle(clock, max_failures=5, window=60)
+    for _ in range(4):
+        assert not throttle.record_failure("203.0.113.7", "1111")
+        clock.advance(10)
+    assert not throttle.is_blocked("203.0.113.7", "1111")
+    assert throttle.record_failure("203.0.113.7", "1111")
+    assert throttle.is_blocked("203.0.113.7", "1111")
+    assert not throttle.is_blocked("203.0.113.8", "1111")
+    assert not throttle.is_blocked("203.0.113.7", "2222")
+    clock.advance(59.9)
+    assert throttle.is_blocked("203.0.113.7", "1111")
+    clock.advance(0.2)
+    assert not throttle.is_blocked("203.0.113.7", "1111")
+
+
+def test_throttle_window_slides() -> None:
+    clock = Clock()
+    throttle = FailureThrottle(clock, max_failures=3, window=60)
+    for _ in range(10):
+        assert not throttle.record_failure("ip", "u")
+        clock.advance(31)
+
+
+def test_throttle_block_time_and_success_reset() -> None:
+    clock = Clock()
+    throttle = FailureThrottle(clock, max_failures=2, window=60, block_time=300)
+    throttle.record_failure("ip", "u")
+    assert throttle.record_failure("ip", "u")
+    clock.advance(299)
+    assert throttle.is_blocked("ip", "u")
+    throttle.record_success("ip", "u")
+    assert not throttle.is_blocked("ip", "u")
+    assert not throttle.record_failure("ip", "u")
+
+
+def test_throttle_memory_is_bounded() -> None:
+    clock = Clock()
+    throttle = FailureThrottle(clock, max_failures=1, window=60, max_entries=10)
+    for i in range(100):
+        assert throttle.record_failure(f"ip{i}", "u")
+    assert throttle.is_blocked("ip99", "u")
+    assert not throttle.is_blocked("ip0", "u")  # forgotten, oldest first
