@@ -91,8 +91,11 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     _create_users(config, store)
     bindings = BindingWriter(store.bindings, clock)
     events = BindingEvents()
+    # MD5 is offered first: many phones (and SIPp) answer the first challenge
+    # whatever its algorithm; SHA-256 capable clients still find theirs.
     auth = DigestAuthenticator(config.sip.realm, clock, os.urandom(32),
-                               nonce_ttl=config.registrar.nonce_ttl)
+                               nonce_ttl=config.registrar.nonce_ttl,
+                               algorithms=("MD5", "SHA-256"))
     throttle = (FailureThrottle(clock, config.registrar.auth_failures_limit,
                                 block_time=config.registrar.auth_block_time)
                 if config.registrar.auth_failures_limit else None)

@@ -23,9 +23,10 @@ import datetime
 import enum
 import ipaddress
 import json
+from urllib.parse import unquote
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -233,6 +234,7 @@ class FakeApns:
         self.ignored = 0  # streams dropped after a GOAWAY
         self.cancelled = 0  # streams the client reset
         self.pings = 0
+        self.peak_streams = 0  # most requests open at once on one connection
         self.record = True  # the benchmark turns recording off
         self.answered = 0
         self._per_token: dict[str, collections.deque[Reply]] = {}
@@ -283,6 +285,12 @@ class FakeApns:
         for conn in list(self.connections):
             if conn.transport is not None and conn.open:
                 conn.transport.abortConnection()
+
+    def freeze(self) -> None:
+        """Stop reading from every open connection: nothing is answered, not even PING."""
+        for conn in self.connections:
+            if conn.transport is not None and conn.open:
+                conn.transport.pauseProducing()
 
     def stop(self) -> Deferred[Any]:
         waiting = [c.lost for c in self.connections if c.open]
@@ -339,8 +347,10 @@ def check_request(headers: dict[str, str], body: bytes) -> str | None:
     path = headers.get(":path", "")
     if not path.startswith("/3/device/"):
         return "BadPath"
-    token = path[len("/3/device/"):]
-    if not token or any(c not in "0123456789abcdefABCDEF" for c in token):
+    token = unquote(path[len("/3/device/"):])
+    # Apple's tokens are hex, but the phones of our contract (push-facts.md) send
+    # tokens with ':', '_' and '-' as well: accept those, refuse anything else.
+    if not token or any(not (c.isascii() and (c.isalnum() or c in ":_-.")) for c in token):
         return "BadDeviceToken"
     topic = headers.get("apns-topic")
     if not topic:
@@ -373,6 +383,17 @@ _STATUS_OF = {"MethodNotAllowed": 405, "BadPath": 404, "PayloadTooLarge": 413,
               "MissingProviderToken": 403, "InvalidProviderToken": 403, "ExpiredProviderToken": 403}
 
 
+class _ServerH2Connection(H2Connection):
+    """Counts open inbound streams without h2's per-stream rescan (see the client's twin)."""
+
+    @property
+    def open_inbound_streams(self) -> int:
+        held = len(self.streams)
+        if held < min(256, self.local_settings.max_concurrent_streams):
+            return held
+        return self._open_streams(1)
+
+
 class FakeApnsProtocol(Protocol):
     """One server-side HTTP/2 connection of the fake."""
 
@@ -384,7 +405,7 @@ class FakeApnsProtocol(Protocol):
         self.client_subject: str | None = None
         self._streams: dict[int, tuple[list[tuple[bytes, bytes]], bytearray]] = {}
         self._last_stream_id: int | None = None  # set once we sent GOAWAY
-        self._h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self._h2 = _ServerH2Connection(H2Configuration(client_side=False, header_encoding=None))
 
     def connectionMade(self) -> None:
         self.fake.connections.append(self)
@@ -410,6 +431,7 @@ class FakeApnsProtocol(Protocol):
         for event in events:
             if isinstance(event, RequestReceived):
                 self._streams[event.stream_id] = (event.headers, bytearray())
+                self.fake.peak_streams = max(self.fake.peak_streams, len(self._streams))
             elif isinstance(event, DataReceived):
                 entry = self._streams.get(event.stream_id)
                 if entry is not None:
@@ -447,7 +469,7 @@ class FakeApnsProtocol(Protocol):
         if self.fake.auth == "token" and invalid is None:
             invalid, jwt_header, jwt_claims = self.fake.check_authorization(headers.get("authorization"))
         path = headers.get(":path", "")
-        token = path[len("/3/device/"):] if path.startswith("/3/device/") else ""
+        token = unquote(path[len("/3/device/"):]) if path.startswith("/3/device/") else ""
         if invalid is not None:
             reply = Reply.error(_STATUS_OF.get(invalid, 400), invalid)
         else:

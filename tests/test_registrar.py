@@ -242,6 +242,22 @@ def test_expires_zero_removes_binding_and_token(h: Harness) -> None:
     assert h.seen[-1].binding.push_token == TOKEN
 
 
+def test_logout_from_another_port_removes_the_device_by_token(h: Harness) -> None:
+    h.register()
+    text = edit(cseq=3, Contact="<sip:1111@192.168.1.101:15000>", Expires="0")
+    assert h.register(text).status == 200
+    assert h.durable() == []
+    assert h.kinds() == [BindingEventKind.ADDED, BindingEventKind.REMOVED]
+
+
+def test_removal_of_an_unknown_contact_removes_nothing(h: Harness) -> None:
+    h.register()
+    text = edit(cseq=3, Contact="<sip:1111@192.168.1.101:15000>", Expires="0", X_MPUSH=None)
+    assert h.register(text).status == 200
+    assert len(h.durable()) == 1
+    assert h.kinds() == [BindingEventKind.ADDED]
+
+
 def test_contact_expires_parameter_beats_the_header(h: Harness) -> None:
     response = h.register(edit(Contact="<sip:1111@192.168.1.101:14501>;expires=120"))
     assert contacts_of(response) == ["<sip:1111@192.168.1.101:14501>;expires=120"]

@@ -244,6 +244,15 @@ def test_purge_expired(store: BindingStore) -> None:
     assert store.list_all(NOW + 100) == []
 
 
+def test_binding_ids_are_never_reused(store: BindingStore) -> None:
+    first, _ = store.upsert(make("sip:a@h"))
+    second, _ = store.upsert(make("sip:b@h"))
+    assert second.id is not None and store.remove_by_id(second.id)
+    third, _ = store.upsert(make("sip:c@h"))
+    assert third.id is not None and third.id > second.id
+    assert store.highest_id() == third.id
+
+
 def test_all_fields_round_trip(store: BindingStore) -> None:
     full = with_token(
         make(

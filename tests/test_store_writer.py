@@ -39,7 +39,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     opened.close()
 
 
-def writer_for(store: Store, clock: Clock, delay: float = 0.010) -> tuple[BindingWriter, CountingStore]:
+def writer_for(
+    store: Store, clock: Clock, delay: float = 0.010
+) -> tuple[BindingWriter, CountingStore]:
     sql = CountingStore(store.db)
     return BindingWriter(sql, clock, flush_delay=delay), sql
 
@@ -116,6 +118,18 @@ def test_ids_continue_after_reload_and_reads_come_from_memory(store: Store) -> N
     assert len(store.bindings.list_all()) == 2
 
 
+def test_writer_never_reuses_a_deleted_id(store: Store) -> None:
+    kept, _ = store.bindings.upsert(make("sip:a@h"))
+    gone, _ = store.bindings.upsert(make("sip:b@h"))
+    assert gone.id is not None and store.bindings.remove_by_id(gone.id)
+    clock = Clock()
+    writer, _ = writer_for(store, clock)
+    fired = results(writer.upsert(make("sip:c@h")))
+    clock.advance(0.01)
+    assert fired[0][0].id == gone.id + 1
+    assert store.bindings.highest_id() == gone.id + 1
+
+
 def test_failed_commit_errbacks_and_reloads(store: Store) -> None:
     clock = Clock()
     writer, sql = writer_for(store, clock)
@@ -124,6 +138,7 @@ def test_failed_commit_errbacks_and_reloads(store: Store) -> None:
     sql.fail = True
     failed = results(writer.upsert(make("sip:b@h")))
     assert len(writer.list_for_aor(AOR, NOW)) == 2
+    failed_id = max(b.id or 0 for b in writer.list_all())
     clock.advance(0.01)
     assert isinstance(failed[0], Failure) and failed[0].check(OSError)
     # The memory copy is back to what the database holds.
@@ -132,6 +147,8 @@ def test_failed_commit_errbacks_and_reloads(store: Store) -> None:
     again = results(writer.upsert(make("sip:b@h")))
     clock.advance(0.01)
     assert again[0][1] is True
+    # The id handed out for the failed write is not handed out again.
+    assert again[0][0].id == failed_id + 1
 
 
 def test_removals_and_token_drop_are_persisted(store: Store) -> None:

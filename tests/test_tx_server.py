@@ -241,6 +241,15 @@ def test_response_transport_error_reaches_tu() -> None:
     assert len(h.layer) == 0 and h.clock.getDelayedCalls() == []
 
 
+def test_final_over_tcp_transport_error_reaches_tu() -> None:
+    h = Harness()
+    _, tx, _ = _new(h, "OPTIONS", source=TCP, via="SIP/2.0/TCP 192.0.2.10:5062")
+    h.wire.fail = True
+    _answer(h, tx, 200)
+    assert tx.state is TxState.TERMINATED and len(h.layer) == 0
+    assert h.tu.events[-1] == ("transport_error", tx)
+
+
 def test_response_destination_udp_rport_and_no_rport() -> None:
     h = Harness()
     _, tx, _ = _new(h, rport=True)

@@ -39,17 +39,26 @@ class Destination:
 
 
 def binding_destination(binding: Binding, flow: object | None) -> Destination:
-    """Reach a registered contact where its REGISTER came from."""
+    """Reach a registered contact the way its REGISTER says it can be reached.
+
+    Over a live stream, the phone's own connection (the flow).  Otherwise the
+    Contact's address when the phone sent from that host (no NAT between us),
+    else the address the REGISTER came from (NAT: RFC 3581 ``received``/``rport``).
+    """
     transport = (binding.source_transport or "UDP").upper()
-    host = binding.source_host
-    port = binding.source_port
-    if not host or not port:
-        uri = parse_uri(binding.contact)
-        assert isinstance(uri, SipUri)
-        host = _bare(uri.host)
-        port = uri.port or DEFAULT_PORT.get(transport, 5060)
-    return Destination(binding.contact, (host, port), transport, flow, tuple(binding.path),
-                       binding)
+    uri = parse_uri(binding.contact)
+    contact_host = _bare(uri.host) if isinstance(uri, SipUri) else None
+    if isinstance(uri, SipUri) and uri.transport:
+        transport = uri.transport.upper() if flow is None else transport
+    if flow is None and isinstance(uri, SipUri) and contact_host == binding.source_host:
+        address = (contact_host, uri.port or DEFAULT_PORT.get(transport, 5060))
+    elif binding.source_host and binding.source_port:
+        address = (binding.source_host, binding.source_port)
+    elif isinstance(uri, SipUri):
+        address = (contact_host or "", uri.port or DEFAULT_PORT.get(transport, 5060))
+    else:
+        raise ValueError(f"cannot reach contact {binding.contact}")
+    return Destination(binding.contact, address, transport, flow, tuple(binding.path), binding)
 
 
 def uri_transport(uri: SipUri) -> str:

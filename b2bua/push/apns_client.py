@@ -407,7 +407,7 @@ def _encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]] | None
     encoded = []
     for name, value in headers.items():
         name, value = name.lower(), value.strip()
-        if not _HEADER_NAME.match(name) or _UNSAFE.search(value.replace(" ", "")):
+        if not (_HEADER_NAME.match(name) and value.isprintable()):
             return None
         encoded.append((name.encode("ascii"), value.encode("utf-8")))
     return encoded

@@ -76,10 +76,26 @@ class ConnectionOwner(TypingProtocol):
     def stream_failed(self, push: Any, processed: bool, reason: str) -> None: ...
 
 
-class _GracefulH2Connection(H2Connection):
-    """h2 closes its state machine on a received GOAWAY (python-hyper/h2#1181) and then
-    rejects the responses the server still owes for streams <= last_stream_id (RFC 9113 6.8).
-    We keep the connection open instead; the DRAINING state opens no new streams."""
+class _ApnsH2Connection(H2Connection):
+    """h2, with two changes for a long-lived connection carrying many short streams.
+
+    * h2 closes its state machine on a received GOAWAY (python-hyper/h2#1181) and then
+      rejects the responses the server still owes for streams <= last_stream_id (RFC 9113
+      6.8). We keep it open instead; the DRAINING state opens no new streams.
+    * h2 rescans every stream it knows to count the open ones each time a stream is opened:
+      O(open streams) per push, most of the CPU at a few hundred streams in flight. The
+      number of streams h2 still holds is an upper bound of the open ones; the exact (culling)
+      scan runs only when that bound nears the limit, i.e. once per few hundred streams.
+    """
+
+    _CULL_AT = 256
+
+    @property
+    def open_outbound_streams(self) -> int:
+        held = len(self.streams)
+        if held < min(self._CULL_AT, self.remote_settings.max_concurrent_streams):
+            return held
+        return self._open_streams(1)
 
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         event = ConnectionTerminated()
@@ -138,7 +154,7 @@ class ApnsConnection(Protocol):
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._connect_timeout = connect_timeout
-        self._h2 = _GracefulH2Connection(_H2_CONFIG)
+        self._h2 = _ApnsH2Connection(_H2_CONFIG)
         self._streams: dict[int, _Stream] = {}
         self._timer: IDelayedCall | None = None  # connect timeout, then the PING schedule
         self._ping_deadline: IDelayedCall | None = None

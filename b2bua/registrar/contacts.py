@@ -207,8 +207,12 @@ def other_instance(old: Binding, new: Binding) -> bool:
 
 
 def same_for_removal(old: Binding, removal: Binding) -> bool:
-    """Does an ``expires=0`` Contact name ``old``?  By instance when it has one
-    (RFC 5626 §6), else by contact URI."""
+    """Does an ``expires=0`` Contact name ``old``?  The device identity of
+    upserts: by instance when both have one (RFC 5626 §6), else by push token
+    (a phone logging out from another port than it registered from), else by
+    contact URI."""
     if removal.instance_id and old.instance_id:
         return (old.instance_id, old.reg_id) == (removal.instance_id, removal.reg_id)
+    if removal.push_token and old.push_token == removal.push_token:
+        return True
     return uri_equal(old.contact, removal.contact)

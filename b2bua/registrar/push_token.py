@@ -126,7 +126,8 @@ def parse_x_mpush(value: str | None) -> PushBinding | NullToken | None:
             f"X-MPUSH needs PROVIDER:PACKAGE:TOKEN, got {len(parts)} part(s)"
         )
     provider, package, token = (part.strip() for part in parts)
-    empty = [name for name, part in zip(("provider", "package", "token"), (provider, package, token)) if not part]
+    named = zip(("provider", "package", "token"), (provider, package, token))
+    empty = [name for name, part in named if not part]
     if empty:
         raise MalformedPushToken(f"X-MPUSH has an empty {' and '.join(empty)}")
     if token.lower() == "null":

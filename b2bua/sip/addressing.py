@@ -7,6 +7,7 @@ Pure functions over parsed Vias; the transport layer applies the result.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from b2bua.sip.headers import Via
@@ -41,17 +42,21 @@ def stamp_via(via: Via, source: Source) -> bool:
 
     ``received`` is added when the sent-by host differs from the packet's
     source address (§18.2.1); ``rport`` gets the source port when the client
-    asked for it (RFC 3581 §4).
+    asked for it (RFC 3581 §4), which also forces ``received``.  Values the
+    client wrote itself are overwritten with what the packet shows, so a peer
+    cannot steer our responses to a third party.
     """
     host, port = source.address
+    params = via.params
     changed = False
-    if _bare_host(via.host) != host:
-        via.params["received"] = host
-        changed = True
-    if "rport" in via.params and not via.params["rport"]:
-        via.params["rport"] = str(port)
-        if "received" not in via.params:
-            via.params["received"] = host
+    wants_rport = "rport" in params
+    received = params.get("received")
+    if wants_rport or received is not None or not _same_host(via.host, host):
+        if received != host:
+            params["received"] = host
+            changed = True
+    if wants_rport and params["rport"] != str(port):
+        params["rport"] = str(port)
         changed = True
     return changed
 
@@ -59,18 +64,20 @@ def stamp_via(via: Via, source: Source) -> bool:
 def response_destination(via: Via, source: Source | None = None) -> Address:
     """The address a response to a request with this top Via is sent to.
 
-    Unreliable transports only; over a stream the response goes back over the
-    connection (the caller checks ``Source.flow`` first).
+    Unreliable transports only (§18.2.2 with RFC 3581 §4); over a stream the
+    response goes back over the connection (the caller checks
+    ``Source.reliable`` first).  ``maddr`` wins, with the sent-by port;
+    otherwise ``received`` (else the sent-by host) with ``rport`` (else the
+    sent-by port).  A missing port is 5060 whatever the Via's transport says:
+    the response is a datagram.
     """
-    host = via.params.get("received") or _bare_host(via.host)
     maddr = via.params.get("maddr")
     if maddr:
-        host = maddr
+        return _bare_host(maddr), via.port or 5060
+    host = _bare_host(via.params.get("received") or via.host)
     rport = via.params.get("rport")
-    if rport and rport.isdigit():
+    if rport and rport.isdigit() and 0 < int(rport) < 65536:
         return host, int(rport)
-    # §18.2.2: "the port indicated in the sent-by value, or ... port 5060 if
-    # none is present" -- even when the Via names TLS, the datagram goes to 5060.
     return host, via.port or 5060
 
 
@@ -79,3 +86,14 @@ def _bare_host(host: str) -> str:
     if host.startswith("[") and host.endswith("]"):
         return host[1:-1]
     return host
+
+
+def _same_host(sent_by: str, address: str) -> bool:
+    """Whether a Via host names the packet's source IP (IPv6 spellings vary)."""
+    bare = _bare_host(sent_by)
+    if bare == address:
+        return True
+    try:
+        return ipaddress.ip_address(bare) == ipaddress.ip_address(address)
+    except ValueError:
+        return False

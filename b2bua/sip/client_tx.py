@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, cast
 
 from b2bua.sip.actions import Address
 from b2bua.sip.message import Headers, Request
-from b2bua.sip.transaction import Transaction, TxInput, TxState
+from b2bua.sip.transaction import Transaction, TransactionOwner, TxInput, TxState
 
 if TYPE_CHECKING:
     from b2bua.sip.message import Message, Response
@@ -22,8 +22,11 @@ class ClientTransaction(Transaction):
 
     __slots__ = ("last_response",)
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, request: Request, key: tuple[object, ...], dest: Address, transport: str,
+        flow: object | None, owner: TransactionOwner,
+    ) -> None:
+        super().__init__(request, key, dest, transport, flow, owner)
         self.last_response: Response | None = None
 
     @property
@@ -34,8 +37,9 @@ class ClientTransaction(Transaction):
         raise NotImplementedError
 
     def _pass_up(self, message: Message | None) -> None:
-        self.last_response = message  # type: ignore[assignment]
-        self._owner.tu.response_received(self, message)
+        response = cast("Response", message)
+        self.last_response = response
+        self._owner.tu.response_received(self, response)
 
     def _timed_out(self, message: Message | None = None) -> None:
         self._terminate()
@@ -55,19 +59,21 @@ class ClientInviteTransaction(ClientTransaction):
     __slots__ = ("cancel_tx", "cancel_requested", "_acks")
     initial_state = TxState.CALLING
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, request: Request, key: tuple[object, ...], dest: Address, transport: str,
+        flow: object | None, owner: TransactionOwner,
+    ) -> None:
+        super().__init__(request, key, dest, transport, flow, owner)
         self.cancel_tx: ClientNonInviteTransaction | None = None
         self.cancel_requested: tuple[tuple[str, str], ...] | None = None
         """Extra CANCEL headers, set while a CANCEL waits for the first 1xx."""
         self._acks: dict[str, tuple[bytes, Address, str, object | None] | None] | None = None
 
     def start(self) -> None:
-        if not self._send(self.request):
-            return
         if not self.reliable:
             self._start_retransmit(self._owner.timers.t1, I.TIMER_A)
         self._start_timeout(self._owner.timers.timeout, I.TIMER_B)
+        self._send(self.request)
 
     def build_ack(self, response: Response) -> Request:
         """§17.1.1.3: the ACK for a 300-699, sent within this transaction."""
@@ -88,8 +94,8 @@ class ClientInviteTransaction(ClientTransaction):
     # -- actions ------------------------------------------------------------
 
     def _retransmit_a(self, message: Message | None) -> None:
-        self._resend()
         self._start_retransmit(self._interval * 2, I.TIMER_A)
+        self._resend()
 
     def _provisional(self, message: Message | None) -> None:
         """First 1xx: Timer A stops, Timer C replaces Timer B, a held CANCEL goes."""
@@ -123,8 +129,8 @@ class ClientInviteTransaction(ClientTransaction):
         self.cancel_requested = None
         response: Response = message  # type: ignore[assignment]
         self.last_response = response
-        if self._send(self.build_ack(response)):  # on failure: Terminated, TU still told
-            self._start_timeout(self._owner.timers.timer_d(self.reliable), I.TIMER_D)
+        self._start_timeout(self._owner.timers.timer_d(self.reliable), I.TIMER_D)
+        self._send(self.build_ack(response))  # on failure: Terminated, TU still told
         self._owner.tu.response_received(self, response)
 
     def _accepted(self, message: Message | None) -> None:
@@ -178,23 +184,23 @@ class ClientNonInviteTransaction(ClientTransaction):
     initial_state = TxState.TRYING
 
     def start(self) -> None:
-        if not self._send(self.request):
-            return
         if not self.reliable:
             self._start_retransmit(self._owner.timers.t1, I.TIMER_E)
         self._start_timeout(self._owner.timers.timeout, I.TIMER_F)
+        self._send(self.request)
 
     def _retransmit_e(self, message: Message | None) -> None:
-        self._resend()
         t2 = self._owner.timers.t2
         interval = t2 if self.state is S.PROCEEDING else min(self._interval * 2, t2)
         self._start_retransmit(interval, I.TIMER_E)
+        self._resend()
 
     def _final(self, message: Message | None) -> None:
+        response = cast("Response", message)
         self._stop_retransmit()
-        self.last_response = message  # type: ignore[assignment]
+        self.last_response = response
         self._start_timeout(self._owner.timers.timer_k(self.reliable), I.TIMER_K)
-        self._owner.tu.response_received(self, message)
+        self._owner.tu.response_received(self, response)
 
     _transitions = {
         (S.TRYING, I.TIMER_E): (S.TRYING, _retransmit_e),

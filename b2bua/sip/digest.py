@@ -299,7 +299,8 @@ class DigestAuthenticator:
         return len(self._counts)
 
     def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self._secret, b"nonce:" + body + self.realm.encode(), "sha256").digest()[:16]
+        message = b"nonce:" + body + self.realm.encode()
+        return hmac.new(self._secret, message, "sha256").digest()[:16]
 
     def _new_nonce(self) -> str:
         now_ms = int(self._clock.seconds() * 1000)

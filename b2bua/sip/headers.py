@@ -317,14 +317,14 @@ class Via:
         m = _VIA_RE.match(text)
         if m is None:
             raise ParseError("Bad Via")
-        name, version, transport, host, port, params = m.groups()
+        name, version, transport, host, port, param_text = m.groups()
         port_n = None
         if port is not None:
             port_n = int(port)
             if port_n > 65535:
                 raise ParseError("Bad Via port")
         try:
-            parsed = parse_params(params) if params is not None else {}
+            parsed = parse_params(param_text) if param_text is not None else {}
         except ParseError:
             raise ParseError("Bad Via parameter") from None
         return cls(transport.upper(), host, port_n, parsed, name.upper() + "/" + version)
@@ -389,6 +389,8 @@ class Via:
 
 
 _MAX_CSEQ = 2**31 - 1
+_METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
+                      "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"))
 
 
 class CSeq(NamedTuple):
@@ -404,9 +406,9 @@ class CSeq(NamedTuple):
         if not number.isdigit() or not number.isascii() or len(number) > 10:
             raise ParseError("Bad CSeq")
         n = int(number)
-        if n > _MAX_CSEQ or not _TOKEN_RE.match(method):
+        if n > _MAX_CSEQ or (method not in _METHODS and not _TOKEN_RE.match(method)):
             raise ParseError("Bad CSeq")
-        return cls(n, method)
+        return tuple.__new__(cls, (n, method))
 
     def __str__(self) -> str:
         return "%d %s" % (self.number, self.method)

@@ -155,7 +155,10 @@ class Headers:
                     self._fields[i] = (k, canonical, ", ".join(values[1:]))
                     return values[0]
             del self._fields[i]
-            return value if key not in LIST_HEADERS else (split_header_values(value) or [None])[0]
+            if key in LIST_HEADERS:
+                values = split_header_values(value)
+                return values[0] if values else None
+            return value
         return None
 
     def remove(self, name: str) -> None:
@@ -238,7 +241,7 @@ class Message:
             vias = self.via
         if not vias:
             raise ParseError("Missing Via", routable=False)
-        return vias[0]  # type: ignore[no-any-return]
+        return vias[0]
 
     @property
     def call_id(self) -> str:
@@ -250,7 +253,7 @@ class Message:
         cseq = cache.get("cseq")
         if cseq is None:
             cseq = cache["cseq"] = CSeq.parse(self._required("CSeq"))
-        return cseq  # type: ignore[no-any-return]
+        return cseq
 
     def _name_addr(self, name: str) -> NameAddr:
         cache = self.headers._cache
@@ -262,7 +265,7 @@ class Message:
                 value = cache[key] = NameAddr.parse(raw)
             except ParseError as e:
                 raise ParseError("Bad %s: %s" % (name, e.reason)) from None
-        return value  # type: ignore[no-any-return]
+        return value
 
     @property
     def from_(self) -> NameAddr:
@@ -401,6 +404,9 @@ class Response(Message):
 
 # ---------------------------------------------------------------- parsing
 
+_NO_URI = AbsoluteUri("", "")   # Request.uri of a request whose start line is unusable
+_METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
+                      "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"))
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _STATUS_RE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?\Z", re.S)
 
@@ -431,10 +437,9 @@ class _Fields:
             value = value.strip()
             append((key, info[1], value))
             if key in single:
-                prev = seen.get(key)
-                if prev is None:
+                if key not in seen:
                     seen[key] = value
-                elif prev != value and self.error is None:
+                elif seen[key] != value and self.error is None:
                     self.error = ParseError("Conflicting %s headers" % info[1])
             elif key == "via":
                 vias.append(value)
@@ -537,14 +542,14 @@ def _parse_request(start: str, headers: Headers, body: bytes, fields: _Fields) -
     request.headers = headers
     request.body = body
     request.method = "UNKNOWN"
-    request.uri = AbsoluteUri("", start)
+    request.uri = _NO_URI
     routable, vias_ok = _parse_vias(headers, fields.vias)
     parts = start.split(" ")
     if len(parts) != 3 or not parts[2].startswith("SIP/"):
         raise _fail(ParseError("Bad request line"), request, routable)
     method, uri_text, version = parts
     error = fields.error
-    if _TOKEN_RE.match(method):
+    if method in _METHODS or _TOKEN_RE.match(method):
         request.method = method
     elif error is None:
         error = ParseError("Bad method")

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from b2bua.sip.actions import Source
+from b2bua.sip.actions import Address, Source
 from b2bua.sip.message import generate_tag, make_response
-from b2bua.sip.transaction import Transaction, TxInput, TxState
+from b2bua.sip.transaction import Transaction, TransactionOwner, TxInput, TxState
 
 if TYPE_CHECKING:
-    from b2bua.sip.message import Message, Response
+    from b2bua.sip.message import Message, Request, Response
 
 __all__ = ["ServerTransaction", "ServerInviteTransaction", "ServerNonInviteTransaction"]
 
@@ -36,8 +36,11 @@ class ServerTransaction(Transaction):
     __slots__ = ("source", "last_response")
     is_server = True
 
-    def __init__(self, *args: object, source: Source, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, request: Request, key: tuple[object, ...], dest: Address, transport: str,
+        flow: object | None, owner: TransactionOwner, source: Source,
+    ) -> None:
+        super().__init__(request, key, dest, transport, flow, owner)
         self.source = source
         self.last_response: Response | None = None
 
@@ -51,7 +54,6 @@ class ServerTransaction(Transaction):
         return response.to.tag if response is not None else None
 
     def _respond(self, message: Message | None) -> bool:
-        self.last_response = message  # type: ignore[assignment]
         return self._send(message)  # type: ignore[arg-type]
 
 
@@ -61,8 +63,11 @@ class ServerInviteTransaction(ServerTransaction):
     __slots__ = ("acked", "accept_key")
     initial_state = TxState.PROCEEDING
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, request: Request, key: tuple[object, ...], dest: Address, transport: str,
+        flow: object | None, owner: TransactionOwner, source: Source,
+    ) -> None:
+        super().__init__(request, key, dest, transport, flow, owner, source)
         self.acked = False
         """Accepted only: the ACK for our 2xx arrived, retransmissions stopped."""
         self.accept_key: tuple[str, int, str, str] | None = None
@@ -86,38 +91,41 @@ class ServerInviteTransaction(ServerTransaction):
     def _send_trying(self, message: Message | None) -> None:
         self._retransmit_timer = None
         if self.last_response is None:
-            self._respond(make_response(self.request, 100))
+            self.last_response = make_response(self.request, 100)
+            self._respond(self.last_response)
 
     def _provisional(self, message: Message | None) -> None:
         self._stop_retransmit()
-        if self._respond(message):
-            self._arm_timer_c()
+        self.last_response = message  # type: ignore[assignment]
+        self._arm_timer_c()
+        self._respond(message)
 
     def _success(self, message: Message | None) -> None:
         self._stop_retransmit()
-        if not self._respond(message):
-            return
+        self.last_response = message  # type: ignore[assignment]
         self._owner.accepted(self)
         self._start_retransmit(self._owner.timers.t1, I.TIMER_2XX)
         self._start_timeout(self._owner.timers.timeout, I.TIMER_L)
+        self._respond(message)
 
     def _another_success(self, message: Message | None) -> None:
         """The TU sent a 2xx again (or for another dialog): pass it on."""
+        self.last_response = message  # type: ignore[assignment]
         self._respond(message)
 
     def _failure(self, message: Message | None) -> None:
         self._stop_retransmit()
-        if not self._respond(message):
-            return
+        self.last_response = message  # type: ignore[assignment]
         if not self.reliable:
             self._start_retransmit(self._owner.timers.t1, I.TIMER_G)
         self._start_timeout(self._owner.timers.timeout, I.TIMER_H)
+        self._respond(message)
 
     def _retransmit(self, message: Message | None) -> None:
         """Timer G, and the 2xx retransmission: doubling up to T2."""
-        self._resend()
         self._start_retransmit(min(self._interval * 2, self._owner.timers.t2),
                                I.TIMER_G if self.state is S.COMPLETED else I.TIMER_2XX)
+        self._resend()
 
     def _confirmed(self, message: Message | None) -> None:
         self._stop_retransmit()
@@ -175,11 +183,13 @@ class ServerNonInviteTransaction(ServerTransaction):
         self._start_timeout(self._owner.timers.timeout, I.TIMER_TU)
 
     def _provisional(self, message: Message | None) -> None:
+        self.last_response = message  # type: ignore[assignment]
         self._respond(message)
 
     def _final(self, message: Message | None) -> None:
-        if self._respond(message):
-            self._start_timeout(self._owner.timers.timer_j(self.reliable), I.TIMER_J)
+        self.last_response = message  # type: ignore[assignment]
+        self._start_timeout(self._owner.timers.timer_j(self.reliable), I.TIMER_J)
+        self._respond(message)
 
     _transitions = {
         (S.TRYING, I.REQUEST): (S.TRYING, Transaction._absorb),

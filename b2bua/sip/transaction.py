@@ -18,8 +18,6 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-
 from b2bua.sip.actions import Address, Source
 from b2bua.sip.addressing import RELIABLE_TRANSPORTS
 from b2bua.sip.timers import Timers
@@ -27,7 +25,27 @@ from b2bua.sip.timers import Timers
 if TYPE_CHECKING:
     from b2bua.sip.message import Message, Request, Response
 
-__all__ = ["TxState", "TxInput", "Transaction", "TransactionOwner", "TransactionUser"]
+__all__ = [
+    "TxState", "TxInput", "Transaction", "TransactionOwner", "TransactionUser", "Clock",
+    "DelayedCall",
+]
+
+
+class DelayedCall(Protocol):
+    """The part of ``IDelayedCall`` the machines use."""
+
+    def active(self) -> bool: ...
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """The part of ``IReactorTime`` the machines use: any reactor, or
+    ``twisted.internet.task.Clock`` in tests (structural, so mypy needs no
+    zope plugin)."""
+
+    def seconds(self) -> float: ...
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any,
+                  **kw: Any) -> Any: ...
 
 
 class TxState(enum.Enum):
@@ -103,7 +121,7 @@ class TransactionUser(Protocol):
 class TransactionOwner(Protocol):
     """What a machine needs from its layer."""
 
-    clock: IReactorTime
+    clock: Clock
     timers: Timers
     tu: TransactionUser
 
@@ -152,8 +170,8 @@ class Transaction:
         self.context: object | None = None
         """Free for the TU: whatever it needs to find its call leg again."""
         self._owner = owner
-        self._retransmit_timer: IDelayedCall | None = None
-        self._timeout_timer: IDelayedCall | None = None
+        self._retransmit_timer: DelayedCall | None = None
+        self._timeout_timer: DelayedCall | None = None
         self._interval = 0.0
         self._wire = b""
 
@@ -184,10 +202,11 @@ class Transaction:
         if self._wire:
             self._owner.transmit(self, self._wire)
 
-    def _later(self, delay: float, input: TxInput) -> IDelayedCall | None:
+    def _later(self, delay: float, input: TxInput) -> DelayedCall | None:
         if self.state is TxState.TERMINATED:
             return None
-        return self._owner.clock.callLater(delay, self.handle, input)
+        call: DelayedCall = self._owner.clock.callLater(delay, self.handle, input)
+        return call
 
     def _start_retransmit(self, interval: float, input: TxInput) -> None:
         self._interval = interval

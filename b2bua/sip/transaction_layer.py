@@ -16,8 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Union
 
-from twisted.internet.interfaces import IReactorTime
-
 from b2bua.sip.actions import (
     Address, MessageDropped, Source, TransportFailed, TxEvent, UnexpectedInput,
 )
@@ -30,7 +28,9 @@ from b2bua.sip.headers import Via
 from b2bua.sip.message import Message, Request, Response, generate_branch, generate_tag, make_response
 from b2bua.sip.server_tx import ServerInviteTransaction, ServerNonInviteTransaction, ServerTransaction
 from b2bua.sip.timers import Timers
-from b2bua.sip.transaction import Transaction, TransactionUser, TxInput, TxState, response_input
+from b2bua.sip.transaction import (
+    Clock, Transaction, TransactionUser, TxInput, TxState, response_input,
+)
 
 __all__ = ["TransactionLayer", "TransactionStats", "TransportSend", "MAGIC_COOKIE", "server_key"]
 
@@ -78,7 +78,7 @@ class TransactionLayer:
 
     def __init__(
         self,
-        clock: IReactorTime,
+        clock: Clock,
         transport_send: TransportSend,
         tu: TransactionUser,
         timers: Timers = Timers(),
@@ -90,7 +90,7 @@ class TransactionLayer:
         self.tu = tu
         self.timers = timers
         self.sent_by = {k.upper(): v for k, v in (sent_by or {}).items()}
-        self.clients: dict[tuple[str, str], ClientTransaction] = {}
+        self.clients: dict[tuple[object, ...], ClientTransaction] = {}
         self.servers: dict[ServerKey, ServerTransaction] = {}
         self.stats = TransactionStats()
         self._transport_send = transport_send
@@ -200,7 +200,10 @@ class TransactionLayer:
         except Exception as e:
             self._emit(TransportFailed(_name(tx), tx.dest, tx.transport, repr(e)))
             self.stats.transport_errors += 1
-            tx.handle(TxInput.TRANSPORT_ERROR)
+            if tx.state is not TxState.TERMINATED:
+                tx.handle(TxInput.TRANSPORT_ERROR)
+            elif tx.is_server:  # a final over a stream, Timer J of 0 already ended it
+                self.tu.transport_error(tx)
             return False
         return True
 
@@ -243,8 +246,8 @@ class TransactionLayer:
             key = getattr(tx, "accept_key", None)
             if key is not None and self._accepted.get(key) is tx:
                 del self._accepted[key]
-        elif self.clients.get(tx.key) is tx:  # type: ignore[call-overload]
-            del self.clients[tx.key]  # type: ignore[arg-type]
+        elif self.clients.get(tx.key) is tx:
+            del self.clients[tx.key]
 
     def timed_out(self, tx: Transaction) -> None:
         self.stats.timeouts += 1
@@ -258,7 +261,7 @@ class TransactionLayer:
         except SipError as e:
             self._drop(e.reason, response, source)
             return
-        tx = self.clients.get(key)  # type: ignore[arg-type]
+        tx = self.clients.get(key)
         if tx is None:
             self.tu.stray_response(response, source)
             return
@@ -320,7 +323,7 @@ class TransactionLayer:
         else:
             dest = _datagram_response_destination(request.top_via, source)
         cls = ServerInviteTransaction if request.method == "INVITE" else ServerNonInviteTransaction
-        tx = cls(request, key, dest, source.transport.upper(), source.flow, self, source=source)
+        tx = cls(request, key, dest, source.transport.upper(), source.flow, self, source)
         self.servers[key] = tx
         self.stats.servers_created += 1
         tx.start()
@@ -353,10 +356,10 @@ class TransactionLayer:
             request.headers.add(
                 "Via", "SIP/2.0/%s %s;branch=%s;rport" % (transport, sent_by, branch), first=True)
             return branch
-        branch = request.top_via.branch
-        if branch is None or not branch.startswith(MAGIC_COOKIE):
+        top = request.top_via.branch
+        if top is None or not top.startswith(MAGIC_COOKIE):
             raise ValueError("top Via needs an RFC 3261 branch (z9hG4bK...)")
-        return branch
+        return top
 
     def _send_stateless(
         self, data: bytes, dest: Address, transport: str, flow: object | None, what: str

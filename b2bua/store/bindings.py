@@ -240,6 +240,13 @@ class BindingStore:
         with self._db.atomic():
             return self._write(puts, deletes)
 
+    def highest_id(self) -> int:
+        """The largest id ever given to a binding (ids are never reused)."""
+        row = self._db.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'bindings'"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def get(self, binding_id: int) -> Binding | None:
         rows = self._rows("id = ?", (binding_id,))
         return rows[0] if rows else None

@@ -97,36 +97,37 @@ def _initial_schema(db: Database) -> None:
         not_null={"ha1_md5", "ha1_sha256", "enabled", "created_at"},
         defaults={"enabled": 1},
     )
-    bindings = table(db, "bindings")
-    bindings.create(
-        {
-            "id": int,
-            "aor": str,
-            "user": str,
-            "contact": str,
-            "expires_at": float,
-            "q": float,
-            "call_id": str,
-            "cseq": int,
-            "source_transport": str,
-            "source_host": str,
-            "source_port": int,
-            "local_host": str,
-            "local_port": int,
-            "path": str,  # JSON list of Path header values
-            "instance_id": str,
-            "reg_id": int,
-            "user_agent": str,
-            "push_provider": str,
-            "push_package": str,
-            "push_topic": str,
-            "push_token": str,
-            "push_source": str,
-            "updated_at": float,
-        },
-        pk="id",
-        not_null={"aor", "contact", "expires_at", "updated_at"},
+    # Hand-written for AUTOINCREMENT (sqlite-utils has no public switch for
+    # it): a binding id is never reused, because the registrar keys live
+    # connections (flows) by binding id.
+    db.execute(
+        """CREATE TABLE bindings (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            aor TEXT NOT NULL,
+            user TEXT,
+            contact TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            q REAL,
+            call_id TEXT,
+            cseq INTEGER,
+            source_transport TEXT,
+            source_host TEXT,
+            source_port INTEGER,
+            local_host TEXT,
+            local_port INTEGER,
+            path TEXT,           -- JSON list of Path header values
+            instance_id TEXT,
+            reg_id INTEGER,
+            user_agent TEXT,
+            push_provider TEXT,
+            push_package TEXT,
+            push_topic TEXT,
+            push_token TEXT,
+            push_source TEXT,
+            updated_at REAL NOT NULL
+        )"""
     )
+    bindings = table(db, "bindings")
     bindings.create_index(["aor"], index_name="bindings_aor")
     bindings.create_index(["push_token"], index_name="bindings_push_token")
     bindings.create_index(["expires_at"], index_name="bindings_expires_at")

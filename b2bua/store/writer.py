@@ -44,8 +44,12 @@ class LocationService(Protocol):
     """What the registrar and calls need; a cluster may supply another one
     (e.g. a shared database plus a change feed that keeps the reads local)."""
 
-    def upsert(self, binding: Binding, keep_push: bool = True) -> Deferred[tuple[Binding, bool]]: ...
-    def upsert_change(self, binding: Binding, keep_push: bool = True) -> Deferred[BindingChange]: ...
+    def upsert(
+        self, binding: Binding, keep_push: bool = True
+    ) -> Deferred[tuple[Binding, bool]]: ...
+    def upsert_change(
+        self, binding: Binding, keep_push: bool = True
+    ) -> Deferred[BindingChange]: ...
     def remove(self, aor: str, contact: str) -> Deferred[bool]: ...
     def remove_by_id(self, binding_id: int) -> Deferred[bool]: ...
     def remove_all(self, aor: str) -> Deferred[int]: ...
@@ -65,7 +69,9 @@ class BindingWriter:
 
     log = Logger()
 
-    def __init__(self, store: BindingStore, clock: IReactorTime, flush_delay: float = 0.010) -> None:
+    def __init__(
+        self, store: BindingStore, clock: IReactorTime, flush_delay: float = 0.010
+    ) -> None:
         self._store = store
         self._clock = clock
         self._flush_delay = flush_delay
@@ -89,7 +95,8 @@ class BindingWriter:
 
     def list_all(self, now: float | None = None) -> list[Binding]:
         rows = self._by_id.values()
-        return sorted((b for b in rows if now is None or not b.expired(now)), key=lambda b: b.id or 0)
+        live = (b for b in rows if now is None or not b.expired(now))
+        return sorted(live, key=lambda b: b.id or 0)
 
     def list_for_push_token(self, token: str) -> list[Binding]:
         return [b for b in self.list_all() if b.push_token == token]
@@ -154,7 +161,10 @@ class BindingWriter:
         self._by_aor.clear()
         for binding in self._store.list_all():
             self._index(binding)
-        self._next_id = max(self._by_id, default=0) + 1
+        # Monotonic even across a failed flush: an id is never handed out twice.
+        self._next_id = max(
+            self._next_id, self._store.highest_id() + 1, *(i + 1 for i in self._by_id)
+        )
 
     def _reload(self) -> None:
         try:

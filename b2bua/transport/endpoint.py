@@ -48,6 +48,11 @@ class SipEndpoint:
             self.parse_errors += 1
             self.reject(exc, source)
             return
+        except ValueError as exc:  # a header value the serialiser refuses (bare CR)
+            self.parse_errors += 1
+            self.log.info("dropped unparsable message from {peer}: {reason}",
+                          peer=source.address, reason=str(exc))
+            return
         if self.on_message is not None:
             self.on_message(message, source)
 
@@ -100,7 +105,5 @@ def stamp_request(request: Request, source: Source) -> Via:
     """Stamp ``received``/``rport`` on the top Via in place; returns that Via."""
     top = request.top_via
     if stamp_via(top, source):
-        values = request.headers.get_all("Via")
-        values[0] = str(top)
-        request.headers.set_all("Via", values)
+        request.headers.set_first_via(top)  # the other Vias keep their bytes
     return top

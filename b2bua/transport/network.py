@@ -13,7 +13,7 @@ import ipaddress
 from typing import Callable, Protocol as TypingProtocol
 
 from twisted.application import service
-from twisted.internet import defer, protocol
+from twisted.internet import defer, error, protocol
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,6 +25,10 @@ from b2bua.transport.stream import SipStreamFactory, SipStreamProtocol
 
 class TransportError(Exception):
     """Bytes could not be handed to the network (RFC 3261 §8.1.3.1: a 503)."""
+
+
+class ListenError(Exception):
+    """A listen address could not be bound; the message names it (start-up stops)."""
 
 
 class MessageSink(TypingProtocol):
@@ -87,10 +91,28 @@ class SipNetwork(service.Service):
     # -- life cycle ---------------------------------------------------------
 
     def startService(self) -> None:  # noqa: N802
+        """Bind every listener, or none: raises ListenError naming the address."""
         super().startService()
         for addr in self.listen:
-            self.ports.append(self._listen(addr))
+            try:
+                self.ports.append(self._listen(addr))
+            except error.CannotListenError as exc:
+                self._abandon_start()
+                reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+                raise ListenError(f"cannot listen on {addr}: {reason}") from None
+            except ValueError as exc:
+                self._abandon_start()
+                raise ListenError(f"cannot listen on {addr}: {exc}") from None
             self.log.info("listening on {address}", address=str(addr))
+
+    def _abandon_start(self) -> None:
+        """Close the listeners already bound when a later one fails."""
+        for port in self.ports:
+            port.stopListening()
+        self.ports.clear()
+        self._udp.clear()
+        self._udp_ports.clear()
+        self.running = 0
 
     def _listen(self, addr: ListenAddress) -> IListeningPort:
         reactor = self.reactor
@@ -122,7 +144,8 @@ class SipNetwork(service.Service):
         self._udp.clear()
         self._udp_ports.clear()
         for conn in list(self.connections.values()):
-            conn.transport.loseConnection()
+            if conn.transport is not None:  # an outbound one may still be connecting
+                conn.transport.loseConnection()
         return defer.DeferredList(waits)
 
     def bound_addresses(self) -> list[ListenAddress]:
@@ -195,8 +218,9 @@ class SipNetwork(service.Service):
             raise TransportError("no UDP listener for this address family")
         try:
             proto.transport.write(data, dest)
-        except OSError as exc:  # e.g. ENETUNREACH, EMSGSIZE
-            raise TransportError(str(exc)) from exc
+        except (OSError, error.MessageLengthError, error.InvalidAddressError) as exc:
+            # ENETUNREACH, EACCES (broadcast), EMSGSIZE, a host name or the other family
+            raise TransportError(f"cannot send to {dest}: {exc}") from exc
 
     def _pick_udp(self, host: str) -> protocol.DatagramProtocol | None:
         want_v6 = ":" in host
@@ -210,18 +234,17 @@ class SipNetwork(service.Service):
 
     def _connect(self, transport: str, dest: Address) -> SipStreamProtocol:
         """Open an outbound stream; bytes are queued until it is up."""
-        factory = self.stream_factory.for_transport(transport)
-        conn = factory.buildProtocol(None)
-        assert isinstance(conn, SipStreamProtocol)
+        tls_options = self.client_tls_options
+        if transport == "TLS" and tls_options is None:
+            raise TransportError("no TLS client configuration")
+        conn = SipStreamProtocol(self, transport)
         conn.peer = dest
         conn.outbound = True
         self.connections[(transport, dest)] = conn
         client = _OutboundFactory(conn, self)
-        if transport == "TLS":
-            if self.client_tls_options is None:
-                raise TransportError("no TLS client configuration")
+        if tls_options is not None and transport == "TLS":
             self.reactor.connectSSL(dest[0], dest[1], client,  # type: ignore[attr-defined]
-                                    self.client_tls_options(dest[0]), timeout=10)
+                                    tls_options(dest[0]), timeout=10)
         else:
             self.reactor.connectTCP(dest[0], dest[1], client, timeout=10)  # type: ignore[attr-defined]
         return conn

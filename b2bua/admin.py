@@ -1,0 +1,416 @@
+"""`b2bua-admin`: the operator's tool for users, bindings, test pushes, calls and CDRs.
+
+Every command reads the same TOML config as the service (``--config FILE``, default
+``$B2BUA_CONFIG`` or ``etc/b2bua.toml``) and works on the service's database directly, except
+``calls``, which asks the running service over its /status endpoint. Failures print one line
+naming the problem on stderr and exit 1 (2 for a mistyped command line), never a traceback;
+``--json`` always prints a single JSON list so scripts can read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import re
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from b2bua.config import Config, ConfigError, load_config
+from b2bua.push.notifier import canonical_provider
+from b2bua.push.outcome import PushConfigError, redact_token
+from b2bua.store import Binding, Store, StoreError, UnknownUser, UserExists, normalise_aor
+
+DEFAULT_CONFIG = os.path.join("etc", "b2bua.toml")
+_USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$")  # RFC 3261 user part, unescaped
+
+
+class AdminError(Exception):
+    """A failure to report as one line on stderr (exit 1)."""
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        raise AdminError(str(error)) from None
+
+
+@contextmanager
+def open_store(config: Config, create: bool = False) -> Iterator[Store]:
+    """The service's database; only `create` commands may make a new one."""
+    path = config.database.path
+    if str(path) == ":memory:":
+        raise AdminError(f"{config.path}: database.path is :memory:; there is nothing to administer")
+    if not path.exists():
+        if not create:
+            raise AdminError(f"no database at {path} yet (the service or `user add` creates it)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        store = Store.open(path)
+    except (StoreError, sqlite3.Error, OSError) as error:
+        raise AdminError(f"database {path}: {error}") from None
+    try:
+        yield store
+    except sqlite3.Error as error:
+        raise AdminError(f"database {path}: {error}") from None
+    finally:
+        store.close()
+
+
+def _check_name(name: str) -> str:
+    if not _USER.match(name):
+        raise AdminError(f"{name!r} is not a valid SIP user name")
+    return name
+
+
+def user_aor(config: Config, name: str) -> str:
+    """AOR of a user name (or of a SIP URI given as is)."""
+    try:
+        if name.lower().startswith(("sip:", "sips:")):
+            return normalise_aor(name)
+        return normalise_aor(f"sip:{_check_name(name)}@{config.sip.domain}")
+    except ValueError as error:
+        raise AdminError(str(error)) from None
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        try:
+            password = getpass.getpass("Password: ")
+            if password != getpass.getpass("Password (again): "):
+                raise AdminError("the passwords do not match")
+        except EOFError:
+            raise AdminError("no password given (use --password-stdin to pipe one)") from None
+    if not password:
+        raise AdminError("the password must not be empty")
+    return password
+
+
+def print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     for row in [headers, *rows])
+
+
+def when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
+
+
+def span(seconds: float | None) -> str:
+    """12s, 4m05s, 2h03m."""
+    if seconds is None:
+        return "-"
+    whole = max(0, int(round(seconds)))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+# -- check-config -----------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Everything start-up would refuse, without opening a socket or the database."""
+    from twisted.internet import reactor
+
+    from b2bua.admin_push import build_apns_client
+    from b2bua.plugin_loader import PluginLoadError, load_routers
+    from b2bua.routing import RouterContext, TrunkInfo
+
+    config = load(args.file or args.config)
+    context = RouterContext(
+        domain=config.sip.domain, lookup_user=lambda name: False,
+        trunks={t.name: TrunkInfo(t.name, t.uri) for t in config.trunks}, clock=reactor,
+    )
+    try:
+        load_routers(config.routers, context, search_paths=[config.base_dir])
+    except PluginLoadError as error:
+        raise AdminError(f"{config.path}: {error}") from None
+    try:
+        build_apns_client(config, reactor)
+    except PushConfigError as error:
+        raise AdminError(f"{config.path}: {error}") from None
+    print(f"config OK: {config.path}")
+    return 0
+
+
+# -- user -------------------------------------------------------------------------------
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    name = _check_name(args.name)
+    with open_store(config, create=True) as store:
+        if store.users.get(name, config.sip.realm) is not None:
+            raise AdminError(f"user already exists: {name}")
+        password = _read_password(args.password_stdin)
+        try:
+            store.users.add(name, config.sip.realm, password, args.display_name or None)
+        except UserExists:
+            raise AdminError(f"user already exists: {name}") from None
+    print(f"added user {name} (sip:{name}@{config.sip.domain})")
+    return 0
+
+
+def _change_user(args: argparse.Namespace, change: Callable[[Store, str, str], None], done: str) -> int:
+    config = load(args.config)
+    name = _check_name(args.name)
+    with open_store(config) as store:
+        try:
+            change(store, name, config.sip.realm)
+        except UnknownUser:
+            raise AdminError(f"no such user: {name}") from None
+    print(f"{done} user {name}")
+    return 0
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    def change(store: Store, name: str, realm: str) -> None:
+        if store.users.get(name, realm) is None:
+            raise UnknownUser(name)
+        store.users.set_password(name, realm, _read_password(args.password_stdin))
+    return _change_user(args, change, "changed the password of")
+
+
+def cmd_user_remove(args: argparse.Namespace) -> int:
+    return _change_user(args, lambda s, n, r: s.users.remove(n, r), "removed")
+
+
+def cmd_user_enable(args: argparse.Namespace) -> int:
+    enabled = args.user_command == "enable"
+    return _change_user(args, lambda s, n, r: s.users.set_enabled(n, r, enabled),
+                        "enabled" if enabled else "disabled")
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    with open_store(config) as store:
+        users = store.users.list()
+    if args.json:
+        print_json([{"name": u.name, "realm": u.realm, "display_name": u.display_name,
+                      "enabled": u.enabled, "created_at": u.created_at} for u in users])
+    elif users:
+        print(table(["NAME", "REALM", "ENABLED", "DISPLAY NAME", "CREATED"],
+                     [[u.name, u.realm, "yes" if u.enabled else "no", u.display_name or "",
+                       when(u.created_at)] for u in users]))
+    else:
+        print("no users")
+    return 0
+
+
+# -- bindings ---------------------------------------------------------------------------
+
+
+def _source(binding: Binding) -> str:
+    if not binding.source_host:
+        return ""
+    host = f"[{binding.source_host}]" if ":" in binding.source_host else binding.source_host
+    return f"{host}:{binding.source_port}" if binding.source_port else host
+
+
+def binding_json(binding: Binding, now: float) -> dict[str, Any]:
+    """One binding for --json, with the whole push token (scripts need it)."""
+    return {
+        "id": binding.id,
+        "user": binding.user or binding.aor.partition(":")[2].partition("@")[0],
+        "aor": binding.aor, "contact": binding.contact,
+        "expires_at": binding.expires_at, "expires_in": max(0, int(binding.expires_at - now)),
+        "source": _source(binding), "transport": binding.source_transport,
+        "user_agent": binding.user_agent, "instance_id": binding.instance_id,
+        "push_provider": binding.push_provider, "push_package": binding.push_package,
+        "push_topic": binding.push_topic, "push_token": binding.push_token,
+    }
+
+
+def _push_text(binding: Binding) -> str:
+    if not binding.push_token:
+        return "-"
+    provider = canonical_provider(binding.push_provider or "?")
+    topic = binding.push_topic or binding.push_package or "-"
+    return f"{provider} {topic} {redact_token(binding.push_token)}"
+
+
+def cmd_bindings(args: argparse.Namespace) -> int:
+    words: list[str] = args.words
+    if words and words[0] == "remove":
+        if len(words) != 3:
+            raise AdminError("usage: bindings remove NAME CONTACT|ID")
+        return _remove_binding(args, words[1], words[2])
+    if len(words) > 1:
+        raise AdminError("usage: bindings [NAME] [--json] | bindings remove NAME CONTACT|ID")
+    config = load(args.config)
+    now = time.time()
+    with open_store(config) as store:
+        if words:
+            aor = user_aor(config, words[0])
+            bindings = store.bindings.list_for_aor(aor, now)
+            user = aor.partition(":")[2].partition("@")[0]
+            if not bindings and store.users.get(user, config.sip.realm) is None:
+                raise AdminError(f"no such user: {words[0]}")
+        else:
+            bindings = store.bindings.list_all(now)
+    if args.json:
+        print_json([binding_json(b, now) for b in bindings])
+    elif bindings:
+        print(table(
+            ["ID", "AOR", "CONTACT", "EXPIRES IN", "SOURCE", "USER AGENT", "PUSH"],
+            [[str(b.id), b.aor, b.contact, span(b.expires_at - now),
+              f"{(b.source_transport or '').upper()} {_source(b)}".strip() or "-",
+              b.user_agent or "-", _push_text(b)] for b in bindings]))
+    else:
+        print("no registered contacts")
+    return 0
+
+
+def _remove_binding(args: argparse.Namespace, name: str, contact: str) -> int:
+    config = load(args.config)
+    aor = user_aor(config, name)
+    with open_store(config) as store:
+        if contact.isdigit():
+            binding = store.bindings.get(int(contact))
+            removed = binding is not None and binding.aor == aor and \
+                store.bindings.remove_by_id(int(contact))
+        else:
+            removed = store.bindings.remove(aor, contact)
+    if not removed:
+        raise AdminError(f"no binding {contact} for {aor}")
+    print(f"removed binding {contact} of {aor}")
+    return 0
+
+
+# -- push, calls, cdr -------------------------------------------------------------------
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from b2bua.admin_push import run_push
+    return run_push(args)
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    from b2bua.admin_calls import run_calls
+    return run_calls(args)
+
+
+def _duration(row: dict[str, Any]) -> float | None:
+    if row.get("answered_at") and row.get("ended_at"):
+        return float(row["ended_at"]) - float(row["answered_at"])
+    return None
+
+
+def cmd_cdr(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    with open_store(config) as store:
+        rows = store.cdrs.tail(args.tail)
+    if args.json:
+        print_json(rows)
+    elif rows:
+        print(table(
+            ["TIME", "FROM", "TO", "STATUS", "DURATION", "ENDED BY", "PUSH"],
+            [[when(r["started_at"]), r.get("from_uri") or "-", r.get("to_uri") or "-",
+              " ".join(str(p) for p in (r.get("status"), r.get("reason")) if p) or "-",
+              span(_duration(r)), r.get("ended_by") or "-", r.get("push_outcome") or "-"]
+             for r in rows]))
+    else:
+        print("no call records")
+    return 0
+
+
+# -- command line -----------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --config is accepted before or after the command; the later one wins.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="config file (default: $B2BUA_CONFIG or etc/b2bua.toml)")
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print one JSON list")
+    parser = argparse.ArgumentParser(prog="b2bua-admin", parents=[common],
+                                     description="Administer a b2bua: users, bindings, pushes, calls.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = commands.add_parser("check-config", parents=[common], help="validate the config")
+    check.add_argument("file", nargs="?", metavar="FILE", help="config file (legacy form)")
+    check.set_defaults(func=cmd_check_config)
+
+    user = commands.add_parser("user", parents=[common], help="manage users")
+    user_commands = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    add = user_commands.add_parser("add", parents=[common], help="add a user")
+    add.add_argument("--display-name", metavar="TEXT")
+    passwd = user_commands.add_parser("passwd", parents=[common], help="change a password")
+    for sub in (add, passwd):
+        sub.add_argument("--password-stdin", action="store_true",
+                         help="read the password from the first line of stdin")
+    add.set_defaults(func=cmd_user_add)
+    passwd.set_defaults(func=cmd_user_passwd)
+    for action, func, text in (("remove", cmd_user_remove, "delete a user"),
+                               ("disable", cmd_user_enable, "refuse a user's registrations"),
+                               ("enable", cmd_user_enable, "allow a disabled user again")):
+        user_commands.add_parser(action, parents=[common], help=text).set_defaults(func=func)
+    for sub in user_commands.choices.values():
+        sub.add_argument("name", metavar="NAME")
+    user_commands.add_parser("list", parents=[common, json_flag],
+                             help="list users").set_defaults(func=cmd_user_list)
+
+    bindings = commands.add_parser(
+        "bindings", parents=[common, json_flag], help="registered contacts",
+        usage="%(prog)s [NAME] [--json] | %(prog)s remove NAME CONTACT|ID")
+    bindings.add_argument("words", nargs="*", metavar="NAME", help=argparse.SUPPRESS)
+    bindings.set_defaults(func=cmd_bindings)
+
+    push = commands.add_parser("push", parents=[common, json_flag],
+                               help="send a test VoIP push to each device of a user")
+    push.add_argument("name", metavar="NAME")
+    push.set_defaults(func=cmd_push)
+    commands.add_parser("calls", parents=[common, json_flag],
+                        help="active calls of the running service").set_defaults(func=cmd_calls)
+    cdr = commands.add_parser("cdr", parents=[common, json_flag], help="recent call records")
+    cdr.add_argument("--tail", type=_positive, default=20, metavar="N", help="last N (default 20)")
+    cdr.set_defaults(func=cmd_cdr)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "config", None):
+        args.config = os.environ.get("B2BUA_CONFIG") or DEFAULT_CONFIG
+    try:
+        result: int = args.func(args)
+        return result
+    except AdminError as error:
+        sys.stdout.flush()
+        print(f"b2bua-admin: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, so that the command modules (which import
+    # b2bua.admin) raise the same AdminError class that main catches.
+    from b2bua.admin import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,165 @@
+"""Authenticated REGISTERs per second, with persistence, against the running service.
+
+The service is started as users start it (``twistd -n b2bua --config FILE``,
+through ``tests.support``) on a loopback port with a file-backed SQLite
+database.  SIPp then plays ``--users`` phones from an injection file, each one
+``REGISTER -> 401 -> REGISTER with digest -> 200`` carrying ``X-MPUSH``, so
+every registration costs two transactions, one digest check and one durable
+binding write (the 200 is only sent once the write has committed).
+
+A run is bounded by ``--count`` registrations and ``--seconds`` of wall time.
+The figure reported is the median of ``--runs`` runs of
+successful registrations / elapsed seconds.
+
+    python bench/register.py                      # defaults: 3 runs of 6000
+    python bench/register.py --rate 3000 --count 9000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.support import (  # noqa: E402
+    RunningService,
+    free_port,
+    require_sipp,
+    write_config,
+)
+
+TARGET = 2000.0
+SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="bench: authenticated REGISTER">
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[field0]@[remote_ip]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[field0]@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Expires: 3600
+      X-MPUSH: i:com.example.softphone:bench-token-[field0]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="401" auth="true"/>
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[field0]@[remote_ip]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:[field0]@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 2 REGISTER
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      [field1]
+      Max-Forwards: 70
+      Expires: 3600
+      X-MPUSH: i:com.example.softphone:bench-token-[field0]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def user_name(i: int) -> str:
+    return "%d" % (100000 + i)
+
+
+def prepare(workdir: Path, users: int) -> RunningService:
+    """Config with ``users`` users (created at start), scenario and injection file."""
+    extra = "".join('[[users]]\nname = "%s"\npassword = "pw%s"\n\n' % (user_name(i), user_name(i))
+                    for i in range(users))
+    port = free_port()
+    config = write_config(workdir, port, extra=extra)
+    (workdir / "register_bench.xml").write_text(SCENARIO)
+    # SIPp 3.6 expands an [authentication ...] keyword held in an injection field,
+    # not injection fields inside the keyword's own parameters.
+    rows = ["SEQUENTIAL"] + ["%s;[authentication username=%s password=pw%s]"
+                             % (user_name(i), user_name(i), user_name(i)) for i in range(users)]
+    (workdir / "users.csv").write_text("\n".join(rows) + "\n")
+    return RunningService(workdir=workdir, config_path=config, port=port)
+
+
+def one_run(svc: RunningService, count: int, rate: int, limit: int, seconds: float) -> dict:
+    sipp = require_sipp()
+    local = free_port()
+    args = [sipp, "-sf", "register_bench.xml", "-inf", "users.csv", "-i", "127.0.0.1",
+            "-p", str(local), "-m", str(count), "-r", str(rate), "-rp", "1000", "-l", str(limit),
+            "-nostdin", "-timeout", "%ds" % int(seconds), "-recv_timeout", "5000",
+            "-max_recv_loops", "10000", "-max_sched_loops", "10000",
+            "127.0.0.1:%d" % svc.port]
+    began = time.monotonic()
+    proc = subprocess.run(args, cwd=svc.workdir, capture_output=True, text=True,
+                          timeout=seconds + 30)
+    elapsed = time.monotonic() - began
+    ok = _counter(proc.stdout, "Successful call")
+    failed = _counter(proc.stdout, "Failed call")
+    return {"registrations": ok, "failed": failed, "seconds": round(elapsed, 3),
+            "per_second": round(ok / elapsed, 1) if elapsed else 0.0, "sipp_rc": proc.returncode}
+
+
+def _counter(screen: str, name: str) -> int:
+    found = re.findall(r"%s\s*\|\s*\d+\s*\|\s*(\d+)" % re.escape(name), screen)
+    return int(found[-1]) if found else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--count", type=int, default=6000, help="registrations per run")
+    parser.add_argument("--users", type=int, default=1000, help="distinct phones")
+    parser.add_argument("--rate", type=int, default=3000, help="offered registrations/s")
+    parser.add_argument("--limit", type=int, default=300, help="registrations in flight")
+    parser.add_argument("--seconds", type=float, default=60, help="time bound per run")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    opts = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-register-") as tmp:
+        svc = prepare(Path(tmp), opts.users)
+        svc.start(timeout=60)
+        try:
+            runs = [one_run(svc, opts.count, opts.rate, opts.limit, opts.seconds)
+                    for _ in range(opts.runs)]
+            durable = svc.admin("bindings", "--json")
+        finally:
+            svc.stop()
+    median = statistics.median(r["per_second"] for r in runs)
+    stored = len(json.loads(durable.stdout)) if durable.returncode == 0 else None
+    report = {"benchmark": "authenticated REGISTER with persistence", "runs": runs,
+              "median_per_second": median, "target_per_second": TARGET,
+              "bindings_stored": stored, "users": opts.users}
+    if opts.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for i, run in enumerate(runs, 1):
+            print("run %d: %d ok, %d failed in %ss -> %s/s" % (
+                i, run["registrations"], run["failed"], run["seconds"], run["per_second"]))
+        print("median: %.1f authenticated REGISTERs/s (target >= %.0f); bindings stored: %s"
+              % (median, TARGET, stored))
+    return 0 if median >= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Push wake-up end to end, with real peers on 127.0.0.1.
+
+The B2BUA runs as users start it (twistd + a config file).  SIPp plays the
+phone and the caller; the fake APNs (a real HTTP/2 TLS server, in this test
+process) receives the VoIP push and, as a real iPhone would, "wakes" the
+phone: a SIPp UAS starts on a new port and the phone registers that contact.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, threads
+
+from tests.fake_apns import FakeApns, Reply, make_pki
+from tests.support import SCENARIOS, free_port, require_sipp, start_sipp, stop_process
+
+TOKEN = "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
+
+
+def _config(pki: Any, fake: FakeApns, wake_timeout: float = 10) -> str:
+    return f"""
+[[users]]
+name = "1111"
+password = "secret"
+
+[push]
+wake_timeout = {wake_timeout}
+
+[apns]
+enabled = true
+auth = "token"
+key_file = "{pki.key_file}"
+key_id = "{pki.key_id}"
+team_id = "{pki.team_id}"
+endpoint = "{fake.url}"
+ca_file = "{pki.ca_file}"
+timeout = 5
+
+[[trunk]]
+name = "carrier"
+uri = "sip:127.0.0.1:5999"
+accept_from = ["127.0.0.1/32"]
+"""
+
+
+def _sipp(svc: Any, scenario: str, port: int, *extra: str, timeout: float = 30) -> list[str]:
+    require_sipp()
+    return ["sipp", f"127.0.0.1:{svc.port}", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
+            "-p", str(port), "-m", "1", "-nostdin", "-timeout", f"{int(timeout)}s",
+            "-timeout_error", *extra]
+
+
+def _run(cmd: list[str], timeout: float = 40) -> defer.Deferred:
+    """Run a blocking command off the reactor thread (the fake APNs lives on the reactor)."""
+    return threads.deferToThread(subprocess.run, cmd, capture_output=True, text=True,
+                                 timeout=timeout)
+
+
+def _register(svc: Any, contact_port: int, expires: int = 3600) -> defer.Deferred:
+    return _run(_sipp(svc, "register_contact.xml", free_port(), "-key", "contact_port",
+                      str(contact_port), "-key", "expires", str(expires)))
+
+
+def _cdr(svc: Any) -> list[dict]:
+    out = svc.admin("cdr", "--tail", "5", "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture
+def apns(tmp_path: Path):
+    pki = make_pki(tmp_path / "pki")
+    fake = FakeApns(reactor, pki).start()
+    yield pki, fake
+    pytest_twisted.blockon(fake.stop())
+
+
+@pytest_twisted.inlineCallbacks
+def test_sleeping_phone_is_woken_and_answers(start_service, apns, tmp_path: Path) -> None:
+    pki, fake = apns
+    svc = yield threads.deferToThread(start_service, _config(pki, fake))
+    old_port = free_port()
+    reg = yield _register(svc, old_port)          # the phone registers, then sleeps
+    assert reg.returncode == 0, reg.stdout + reg.stderr
+
+    new_port = free_port()
+    woken: dict[str, Any] = {}
+
+    def on_push(request: Any) -> Reply:
+        woken["at"] = time.time()
+        woken["phone"] = start_sipp(_sipp(svc, "phone_answer.xml", new_port)[1:])
+        woken["register"] = _register(svc, new_port)
+        return Reply.delayed(1.0, Reply.ok())    # APNs answers late: ringback must not wait
+
+    fake.on_request = on_push
+    ring_file = tmp_path / "ring.txt"
+    caller = yield _run(_sipp(svc, "caller.xml", free_port(), "-key", "callee", "1111",
+                              "-key", "ring_file", str(ring_file)))
+    try:
+        assert caller.returncode == 0, caller.stdout[-3000:] + svc.log()[-5000:]
+        reg2 = yield woken["register"]
+        assert reg2.returncode == 0, reg2.stdout
+        phone = woken["phone"]
+        yield threads.deferToThread(phone.wait, 20)
+        assert phone.returncode == 0, phone.stdout.read().decode()[-3000:]
+    finally:
+        if "phone" in woken:
+            stop_process(woken["phone"])
+
+    assert len(fake.requests) == 1
+    push = fake.requests[0]
+    assert push.invalid is None
+    assert push.token == TOKEN
+    assert push.headers["apns-topic"] == "com.example.softphone.voip"
+    assert push.headers["apns-push-type"] == "voip"
+    data = push.payload["data"]
+    cdr = _cdr(svc)[-1]
+    assert data["ncallid"] == cdr["call_id"]
+    assert data["nfrom"] == "1234"
+    assert data["nfromusername"] == "John Smith"
+    assert data["ntousr"] == "1111"
+    # The caller heard ringback before the push was even answered.
+    assert float(ring_file.read_text()) < woken["at"] + 0.5
+    assert cdr["status"] == 200 and cdr["push_sent_at"] and cdr["invite_forked_at"]
+    assert cdr["call_id"] not in cdr["b_call_ids"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_dead_token_gives_480_at_once_and_is_removed(start_service, apns) -> None:
+    pki, fake = apns
+    svc = yield threads.deferToThread(start_service, _config(pki, fake, wake_timeout=20))
+    reg = yield _register(svc, free_port())
+    assert reg.returncode == 0, reg.stdout
+    fake.script(TOKEN, Reply.error(410, "Unregistered"))
+    started = time.monotonic()
+    caller = yield _run(_sipp(svc, "caller.xml", free_port(), "-key", "callee", "1111",
+                              "-key", "ring_file", "/dev/null"))
+    elapsed = time.monotonic() - started
+    assert caller.returncode != 0                 # the caller got an error, not an answer
+    assert elapsed < 10, "480 must come at once, not after the wake-up wait"
+    cdr = _cdr(svc)[-1]
+    assert cdr["status"] == 480
+    bindings = json.loads(svc.admin("bindings", "1111", "--json").stdout)
+    assert all(not b.get("push_token") for b in bindings)
