@@ -22,8 +22,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from b2bua.config import Config, ConfigError, load_config
-from b2bua.push.notifier import canonical_provider
-from b2bua.push.outcome import PushConfigError, redact_token
 from b2bua.store import Binding, Store, StoreError, UnknownUser, UserExists, normalise_aor
 
 DEFAULT_CONFIG = os.path.join("etc", "b2bua.toml")
@@ -127,28 +125,8 @@ def span(seconds: float | None) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Everything start-up would refuse, without opening a socket or the database."""
-    from twisted.internet import reactor
-
-    from b2bua.admin_push import build_apns_client
-    from b2bua.plugin_loader import PluginLoadError, load_routers
-    from b2bua.routing import RouterContext, TrunkInfo
-
-    config = load(args.file or args.config)
-    context = RouterContext(
-        domain=config.sip.domain, lookup_user=lambda name: False,
-        trunks={t.name: TrunkInfo(t.name, t.uri) for t in config.trunks}, clock=reactor,
-    )
-    try:
-        load_routers(config.routers, context, search_paths=[config.base_dir])
-    except PluginLoadError as error:
-        raise AdminError(f"{config.path}: {error}") from None
-    try:
-        build_apns_client(config, reactor)
-    except PushConfigError as error:
-        raise AdminError(f"{config.path}: {error}") from None
-    print(f"config OK: {config.path}")
-    return 0
+    from b2bua.admin_check import run_check_config
+    return run_check_config(args)
 
 
 # -- user -------------------------------------------------------------------------------
@@ -240,6 +218,8 @@ def binding_json(binding: Binding, now: float) -> dict[str, Any]:
 
 
 def _push_text(binding: Binding) -> str:
+    from b2bua.push import canonical_provider, redact_token
+
     if not binding.push_token:
         return "-"
     provider = canonical_provider(binding.push_provider or "?")

@@ -11,6 +11,7 @@ import os
 import sys
 
 from twisted.application.service import IServiceMaker, MultiService
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python import usage
 from zope.interface import implementer
@@ -40,8 +41,30 @@ class StartupError(SystemExit):
         super().__init__(1)
 
 
+class CleanStart(MultiService):
+    """The top of the tree twistd starts: a listener that cannot be bound
+    (port in use, address not on this host) stops start-up with one logged
+    line, the same line on the real stderr, and exit status 1 -- not a
+    traceback from inside twistd."""
+
+    log = Logger()
+
+    def startService(self) -> None:  # noqa: N802
+        from b2bua.transport.network import ListenError
+
+        try:
+            super().startService()
+        except ListenError as exc:
+            self.log.critical("b2bua: {error}", error=str(exc))
+            stderr = sys.__stderr__ or sys.stderr  # twistd redirects sys.stderr to the log
+            stderr.write(f"b2bua: {exc}\n")
+            stderr.flush()
+            raise SystemExit(1) from None
+
+
 def make_service_from_path(path: str) -> MultiService:
-    """Load and validate the config at ``path``, then build the service tree."""
+    """Load and validate the config at ``path``, then build the service tree
+    (under a :class:`CleanStart`)."""
     from b2bua.config import ConfigError, load_config
     from b2bua.service import ServiceBuildError, make_service
 
@@ -50,9 +73,12 @@ def make_service_from_path(path: str) -> MultiService:
     except ConfigError as exc:
         raise StartupError(str(exc)) from None
     try:
-        return make_service(config)
+        root = make_service(config)
     except (ConfigError, ServiceBuildError) as exc:
         raise StartupError(str(exc)) from None
+    top = CleanStart()
+    root.setServiceParent(top)
+    return top
 
 
 @implementer(IServiceMaker, IPlugin)

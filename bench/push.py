@@ -21,16 +21,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Generator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from twisted.internet import defer, reactor  # noqa: E402
+from twisted.internet import defer  # noqa: E402
+from twisted.internet import reactor as _reactor  # noqa: E402
 
 from b2bua.push import ApnsTimings, CallFacts, apns_client_from_settings, build_voip_push  # noqa: E402
 from b2bua.push.jwt_token import ProviderToken  # noqa: E402
 from tests.fake_apns import FakePki, make_pki  # noqa: E402
 
+reactor: Any = _reactor
 TOKEN = "a1" * 32
 FACTS = CallFacts("bench-call-0001@10.0.0.1", "1234", "John Smith", "9876")
 
@@ -52,13 +55,15 @@ def start_fake(pki: FakePki) -> tuple[subprocess.Popen[str], int]:
 
 
 @defer.inlineCallbacks
-def client_runs(pki: FakePki, port: int, fake_pid: int, count: int, runs: int, max_streams: int):
+def client_runs(pki: FakePki, port: int, fake_pid: int, count: int, runs: int,
+                max_streams: int) -> Generator[Any, Any, list[dict[str, float]]]:
     client = apns_client_from_settings(
         enabled=True, auth="token", key_file=str(pki.key_file), key_id=pki.key_id,
         team_id=pki.team_id, certificate="", endpoint="https://127.0.0.1:%d" % port,
         ca_file=str(pki.ca_file), reactor=reactor, clock=reactor,
         timings=ApnsTimings(push_timeout=60.0, max_streams=max_streams),
     )
+    assert client is not None
     headers, body = build_voip_push(FACTS, "com.mycompany.myapp")
     yield defer.gatherResults([client.send(TOKEN, headers, body) for _ in range(200)])  # warm up
     results = []
@@ -109,7 +114,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         pki = make_pki(directory)
         fake, port = start_fake(pki)
-        report: dict[str, object] = {}
+        report: dict[str, Any] = {}
         try:
             def done(results: list[dict[str, float]]) -> None:
                 report["runs"] = results
@@ -141,7 +146,7 @@ def main() -> None:
               "client CPU %(client_cpu_us_per_push).0f us/push, fake CPU %(fake_cpu_us_per_push).0f us/push" % run)
     median = report["median"]
     print("median: %.0f pushes/s over one connection; client CPU %.0f us per push (target >= 2500 pushes/s)"
-          % (median["pushes_per_s"], median["client_cpu_us_per_push"]))  # type: ignore[index]
+          % (median["pushes_per_s"], median["client_cpu_us_per_push"]))
     ceiling = report.get("h2load")
     if ceiling is None:
         print("h2load not installed: fake ceiling not measured (apt-get install nghttp2-client)")

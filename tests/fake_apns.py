@@ -218,12 +218,14 @@ class FakeApns:
 
     def __init__(self, reactor: Any, pki: FakePki, *, auth: str = "token",
                  max_concurrent_streams: int = 1000, initial_window_size: int = 65535,
-                 clock: Any = None, port: int = 0) -> None:
+                 clock: Any = None, port: int = 0, raise_streams_to: int | None = None) -> None:
         self.reactor = reactor
         self.pki = pki
         self.auth = auth
         self.max_concurrent_streams = max_concurrent_streams
         self.initial_window_size = initial_window_size
+        # APNs announces MAX_CONCURRENT_STREAMS 1 and raises it after the first good request
+        self.raise_streams_to = raise_streams_to
         self.clock = clock
         self.requested_port = port
         self.default = Reply.ok()
@@ -246,14 +248,14 @@ class FakeApns:
     # -- control --------------------------------------------------------------------
 
     def start(self) -> "FakeApns":
-        server = PrivateCertificate.loadPEM(
+        server = PrivateCertificate.loadPEM(  # type: ignore[no-untyped-call]
             self.pki.server_cert_file.read_bytes() + self.pki.server_key_file.read_bytes())
         options: dict[str, Any] = dict(
             privateKey=server.privateKey.original, certificate=server.original,
             acceptableProtocols=[b"h2"])
         if self.auth == "certificate":
             ca = Certificate.loadPEM(self.pki.ca_file.read_bytes())
-            options["trustRoot"] = trustRootFromCertificates([ca])
+            options["trustRoot"] = trustRootFromCertificates([ca])  # type: ignore[no-untyped-call]
         factory = Factory.forProtocol(lambda: FakeApnsProtocol(self))
         self._port = self.reactor.listenSSL(self.requested_port, factory, CertificateOptions(**options),
                                             interface="127.0.0.1")
@@ -284,13 +286,13 @@ class FakeApns:
         """Abort every open connection (as a server restart would)."""
         for conn in list(self.connections):
             if conn.transport is not None and conn.open:
-                conn.transport.abortConnection()
+                conn.wire.abortConnection()
 
     def freeze(self) -> None:
         """Stop reading from every open connection: nothing is answered, not even PING."""
         for conn in self.connections:
             if conn.transport is not None and conn.open:
-                conn.transport.pauseProducing()
+                conn.wire.pauseProducing()
 
     def stop(self) -> Deferred[Any]:
         waiting = [c.lost for c in self.connections if c.open]
@@ -405,7 +407,13 @@ class FakeApnsProtocol(Protocol):
         self.client_subject: str | None = None
         self._streams: dict[int, tuple[list[tuple[bytes, bytes]], bytearray]] = {}
         self._last_stream_id: int | None = None  # set once we sent GOAWAY
+        self._raised = False
         self._h2 = _ServerH2Connection(H2Configuration(client_side=False, header_encoding=None))
+
+    @property
+    def wire(self) -> Any:
+        """The TLS transport (typed loosely: zope interfaces need a mypy plugin)."""
+        return self.transport
 
     def connectionMade(self) -> None:
         self.fake.connections.append(self)
@@ -420,13 +428,13 @@ class FakeApnsProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.client_subject is None and self.fake.auth == "certificate":
-            peer = self.transport.getPeerCertificate()  # type: ignore[union-attr]
+            peer = self.wire.getPeerCertificate()
             self.client_subject = peer.get_subject().CN if peer is not None else ""
         try:
             events = self._h2.receive_data(data)
         except ProtocolError:
             self._flush()
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.wire.loseConnection()
             return
         for event in events:
             if isinstance(event, RequestReceived):
@@ -456,7 +464,7 @@ class FakeApnsProtocol(Protocol):
     def _flush(self) -> None:
         data = self._h2.data_to_send()
         if data and self.open:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self.wire.write(data)
 
     def _request_complete(self, stream_id: int) -> None:
         raw_headers, body = self._streams[stream_id]
@@ -496,7 +504,7 @@ class FakeApnsProtocol(Protocol):
             self.fake.reactor.callLater(reply.delay, self._perform, stream_id, reply.then)
         elif kind is ReplyKind.CLOSE:
             self._flush()
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.wire.loseConnection()
         elif kind is ReplyKind.GOAWAY:
             self._goaway(stream_id, reply.process)
         # NO_ANSWER: keep the stream open forever
@@ -518,6 +526,9 @@ class FakeApnsProtocol(Protocol):
         except ProtocolError:  # the client reset it meanwhile
             return
         self.fake.answered += 1
+        if status == 200 and self.fake.raise_streams_to and not self._raised:
+            self._raised = True
+            self._h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.fake.raise_streams_to})
         self._flush()
 
     def _goaway(self, stream_id: int, process: bool) -> None:
@@ -528,10 +539,10 @@ class FakeApnsProtocol(Protocol):
         frame.error_code = 0
         frame.additional_data = b'{"reason":"Shutdown"}'
         self._flush()
-        self.transport.write(frame.serialize())  # type: ignore[union-attr]
+        self.wire.write(frame.serialize())
         if process:
             self._answer(stream_id, 200, "")
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.wire.loseConnection()
 
 
 def main(argv: list[str]) -> None:
@@ -552,7 +563,7 @@ def main(argv: list[str]) -> None:
     fake = FakeApns(reactor, pki, auth=args.auth, port=args.port).start()
     fake.record = False
     print(json.dumps({"port": fake.port, "pki": str(directory)}), flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[misc]
 
 
 if __name__ == "__main__":

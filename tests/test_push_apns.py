@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
@@ -158,10 +158,26 @@ async def test_dead_token_400s(fake: FakeApns, connect: Any, reason: str) -> Non
 
 
 @pytest_twisted.ensureDeferred
-async def test_fake_itself_says_bad_device_token_for_a_non_hex_token(fake: FakeApns, connect: Any) -> None:
-    outcome = await push(connect(fake), "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd")
+async def test_token_is_percent_encoded_in_the_path(fake: FakeApns, connect: Any) -> None:
+    device = "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"  # push-facts.md's example
+    assert (await push(connect(fake), device)).delivered
+    assert fake.requests[0].path == "/3/device/c-10-ap_Kt0%3AG7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
+    assert fake.requests[0].token == device
+
+
+@pytest_twisted.ensureDeferred
+async def test_fake_itself_says_bad_device_token(fake: FakeApns, connect: Any) -> None:
+    outcome = await push(connect(fake), "bad$token/../x")
     assert (outcome.kind, outcome.reason) == (OutcomeKind.TOKEN_DEAD, "BadDeviceToken")
-    assert fake.requests[0].path.startswith("/3/device/c-10-ap_Kt0%3AG7S")
+    assert fake.requests[0].path == "/3/device/bad%24token%2F..%2Fx"
+
+
+@pytest.mark.parametrize("device", ["", "a b", "ab\r\ncd"])
+@pytest_twisted.ensureDeferred
+async def test_malformed_token_is_refused_locally(fake: FakeApns, connect: Any, device: str) -> None:
+    outcome = await push(connect(fake), device)
+    assert outcome.kind is OutcomeKind.REFUSED and outcome.status is None
+    assert fake.requests == []
 
 
 @pytest_twisted.ensureDeferred
@@ -202,7 +218,8 @@ def _client_with_token_clock(fake: FakeApns, pki: FakePki, token_clock: Clock,
                              clients: list[ApnsClient]) -> tuple[ApnsClient, ProviderToken]:
     provider = ProviderToken(pki.key_file.read_bytes(), pki.key_id, pki.team_id, token_clock)
     endpoint = ApnsEndpoint.parse(fake.url)
-    trust = trustRootFromCertificates([Certificate.loadPEM(pki.ca_file.read_bytes())])
+    trust = trustRootFromCertificates(  # type: ignore[no-untyped-call]
+        [Certificate.loadPEM(pki.ca_file.read_bytes())])
     client = ApnsClient(endpoint, tls_connector(reactor, endpoint, trust), reactor, provider, FAST)
     clients.append(client)
     return client, provider
@@ -380,7 +397,32 @@ async def test_unreachable_endpoint_times_out_with_the_reason(pki: FakePki, clie
     outcome = await push(client)
     assert outcome.kind is OutcomeKind.TIMEOUT
     assert outcome.reason.startswith("no connection to APNs: connect failed")
-    assert client.stats.connect_failures >= 2  # it kept trying, with backoff
+    assert client.stats.connect_failures >= 1
+
+
+def test_reconnect_backs_off_exponentially() -> None:
+    clock = Clock()
+    attempts: list[float] = []
+
+    class Refusing:
+        def connect(self, factory: object) -> Deferred[object]:
+            attempts.append(clock.seconds())
+            return fail(ConnectionRefusedError())
+
+    timings = ApnsTimings(push_timeout=100.0, reconnect_base=1.0, reconnect_max=4.0)
+    client = ApnsClient(ApnsEndpoint("127.0.0.1", 9), lambda: Refusing(), clock, None, timings)
+    result = client.send(TOKEN, *build_voip_push(FACTS, "com.x.app"))
+    clock.pump([0.5] * 40)  # 20 s
+    assert attempts[:6] == [0.0, 1.0, 3.0, 7.0, 11.0, 15.0]  # waits 1, 2, 4, then capped at 4
+    clock.advance(80)
+    outcomes: list[PushOutcome] = []
+    result.addCallback(outcomes.append)
+    [outcome] = outcomes
+    assert outcome.kind is OutcomeKind.TIMEOUT
+    assert outcome.reason == "no connection to APNs: connect failed: ConnectionRefusedError"
+    tried = len(attempts)
+    clock.advance(100)
+    assert len(attempts) == tried  # no push waiting and not running as a service: it stops
 
 
 @pytest_twisted.ensureDeferred
@@ -393,6 +435,18 @@ async def test_streams_are_limited_by_the_server_and_queued(pki: FakePki, server
     outcomes = await gatherResults([push(client, token(i)) for i in range(30)])
     assert all(o.delivered for o in outcomes)
     assert fake.peak_streams == 5 and len(fake.connections) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_limit_raised_after_the_first_push_like_apns(
+        pki: FakePki, servers: list[FakeApns], connect: Any) -> None:
+    fake = FakeApns(reactor, pki, max_concurrent_streams=1, raise_streams_to=50).start()
+    servers.append(fake)
+    fake.default = Reply.delayed(0.02, Reply.ok())
+    client = connect(fake)
+    outcomes = await gatherResults([push(client, token(i)) for i in range(30)])
+    assert all(o.delivered for o in outcomes)
+    assert fake.peak_streams == 29  # one alone, then the other 29 together
 
 
 @pytest_twisted.ensureDeferred
@@ -449,6 +503,16 @@ async def test_stop_fails_queued_pushes_and_closes(fake: FakeApns, connect: Any)
     assert client.connection_state is ConnectionState.DISCONNECTED
     after = await push(client)
     assert (after.kind, after.reason) == (OutcomeKind.RETRY_LATER, "APNs client stopped")
+
+
+@pytest_twisted.ensureDeferred
+async def test_closing_towards_a_silent_peer_does_not_linger(fake: FakeApns, connect: Any) -> None:
+    client = connect(fake, timings=ApnsTimings(connect_timeout=0.2, stop_grace=30.0))
+    assert (await push(client)).delivered
+    fake.freeze()  # will never answer our TLS close_notify
+    started = reactor.seconds()
+    await client.stopService().addTimeout(10, reactor)
+    assert reactor.seconds() - started < 5
 
 
 # -- certificate auth --------------------------------------------------------------------

@@ -255,6 +255,7 @@ INVALID = [
     (_request("Via: SIP/2.0/UDP bad host"), ParseError, "Bad Via", True),
     (_request("Broken line"), ParseError, "Bad header line", True),
     (_request("Bad Name: x"), ParseError, "Bad header name", True),
+    (_request(": x"), ParseError, "Bad header name", True),
     (_request(first="OPTIONS sip:a@b SIP/3.0"), VersionNotSupported, None, True),
     (_request(first="OPTIONS sip:a@b"), ParseError, "Bad request line", True),
     (_request(first="OPTIONS  sip:a@b SIP/2.0"), ParseError, "Bad request line", True),
@@ -308,6 +309,7 @@ def test_body_rules() -> None:
 def test_odd_bytes_survive() -> None:
     data = _request("Call-ID: DROP", "Call-ID: CID").replace(b"CID", b"a\x00b\xc3\xa9\xff\"<>@x")
     msg = parse_message(data)
+    assert isinstance(msg, Request)
     assert msg.call_id.encode("utf-8", "surrogateescape") == b"a\x00b\xc3\xa9\xff\"<>@x"
     assert b"Call-ID: a\x00b\xc3\xa9\xff\"<>@x\r\n" in make_response(msg, 200).to_bytes()
 

@@ -63,9 +63,16 @@ def _run(cmd: list[str], timeout: float = 40) -> defer.Deferred:
                                  timeout=timeout)
 
 
-def _register(svc: Any, contact_port: int, expires: int = 3600) -> defer.Deferred:
+def _register(svc: Any, contact_port: int, expires: int = 3600,
+              token: str = TOKEN) -> defer.Deferred:
     return _run(_sipp(svc, "register_contact.xml", free_port(), "-key", "contact_port",
-                      str(contact_port), "-key", "expires", str(expires)))
+                      str(contact_port), "-key", "expires", str(expires), "-key", "token", token))
+
+
+def _invites_sent(svc: Any, call_id: str) -> int:
+    """How many B-leg INVITEs the service logged for the call ``call_id``."""
+    return sum(1 for line in svc.log().splitlines()
+               if f"call {call_id}: INVITE " in line and " to sip:" in line)
 
 
 def _cdr(svc: Any) -> list[dict]:
@@ -149,3 +156,85 @@ def test_dead_token_gives_480_at_once_and_is_removed(start_service, apns) -> Non
     assert cdr["status"] == 480
     bindings = json.loads(svc.admin("bindings", "1111", "--json").stdout)
     assert all(not b.get("push_token") for b in bindings)
+
+
+@pytest_twisted.inlineCallbacks
+def test_caller_cancels_before_the_phone_wakes(start_service, apns) -> None:
+    """487 to the caller; the phone that wakes later gets the INVITE and a CANCEL at once."""
+    pki, fake = apns
+    svc = yield threads.deferToThread(start_service, _config(pki, fake))
+    reg = yield _register(svc, free_port())
+    assert reg.returncode == 0, reg.stdout
+    caller = yield _run(_sipp(svc, "caller_cancel.xml", free_port(), "-key", "callee", "1111"))
+    assert caller.returncode == 0, caller.stdout[-3000:] + svc.log()[-3000:]
+    assert len(fake.requests) == 1                      # the push went out before the CANCEL
+    call_id = _cdr(svc)[-1]["call_id"]
+    assert _cdr(svc)[-1]["status"] == 487
+
+    new_port = free_port()                              # now the phone wakes up
+    phone = start_sipp(_sipp(svc, "phone_missed.xml", new_port)[1:])
+    try:
+        reg2 = yield _register(svc, new_port)
+        assert reg2.returncode == 0, reg2.stdout
+        yield threads.deferToThread(phone.wait, 20)
+        assert phone.returncode == 0, phone.stdout.read().decode()[-3000:] + svc.log()[-3000:]
+    finally:
+        stop_process(phone)
+    assert _invites_sent(svc, call_id) == 2             # the sleeping contact, then the woken one
+    # A later REGISTER of the same phone forks nothing more.
+    reg3 = yield _register(svc, new_port)
+    assert reg3.returncode == 0
+    assert _invites_sent(svc, call_id) == 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_devices_awake_one_rings_sleeping_one_answers(start_service, apns) -> None:
+    pki, fake = apns
+    svc = yield threads.deferToThread(start_service, _config(pki, fake))
+    awake_port = free_port()
+    awake = start_sipp(_sipp(svc, "phone_missed.xml", awake_port)[1:])   # rings, never answers
+    woken: dict[str, Any] = {}
+    try:
+        reg = yield _register(svc, awake_port, token="awake0device0token")
+        assert reg.returncode == 0, reg.stdout
+        reg = yield _register(svc, free_port())                          # the sleeping one
+        assert reg.returncode == 0, reg.stdout
+        new_port = free_port()
+
+        def on_push(request: Any) -> Reply:
+            if request.token == TOKEN and "phone" not in woken:
+                woken["phone"] = start_sipp(_sipp(svc, "phone_answer.xml", new_port)[1:])
+                woken["register"] = _register(svc, new_port)
+            return Reply.ok()
+
+        fake.on_request = on_push
+        caller = yield _run(_sipp(svc, "caller.xml", free_port(), "-key", "callee", "1111",
+                                  "-key", "ring_file", "/dev/null"))
+        assert caller.returncode == 0, caller.stdout[-3000:] + svc.log()[-4000:]
+        yield threads.deferToThread(woken["phone"].wait, 20)
+        assert woken["phone"].returncode == 0
+        yield threads.deferToThread(awake.wait, 20)
+        assert awake.returncode == 0, ("the ringing device must get CANCEL when the other "
+                                       "answers\n" + awake.stdout.read().decode()[-2500:]
+                                       + svc.log()[-4000:])
+    finally:
+        stop_process(awake)
+        if "phone" in woken:
+            stop_process(woken["phone"])
+    assert sorted(r.token for r in fake.requests) == sorted([TOKEN, "awake0device0token"])
+    assert _cdr(svc)[-1]["status"] == 200
+
+
+@pytest_twisted.inlineCallbacks
+def test_nobody_registers_in_time_gives_480(start_service, apns) -> None:
+    pki, fake = apns
+    svc = yield threads.deferToThread(start_service, _config(pki, fake, wake_timeout=2))
+    reg = yield _register(svc, free_port())
+    assert reg.returncode == 0, reg.stdout
+    started = time.monotonic()
+    caller = yield _run(_sipp(svc, "caller_480.xml", free_port(), "-key", "callee", "1111"))
+    assert caller.returncode == 0, caller.stdout[-3000:] + svc.log()[-3000:]
+    assert 1.5 < time.monotonic() - started < 10
+    assert len(fake.requests) == 1
+    cdr = _cdr(svc)[-1]
+    assert cdr["status"] == 480 and cdr["push_outcome"].startswith("delivered")

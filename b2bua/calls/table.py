@@ -242,8 +242,8 @@ class CallTable:
 
     def response_received(self, tx: Any, response: Response) -> None:
         context = tx.context
-        if not isinstance(context, tuple):
-            return
+        if not isinstance(context, tuple) or tx.method == "CANCEL":
+            return  # a CANCEL's own 200 says nothing about the INVITE (its 487 will)
         call, what = context
         if what == "relay":
             self._guard(call, call.relay_response, tx, response)
@@ -261,6 +261,8 @@ class CallTable:
 
     def _tx_failed(self, tx: Any, status: int) -> None:
         context = tx.context
+        if tx.method == "CANCEL":
+            return  # the INVITE's own transaction reports what became of it
         if isinstance(context, Call):      # server tx: our 2xx was never ACKed
             if status == 408:
                 self._guard(context, context.hangup, "no-ack")

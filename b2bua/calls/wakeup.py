@@ -120,12 +120,11 @@ class WakeUp:
         call = self.call
         binding = event.binding
         flow = call.services.flow_for(binding)
-        same = [b for b in call.branches if b.dest.request_uri == binding.contact
-                and b.dest.flow is flow]
+        same = [b for b in call.branches if b.dest.request_uri == binding.contact]
         if any(b.active or b.state is BranchState.ANSWERED for b in same):
             return  # a refresh of a contact that is already ringing
-        if event.kind is BindingEventKind.REFRESHED and not any(b.died for b in same):
-            return  # same contact, and its earlier branch got a real answer
+        if same and not any(b.died for b in same):
+            return  # this contact already had its INVITE and answered it: once per contact
         now = call.services.clock.seconds()
         self.wake_register_at = self.wake_register_at or now
         self.invite_forked_at = self.invite_forked_at or now

@@ -1,4 +1,5 @@
-"""RTP port allocation over a configured range of even ports (RFC 3550 11: RTCP on port + 1)."""
+"""RTP ports: allocation over a configured range of even ones (RFC 3550 11: RTCP on port + 1)
+and the per-packet send path."""
 
 from __future__ import annotations
 
@@ -84,3 +85,18 @@ class PortAllocator:
                 self.log.warn("RTP port {port} busy, skipping it", port=port)
                 self.release(port)
         raise PortsExhausted("no bindable RTP port left")
+
+
+def datagram_writer(transport: object) -> Callable[[bytes, tuple[str, int]], object]:
+    """The cheapest way to send on ``transport``: its socket's ``sendto`` when it has one.
+
+    ``udp.Port.write`` re-checks that the address is an IP literal of the right family on
+    every packet (about half its cost); RTP destinations are checked once, when a peer is
+    set (``SymmetricPeer``) or learnt from ``recvfrom``.  Callers catch ``OSError``.
+    Test doubles without a socket get their ``write``.
+    """
+    sock = getattr(transport, "socket", None)
+    sendto = getattr(sock, "sendto", None)
+    if callable(sendto):
+        return sendto  # type: ignore[no-any-return]
+    return transport.write  # type: ignore[attr-defined,no-any-return]

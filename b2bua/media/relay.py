@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort
@@ -18,7 +18,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from b2bua.media.g711 import G711Law
-from b2bua.media.ports import PortAllocator, UDPClockReactor
+from b2bua.media.ports import PortAllocator, UDPClockReactor, datagram_writer
 from b2bua.media.ringback import RingbackSender
 from b2bua.media.rtp import Address, MediaError, SymmetricPeer, looks_like_rtp
 
@@ -80,6 +80,8 @@ class LegCounters:
 class _Endpoint(DatagramProtocol):
     """One relay port: hands every datagram to the relay with its side."""
 
+    noisy = False
+
     def __init__(self, relay: RtpRelay, side: Side) -> None:
         self._relay = relay
         self._side = side
@@ -105,6 +107,7 @@ class RtpRelay:
         self._interface = interface
         self.state = RelayState.IDLE
         self._listening: dict[Side, IListeningPort] = {}
+        self._writers: dict[Side, Callable[[bytes, Address], object]] = {}
         self.peers: dict[Side, SymmetricPeer] = {s: SymmetricPeer(None) for s in Side}
         self.counters: dict[Side, LegCounters] = {s: LegCounters() for s in Side}
         self.ringback: RingbackSender | None = None
@@ -121,8 +124,9 @@ class RtpRelay:
         self._input(RelayInput.START)
         try:
             for side in Side:
-                self._listening[side] = self._ports.listen(
-                    self._reactor, _Endpoint(self, side), self._interface)
+                port = self._ports.listen(self._reactor, _Endpoint(self, side), self._interface)
+                self._listening[side] = port
+                self._writers[side] = datagram_writer(port)
         except Exception:
             self._input(RelayInput.STOP)
             self._close()
@@ -214,7 +218,7 @@ class RtpRelay:
             counters.dropped_unbridged += 1
             return
         try:
-            self._listening[other].write(datagram, destination)  # type: ignore[attr-defined]
+            self._writers[other](datagram, destination)
         except OSError as error:
             self.log.warn("relay send to {peer} failed: {error}", peer=destination, error=error)
             return

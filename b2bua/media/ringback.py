@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from random import Random
-from typing import Iterable
+from typing import Callable, Iterable
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
@@ -18,7 +18,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from b2bua.media.g711 import G711Law
-from b2bua.media.ports import PortAllocator, UDPClockReactor
+from b2bua.media.ports import PortAllocator, UDPClockReactor, datagram_writer
 from b2bua.media.rtp import Address, SymmetricPeer, looks_like_rtp, pack_header
 from b2bua.media.sdp import (Direction, SessionDescription, ToneAnswer, answer_for_tone,
                              choose_codec)
@@ -41,6 +41,7 @@ class RingbackSender(DatagramProtocol):
     """
 
     log = Logger()
+    noisy = False  # no "Starting protocol" log line per call
 
     def __init__(self, clock: IReactorTime, codec: G711Law, country: str,
                  remote: Address | None, *, payload_type: int | None = None,
@@ -61,6 +62,7 @@ class RingbackSender(DatagramProtocol):
         self._frame = 0
         self._need_marker = True
         self._call: IDelayedCall | None = None
+        self._write: Callable[[bytes, Address], object] | None = None
         self._listening: IListeningPort | None = None
         self._ports: PortAllocator | None = None
         self.packets_sent = 0
@@ -98,6 +100,7 @@ class RingbackSender(DatagramProtocol):
             raise RuntimeError("start() needs a transport: use listen() or makeConnection()")
         if self._call is not None:
             return
+        self._write = datagram_writer(self.transport)
         self._start = self._clock.seconds()
         self._frame = 0
         self._need_marker = True
@@ -153,7 +156,7 @@ class RingbackSender(DatagramProtocol):
                              marker) + cadence.payloads[index]
         self._sequence = (self._sequence + 1) & 0xFFFF
         try:
-            self.transport.write(packet, destination)
+            self._write(packet, destination)
         except OSError as error:
             self.send_errors += 1
             if self.send_errors == 1:

@@ -5,6 +5,7 @@ Sans-IO: bytes in, dataclasses out.  The ringback sender and the relay build on 
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from dataclasses import dataclass
 from typing import ClassVar, Iterable
@@ -144,6 +145,14 @@ def looks_like_rtp(data: bytes) -> bool:
     return len(data) >= _FIXED.size and data[0] >> 6 == RTP_VERSION
 
 
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class SymmetricPeer:
     """Where to send one side's RTP: the SDP address until the peer's own RTP shows the real one.
 
@@ -154,6 +163,8 @@ class SymmetricPeer:
     """
 
     def __init__(self, advertised: Address | None, hosts: Iterable[str] = ()) -> None:
+        if advertised is not None and not is_ip_literal(advertised[0]):
+            advertised = None  # an FQDN in c= : we never resolve (it would block), wait to latch
         self.advertised = advertised
         self.hosts = frozenset(hosts) | ({advertised[0]} if advertised else frozenset())
         self.latched: Address | None = None

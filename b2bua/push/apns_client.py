@@ -16,12 +16,24 @@ from urllib.parse import quote, urlsplit
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.ssl import PrivateCertificate, optionsForClientTLS
 from twisted.logger import Logger
 
-from b2bua.push.apns_connection import ApnsConnection, ApnsResponse, ConnectionState
+from b2bua.push.apns_connection import (
+    ApnsConnection,
+    ApnsResponse,
+    Clock,
+    ConnectionState,
+    DelayedCall,
+    StreamEndpoint,
+)
 from b2bua.push.jwt_token import ProviderToken
 from b2bua.push.outcome import OutcomeKind, PushConfigError, PushOutcome, redact_token
 from b2bua.push.payload import MAX_VOIP_PAYLOAD
@@ -105,15 +117,15 @@ class _Push:
         self.deferred: Deferred[PushOutcome] = Deferred()
         self.started = now
         self.attempts = 0
-        self.deadline: IDelayedCall | None = None
-        self.retry_call: IDelayedCall | None = None
+        self.deadline: DelayedCall | None = None
+        self.retry_call: DelayedCall | None = None
         self.stream: tuple[ApnsConnection, int] | None = None
         self.authorization = ""
         self.refreshed = False
         self.done = False
 
 
-Connector = Callable[[], IStreamClientEndpoint]
+Connector = Callable[[], StreamEndpoint]
 
 
 class ApnsClient(Service):
@@ -129,7 +141,7 @@ class ApnsClient(Service):
         self,
         endpoint: ApnsEndpoint,
         connector: Connector,
-        clock: IReactorTime,
+        clock: Clock,
         provider_token: ProviderToken | None = None,
         timings: ApnsTimings = ApnsTimings(),
     ) -> None:
@@ -147,7 +159,7 @@ class ApnsClient(Service):
         self._queue: collections.deque[_Push] = collections.deque()
         self._current: ApnsConnection | None = None
         self._connections: set[ApnsConnection] = set()
-        self._reconnect_call: IDelayedCall | None = None
+        self._reconnect_call: DelayedCall | None = None
         self._failures = 0
         self._last_error = ""
         self._stopped = False
@@ -179,13 +191,13 @@ class ApnsClient(Service):
         return self._current.state if self._current else ConnectionState.DISCONNECTED
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._stopped = False
         self._want_connection()
 
     def stopService(self) -> Deferred[None]:
         """Finish in-flight pushes for a short grace period, fail queued ones, disconnect."""
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         self._stopped = True
         if self._reconnect_call is not None and self._reconnect_call.active():
             self._reconnect_call.cancel()
@@ -303,10 +315,11 @@ class ApnsClient(Service):
             self.log.warn("APNs connection to {host} failed: {reason}", host=self.endpoint.host, reason=reason)
         self._want_connection()
 
+    def _wanted(self) -> bool:
+        return not self._stopped and (bool(self.running) or bool(self._queue))
+
     def _want_connection(self) -> None:
-        if self._current is not None or self._reconnect_call is not None or self._stopped:
-            return
-        if not (self.running or any(not p.done for p in self._queue)):
+        if self._current is not None or self._reconnect_call is not None or not self._wanted():
             return
         if self._failures == 0:
             self._connect()
@@ -316,7 +329,7 @@ class ApnsClient(Service):
 
     def _connect(self) -> None:
         self._reconnect_call = None
-        if self._stopped:
+        if not self._wanted():
             return
         t = self._timings
         conn = ApnsConnection(
@@ -364,10 +377,13 @@ class ApnsClient(Service):
             conn.cancel(stream_id)
             conn.check_alive()
             reason = "no answer from APNs"
-        elif self._current is None or self._current.state is not ConnectionState.CONNECTED:
-            reason = "no connection to APNs" + (": " + self._last_error if self._last_error else "")
         else:
-            reason = "queued behind other pushes"
+            if push.retry_call is None and push in self._queue:
+                self._queue.remove(push)  # rare; a long outage must not pile up dead entries
+            if self._current is None or self._current.state is not ConnectionState.CONNECTED:
+                reason = "no connection to APNs" + (": " + self._last_error if self._last_error else "")
+            else:
+                reason = "queued behind other pushes"
         self._finish(push, OutcomeKind.TIMEOUT, reason)
 
     def _config_error(self, push: _Push, status: int, reason: str) -> None:
@@ -389,8 +405,9 @@ class ApnsClient(Service):
         push.deadline = push.retry_call = None
         _count(self.stats, kind)
         outcome = PushOutcome(kind, reason, status, apns_id, self._clock.seconds() - push.started, push.attempts)
-        if kind is not OutcomeKind.DELIVERED:
-            self.log.info("APNs push to {token}: {outcome}", token=redact_token(push.token), outcome=outcome.describe())
+        if kind is not OutcomeKind.DELIVERED:  # the notifier registry logs every outcome
+            self.log.debug("APNs push to {token}: {outcome}", token=redact_token(push.token),
+                           outcome=outcome.describe())
         push.deferred.callback(outcome)
 
     def _local(self, kind: OutcomeKind, reason: str) -> PushOutcome:
@@ -441,8 +458,15 @@ def tls_connector(
         acceptableProtocols=[b"h2"],
     )
 
-    def connector() -> IStreamClientEndpoint:
-        tcp = HostnameEndpoint(reactor, endpoint.host, endpoint.port, timeout=connect_timeout)
+    def connector() -> StreamEndpoint:
+        tcp: Any
+        if isIPAddress(endpoint.host):
+            tcp = TCP4ClientEndpoint(reactor, endpoint.host, endpoint.port, timeout=connect_timeout)
+        elif isIPv6Address(endpoint.host):
+            tcp = TCP6ClientEndpoint(  # type: ignore[no-untyped-call]
+                reactor, endpoint.host, endpoint.port, timeout=connect_timeout)
+        else:  # names resolve through the reactor's resolver, addresses tried happy-eyeballs
+            tcp = HostnameEndpoint(reactor, endpoint.host, endpoint.port, timeout=connect_timeout)
         return wrapClientTLS(options, tcp)
 
     return connector

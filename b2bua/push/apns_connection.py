@@ -33,12 +33,31 @@ from h2.exceptions import (
     TooManyStreamsError,
 )
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 Header = tuple[bytes, bytes]
+
+
+class DelayedCall(TypingProtocol):
+    """The part of ``IDelayedCall`` we use (structural: mypy needs no zope plugin)."""
+
+    def active(self) -> bool: ...
+    def cancel(self) -> None: ...
+
+
+class Clock(TypingProtocol):
+    """The part of ``IReactorTime`` we use: the reactor, or ``task.Clock`` in tests."""
+
+    def seconds(self) -> float: ...
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> Any: ...
+
+
+class StreamEndpoint(TypingProtocol):
+    """An ``IStreamClientEndpoint``."""
+
+    def connect(self, protocolFactory: Any) -> "Deferred[Any]": ...
 
 
 class ConnectionState(enum.Enum):
@@ -141,7 +160,7 @@ class ApnsConnection(Protocol):
     def __init__(
         self,
         owner: ConnectionOwner,
-        clock: IReactorTime,
+        clock: Clock,
         *,
         connect_timeout: float = 10.0,
         ping_interval: float = 60.0,
@@ -156,15 +175,15 @@ class ApnsConnection(Protocol):
         self._connect_timeout = connect_timeout
         self._h2 = _ApnsH2Connection(_H2_CONFIG)
         self._streams: dict[int, _Stream] = {}
-        self._timer: IDelayedCall | None = None  # connect timeout, then the PING schedule
-        self._ping_deadline: IDelayedCall | None = None
+        self._timer: DelayedCall | None = None  # connect timeout, then the PING schedule
+        self._ping_deadline: DelayedCall | None = None
         self._connecting: Deferred[Any] | None = None
         self._last_received = clock.seconds()
         self.responses = 0  # answers received: a connection that never answers counts as failed
 
     # -- owner's side -------------------------------------------------------------------
 
-    def start(self, endpoint: IStreamClientEndpoint) -> None:
+    def start(self, endpoint: StreamEndpoint) -> None:
         """Open the transport; the connection reports READY or LOST to its owner."""
         self._timer = self._clock.callLater(
             self._connect_timeout, self._handle, ConnectionInput.DEAD, "connect timeout"
@@ -225,8 +244,9 @@ class ApnsConnection(Protocol):
 
     def flush(self) -> None:
         data = self._h2.data_to_send()
-        if data and self.transport is not None and self.state is not ConnectionState.DISCONNECTED:
-            self.transport.write(data)
+        transport: Any = self.transport
+        if data and transport is not None and self.state is not ConnectionState.DISCONNECTED:
+            transport.write(data)
 
     # -- Twisted protocol -----------------------------------------------------------------
 
@@ -253,7 +273,7 @@ class ApnsConnection(Protocol):
         self._check_drained()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._handle(ConnectionInput.LOST, "connection lost: " + reason.getErrorMessage())
+        self._handle(ConnectionInput.LOST, "connection lost: " + _describe(reason))
 
     # -- h2 events ------------------------------------------------------------------------
 
@@ -390,16 +410,29 @@ class ApnsConnection(Protocol):
         except ProtocolError:
             pass
         data = self._h2.data_to_send()
-        if self.transport is not None:
-            self.transport.write(data)
-            self.transport.loseConnection()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.write(data)
+            transport.loseConnection()
+            # A TLS close waits for the peer's close_notify; a silent peer must not keep it.
+            self._timer = self._clock.callLater(self._connect_timeout, self._kill)
         self._owner.connection_closed(self, reason)
+
+    def _kill(self, reason: str = "") -> None:
+        """Make sure the transport goes (a lingering close, or stop's grace period ended)."""
+        self._timer = None
+        transport: Any = self.transport
+        if transport is not None and not self.closed.called:
+            transport.abortConnection()
+        elif self._connecting is not None:
+            self._connecting.cancel()
 
     def _on_abort(self, reason: str) -> None:
         self._fail_streams(reason)
         self._owner.connection_closed(self, reason)
-        if self.transport is not None:
-            self.transport.abortConnection()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
         elif self._connecting is not None:
             self._connecting.cancel()
 
@@ -424,7 +457,7 @@ class ApnsConnection(Protocol):
 
     def _connect_failed(self, failure: Failure) -> None:
         self._connecting = None
-        self._handle(ConnectionInput.LOST, "connect failed: " + failure.getErrorMessage())
+        self._handle(ConnectionInput.LOST, "connect failed: " + _describe(failure))
 
 
 _S, _I = ConnectionState, ConnectionInput
@@ -446,7 +479,7 @@ _TRANSITIONS: dict[tuple[ConnectionState, ConnectionInput], tuple[ConnectionStat
     # after we closed or aborted: the transport finally goes, late timers are moot
     (_S.DISCONNECTED, _I.LOST): (_S.DISCONNECTED, ApnsConnection._on_gone),
     (_S.DISCONNECTED, _I.CLOSE): (_S.DISCONNECTED, None),
-    (_S.DISCONNECTED, _I.DEAD): (_S.DISCONNECTED, None),
+    (_S.DISCONNECTED, _I.DEAD): (_S.DISCONNECTED, ApnsConnection._kill),
     (_S.DISCONNECTED, _I.GOAWAY): (_S.DISCONNECTED, None),
 }
 
@@ -461,6 +494,12 @@ class _SingleConnectionFactory(Factory):
 
     def buildProtocol(self, addr: object) -> ApnsConnection:
         return self._conn
+
+
+def _describe(failure: Failure) -> str:
+    message = failure.getErrorMessage()
+    name = failure.type.__name__ if failure.type is not None else "error"
+    return message if message and message != name else name
 
 
 def _read_headers(stream: _Stream, headers: list[Header]) -> None:

@@ -8,11 +8,11 @@ mints more often than every 20 minutes, so one token serves every push of the pr
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from b2bua.push.outcome import PushConfigError
@@ -23,6 +23,12 @@ MIN_REFRESH = 20 * 60
 MAX_REFRESH = 60 * 60
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+class WallClock(Protocol):
+    """Any IReactorTime: `seconds()` is the JWT's issue time."""
+
+    def seconds(self) -> float: ...
 
 
 class ProviderToken:
@@ -38,7 +44,7 @@ class ProviderToken:
         key_pem: bytes | str,
         key_id: str,
         team_id: str,
-        clock: IReactorTime,
+        clock: WallClock,
         refresh_after: float = 40 * 60,
     ) -> None:
         if not _IDENTIFIER.match(key_id or ""):
@@ -61,8 +67,7 @@ class ProviderToken:
         """The header value to send now: the current token, or a fresh one when it is due."""
         now = self._clock.seconds()
         if self._authorization is None or now - self._issued_at >= self._refresh_after:
-            self._mint(now)
-        assert self._authorization is not None
+            return self._mint(now)
         return self._authorization
 
     def invalidate(self, rejected: str) -> bool:
@@ -82,7 +87,7 @@ class ProviderToken:
         self.log.info("APNs provider token expired early; minting a new one")
         return True
 
-    def _mint(self, now: float) -> None:
+    def _mint(self, now: float) -> str:
         token = jwt.encode(
             {"iss": self._team_id, "iat": int(now)},
             self._key,
@@ -92,6 +97,7 @@ class ProviderToken:
         self._authorization = "bearer " + token
         self._issued_at = now
         self.minted += 1
+        return self._authorization
 
 
 def _load_es256_key(key_pem: bytes | str) -> ec.EllipticCurvePrivateKey:

@@ -16,12 +16,12 @@ from typing import Any, Callable, Iterable, Protocol
 
 from OpenSSL.crypto import Error as OpenSSLError
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import Certificate, PrivateCertificate, platformTrust, trustRootFromCertificates
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from b2bua.push.apns_client import ApnsClient, ApnsEndpoint, ApnsTimings, tls_connector
+from b2bua.push.apns_connection import Clock
 from b2bua.push.jwt_token import ProviderToken
 from b2bua.push.outcome import OutcomeKind, PushConfigError, PushOutcome, redact_token
 from b2bua.push.payload import CallFacts, PushKind, build_voip_push
@@ -159,7 +159,7 @@ def apns_client_from_settings(
     endpoint: str,
     ca_file: str,
     reactor: Any,
-    clock: IReactorTime,
+    clock: Clock,
     base_dir: str | os.PathLike[str] | None = None,
     timings: ApnsTimings = ApnsTimings(),
 ) -> ApnsClient | None:
@@ -180,7 +180,7 @@ def apns_client_from_settings(
     elif auth == "certificate":
         pem = _read_secret(where, certificate, "certificate")
         try:
-            client_certificate = PrivateCertificate.loadPEM(pem)
+            client_certificate = PrivateCertificate.loadPEM(pem)  # type: ignore[no-untyped-call]
         except (OpenSSLError, ValueError):
             raise PushConfigError(
                 "[apns] certificate must be a PEM file holding the certificate and its private key"
@@ -207,17 +207,17 @@ def _read_secret(where: Path, value: str, key: str) -> bytes:
 def _trust_root(where: Path, ca_file: str) -> Any:
     """The system roots, plus the certificates of `ca_file` when one is given."""
     if not ca_file:
-        return platformTrust()
+        return platformTrust()  # type: ignore[no-untyped-call]
     extra = _pem_certificates(_read_secret(where, ca_file, "ca_file"))
     if not extra:
         raise PushConfigError("[apns] ca_file holds no PEM certificate")
     system = stdlib_ssl.get_default_verify_paths().cafile
     if system and os.path.isfile(system):
-        extra += _pem_certificates(Path(system).read_bytes())
-    return trustRootFromCertificates(extra)
+        extra += _pem_certificates(Path(system).read_bytes(), strict=False)
+    return trustRootFromCertificates(extra)  # type: ignore[no-untyped-call]
 
 
-def _pem_certificates(data: bytes) -> list[Certificate]:
+def _pem_certificates(data: bytes, strict: bool = True) -> list[Certificate]:
     marker = b"-----END CERTIFICATE-----"
     certificates = []
     for block in data.split(marker)[:-1]:
@@ -227,5 +227,6 @@ def _pem_certificates(data: bytes) -> list[Certificate]:
         try:
             certificates.append(Certificate.loadPEM(block[start:] + marker + b"\n"))
         except (OpenSSLError, ValueError):
-            raise PushConfigError("[apns] ca_file holds a certificate that cannot be read") from None
+            if strict:
+                raise PushConfigError("[apns] ca_file holds a certificate that cannot be read") from None
     return certificates

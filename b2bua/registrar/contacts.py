@@ -194,10 +194,17 @@ def uri_equal(a: str, b: str) -> bool:
     only are ignored, so an RFC 8599 removal without ``pn-prid`` still matches."""
     if a == b:
         return True
+    if "%" not in a and "%" not in b and _base(a).lower() != _base(b).lower():
+        return False  # user, host or port differ: no need to parse
     try:
         return bool(parse_uri(a) == parse_uri(b))
     except SipError:
         return False
+
+
+def _base(uri: str) -> str:
+    """``sip:user@host:port`` of a URI text, without parameters or headers."""
+    return uri.split(";", 1)[0].split("?", 1)[0]
 
 
 def other_instance(old: Binding, new: Binding) -> bool:

@@ -18,6 +18,7 @@ binding is durable; the binding events are published at that same moment.
 from __future__ import annotations
 
 import email.utils
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -40,13 +41,7 @@ from b2bua.registrar.contacts import (
 from b2bua.registrar.events import BindingEvent, BindingEventKind, BindingEvents
 from b2bua.registrar.push_token import UnsupportedPushProvider, short_token
 from b2bua.sip.addressing import Source
-from b2bua.sip.digest import (
-    AuthStatus,
-    DigestAuthenticator,
-    FailureThrottle,
-    MalformedCredentials,
-    parse_auth_header,
-)
+from b2bua.sip.digest import AuthStatus, DigestAuthenticator, FailureThrottle
 from b2bua.sip.errors import SipError
 from b2bua.sip.message import Request, Response, generate_tag, make_response
 from b2bua.sip.uri import SipUri
@@ -184,13 +179,13 @@ class Registrar:
         plan = self._plan(request, register, incoming, aor, now)
         ops: list[Any] = []
         if register.star:
-            ops = [self._remove(old) for old in plan[0]]
-        for contact, binding, touched in zip(register.contacts, incoming, plan):
+            ops = [self._remove(old) for old in plan[0].bindings]
+        for contact, binding, target in zip(register.contacts, incoming, plan):
             if contact.expires == 0:
-                ops.extend(self._remove(old) for old in touched)
+                ops.extend(self._remove(old) for old in target.bindings)
             else:
                 keep_push = not (register.null_push and contact.push is None)
-                ops.append(self._upsert(binding, touched, keep_push, source))
+                ops.append(self._upsert(binding, target, keep_push, source))
         if not any(isinstance(op, Deferred) for op in ops):
             return self._accepted(request, source, aor, ops, register.feature_caps)
         done = gatherResults([_deferred(lambda op=op: op) for op in ops], consumeErrors=True)
@@ -232,18 +227,19 @@ class Registrar:
         return None
 
     def _credentials(self, request: Request) -> tuple[str, str] | None:
-        """The Digest Authorization for our realm (else the first Digest one)."""
+        """The Digest Authorization for our realm (else the first Digest one),
+        with its username.  A quick look only: ``verify`` parses it in full."""
         first: tuple[str, str] | None = None
         for value in request.headers.get_all("Authorization"):
-            try:
-                scheme, params = parse_auth_header(value)
-            except MalformedCredentials:
+            if value[:6].lower() != "digest" or value[6:7] not in (" ", "\t"):
                 continue
-            if scheme.lower() != "digest" or "username" not in params:
+            params = dict(_quick_param(match) for match in _PARAM.finditer(value, 7))
+            username = params.get("username")
+            if username is None:
                 continue
             if params.get("realm") == self.auth.realm:
-                return value, params["username"]
-            first = first or (value, params["username"])
+                return value, username
+            first = first or (value, username)
         return first
 
     def _challenge(self, request: Request, stale: bool) -> Response:
@@ -254,6 +250,7 @@ class Registrar:
 
     def _incoming(self, request: Request, source: Source, aor: str, user: str,
                   contact: ContactRequest, now: float) -> Binding:
+        push = contact.push
         return Binding(
             aor=aor, contact=contact.uri, expires_at=now + contact.expires, updated_at=now,
             user=user, q=contact.q, call_id=request.call_id, cseq=request.cseq.number,
@@ -262,23 +259,27 @@ class Registrar:
             local_port=source.local[1], path=tuple(request.headers.get_all("Path")),
             instance_id=contact.instance_id, reg_id=contact.reg_id,
             user_agent=request.headers.get("User-Agent"),
-        ).with_push(contact.push)
+            push_provider=push.provider if push else None,
+            push_package=push.package if push else None,
+            push_topic=push.topic if push else None,
+            push_token=push.token if push else None,
+            push_source=push.source if push else None)
 
     def _plan(self, request: Request, register: RegisterRequest, incoming: list[Binding],
-              aor: str, now: float) -> list[list[Binding]]:
-        """Per Contact (one group of all bindings for ``*``), the bindings it
+              aor: str, now: float) -> list[_Target]:
+        """Per Contact (one target of all bindings for ``*``), the bindings it
         replaces or removes.  Raises step 7's 500 when one of them was written
         under this Call-ID with a CSeq not lower than the request's: the whole
         REGISTER then fails and nothing is written."""
         existing = self.bindings.list_for_aor(aor, now)
         if register.star:
-            plan = [list(existing)]
+            plan = [_Target(None, tuple(existing))]
         else:
-            plan = [_touched(existing, binding, contact.expires == 0)
+            plan = [_target(existing, binding, contact.expires == 0)
                     for contact, binding in zip(register.contacts, incoming)]
         call_id, cseq = request.call_id, request.cseq.number
-        for group in plan:
-            for old in group:
+        for target in plan:
+            for old in target.bindings:
                 if old.call_id == call_id and old.cseq is not None and cseq <= old.cseq:
                     raise RegisterRejected(500, "Out Of Order REGISTER")
         return plan
@@ -289,18 +290,18 @@ class Registrar:
         return _then(self.bindings.remove_by_id(old.id),
                      lambda _: _Outcome(BindingEventKind.REMOVED, old))
 
-    def _upsert(self, incoming: Binding, touched: list[Binding], keep_push: bool,
+    def _upsert(self, incoming: Binding, target: _Target, keep_push: bool,
                 source: Source) -> Any:
         """Write one binding.  Rows whose contact is the same URI spelt otherwise
-        (RFC 3261 §19.1.4) are folded into it: deleted, their token carried over."""
-        preview = merge_binding(touched, incoming, keep_push)
-        same_uri = [b for b in touched if b is not preview.replaced and b not in preview.removed]
-        if preview.replaced is None and same_uri and keep_push and not incoming.push_token:
+        (RFC 3261 §19.1.4) are folded into it: deleted, their token carried over.
+        (Rows with the very same contact text the store drops by itself.)"""
+        same_uri = [b for b in target.others if b.contact != incoming.contact]
+        if target.replaced is None and same_uri and keep_push and not incoming.push_token:
             donor = same_uri[0]
             incoming = replace(incoming, **{name: getattr(donor, name) for name in _PUSH_FIELDS})
         writes = [self.bindings.remove_by_id(b.id) for b in same_uri]
         writes.append(self.bindings.upsert_change(incoming, keep_push))
-        old_flows = {b.id: self.flow_for(b) for b in touched}
+        old_flows = {b.id: self.flow_for(b) for b in target.bindings}
 
         def outcome(change: BindingChange) -> _Outcome:
             new = change.binding
@@ -332,11 +333,12 @@ class Registrar:
             self._track_flow(outcome, source)
         for outcome in outcomes:
             binding = outcome.binding
-            self.log.debug(
-                "{kind} {aor} -> {contact} from {transport} {peer} push={push}",
-                kind=outcome.kind.value, aor=aor, contact=binding.contact,
-                transport=source.transport, peer=source.address,
-                push=short_token(binding.push_token) if binding.push_token else None)
+            if outcome.kind is not BindingEventKind.REFRESHED:
+                self.log.debug(
+                    "{kind} {aor} -> {contact} from {transport} {peer} push={push}",
+                    kind=outcome.kind.value, aor=aor, contact=binding.contact,
+                    transport=source.transport, peer=source.address,
+                    push=short_token(binding.push_token) if binding.push_token else None)
             self.events.publish(BindingEvent(outcome.kind, aor, binding, outcome.previous))
         extra = [("Contact", _contact_value(b, now)) for b in self.bindings.list_for_aor(aor, now)]
         extra.append(("Date", email.utils.formatdate(now, usegmt=True)))
@@ -370,15 +372,27 @@ class Registrar:
         return make_response(request, status, reason, to_tag=generate_tag(), extra=extra)
 
 
-def _touched(existing: Sequence[Binding], incoming: Binding, removal: bool) -> list[Binding]:
-    """The live bindings one Contact replaces (or removes, for ``expires=0``)."""
+@dataclass(frozen=True)
+class _Target:
+    """The live bindings one Contact touches: the device's binding it replaces
+    (the store's identity rule) and others it removes (same contact URI, or
+    everything an ``expires=0``/``*`` names)."""
+
+    replaced: Binding | None
+    others: tuple[Binding, ...]
+
+    @property
+    def bindings(self) -> tuple[Binding, ...]:
+        return self.others if self.replaced is None else (self.replaced, *self.others)
+
+
+def _target(existing: Sequence[Binding], incoming: Binding, removal: bool) -> _Target:
     if removal:
-        return [b for b in existing if same_for_removal(b, incoming)]
-    change = merge_binding(existing, incoming, keep_push=True)
-    group = [change.replaced] if change.replaced is not None else []
-    group += [b for b in existing if b not in group and uri_equal(b.contact, incoming.contact)
-              and not other_instance(b, incoming)]
-    return group
+        return _Target(None, tuple(b for b in existing if same_for_removal(b, incoming)))
+    replaced = merge_binding(existing, incoming, keep_push=True).replaced
+    return _Target(replaced, tuple(
+        b for b in existing if b is not replaced and uri_equal(b.contact, incoming.contact)
+        and not other_instance(b, incoming)))
 
 
 def _deferred(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -395,6 +409,18 @@ def _then(result: Any, fn: Callable[[Any], Any]) -> Any:
     if isinstance(result, Deferred):
         return result.addCallback(fn)
     return fn(result)
+
+
+_PARAM = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*,?')
+
+
+def _quick_param(match: re.Match[str]) -> tuple[str, str]:
+    name, value = match.group(1).lower(), match.group(2)
+    if value.startswith('"'):
+        value = value[1:-1]
+        if "\\" in value:
+            value = re.sub(r"\\(.)", r"\1", value)
+    return name, value
 
 
 def _call_id(request: Request) -> str | None:

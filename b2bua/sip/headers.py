@@ -10,7 +10,7 @@ import re
 from typing import Mapping, NamedTuple
 
 from b2bua.sip.errors import ParseError
-from b2bua.sip.uri import SipUri, Uri, parse_uri
+from b2bua.sip.uri import Uri, parse_uri
 
 __all__ = [
     "COMPACT_FORMS", "LIST_HEADERS", "SINGLE_HEADERS", "canonical_name", "header_key",
@@ -413,7 +413,3 @@ class CSeq(NamedTuple):
     def __str__(self) -> str:
         return "%d %s" % (self.number, self.method)
 
-
-def sip_uri_of(addr: NameAddr) -> SipUri | None:
-    """The SIP URI of a name-addr, or None for tel:/other schemes."""
-    return addr.uri if isinstance(addr.uri, SipUri) else None

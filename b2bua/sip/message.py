@@ -21,7 +21,7 @@ from b2bua.sip.uri import AbsoluteUri, Uri, parse_uri
 
 __all__ = [
     "Address", "Headers", "Message", "Request", "Response", "parse_message", "make_response",
-    "generate_branch", "generate_tag", "generate_call_id", "REASON_PHRASES",
+    "generate_branch", "generate_tag", "generate_call_id", "error_response", "REASON_PHRASES",
 ]
 
 Address = tuple[str, int]
@@ -408,6 +408,7 @@ _NO_URI = AbsoluteUri("", "")   # Request.uri of a request whose start line is u
 _METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
                       "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"))
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
+_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _STATUS_RE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?\Z", re.S)
 
 
@@ -434,7 +435,7 @@ class _Fields:
                 if info is None:
                     continue
             key = info[0]
-            value = value.strip()
+            value = value.strip(" \t\r")
             append((key, info[1], value))
             if key in single:
                 if key not in seen:
@@ -446,11 +447,11 @@ class _Fields:
 
     def _odd_line(self, name: str, colon: str) -> tuple[str, str] | None:
         """Unknown header names, name-colon whitespace, garbage lines."""
-        if not colon or not name:
+        if not colon:
             if name.strip() and self.error is None:
                 self.error = ParseError("Bad header line")
             return None
-        name = name.rstrip()
+        name = name.rstrip(" \t")
         if not _TOKEN_RE.match(name):
             if self.error is None:
                 self.error = ParseError("Bad header name")
@@ -477,7 +478,8 @@ def parse_message(data: bytes) -> Request | Response:
     elif end >= 0:
         head_end, body_start = end, end + 4
     else:
-        head_end = body_start = len(data)
+        m = _HEAD_END_RE.search(data)   # mixed "\n\r\n", or no blank line at all
+        head_end, body_start = (m.start(), m.end()) if m else (len(data), len(data))
     head = data[:head_end].decode("utf-8", "surrogateescape")
     if "\n " in head or "\n\t" in head:
         head = _FOLD_RE.sub(" ", head)

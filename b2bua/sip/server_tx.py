@@ -45,7 +45,11 @@ class ServerTransaction(Transaction):
         self.last_response: Response | None = None
 
     def start(self) -> None:
-        """Arm the machine's first timer (the layer then tells the TU)."""
+        """Called once the TU has seen the request: arm what it left to wait for.
+
+        Most requests are answered within ``request_received``; they never
+        pay for a guard timer.
+        """
 
     @property
     def to_tag(self) -> str | None:
@@ -73,8 +77,12 @@ class ServerInviteTransaction(ServerTransaction):
         self.accept_key: tuple[str, int, str, str] | None = None
 
     def start(self) -> None:
-        self._start_retransmit(self._owner.timers.trying, I.TIMER_TRYING)
-        self._arm_timer_c()
+        if self.state is not S.PROCEEDING:
+            return
+        if self.last_response is None:
+            self._start_retransmit(self._owner.timers.trying, I.TIMER_TRYING)
+        if self._timeout_timer is None:
+            self._arm_timer_c()
 
     def _arm_timer_c(self) -> None:
         timer_c = self._owner.timers.timer_c
@@ -180,7 +188,8 @@ class ServerNonInviteTransaction(ServerTransaction):
     initial_state = TxState.TRYING
 
     def start(self) -> None:
-        self._start_timeout(self._owner.timers.timeout, I.TIMER_TU)
+        if self.state is S.TRYING or self.state is S.PROCEEDING:
+            self._start_timeout(self._owner.timers.timeout, I.TIMER_TU)
 
     def _provisional(self, message: Message | None) -> None:
         self.last_response = message  # type: ignore[assignment]

@@ -286,7 +286,10 @@ class TransactionLayer:
             self._cancel_received(request, key, source)
             return
         tx = self._new_server(request, key, source)
-        self._deliver(tx, request, source)
+        try:
+            self._deliver(tx, request, source)
+        finally:
+            tx.start()
 
     def _ack_received(self, ack: Request, key: ServerKey, source: Source) -> None:
         tx = self.servers.get(key)
@@ -326,7 +329,6 @@ class TransactionLayer:
         tx = cls(request, key, dest, source.transport.upper(), source.flow, self, source)
         self.servers[key] = tx
         self.stats.servers_created += 1
-        tx.start()
         return tx
 
     def _deliver(self, tx: ServerTransaction, request: Request, source: Source) -> None:

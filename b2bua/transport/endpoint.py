@@ -18,7 +18,9 @@ from twisted.logger import Logger
 from b2bua.sip.addressing import Address, Source, response_destination, stamp_via
 from b2bua.sip.errors import SipError
 from b2bua.sip.headers import Via
-from b2bua.sip.message import Message, Request, Response, make_response, parse_message
+from b2bua.sip.message import (
+    Message, Request, Response, generate_tag, make_response, parse_message,
+)
 from b2bua.transport.network import SipNetwork, TransportError
 
 
@@ -67,7 +69,7 @@ class SipEndpoint:
             return
         try:
             top = stamp_request(request, source)
-            response = make_response(request, exc.status, exc.reason,
+            response = make_response(request, exc.status, exc.reason, to_tag=generate_tag(),
                                      extra=[("Server", self.server_header)])
         except (SipError, ValueError):
             return

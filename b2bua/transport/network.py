@@ -40,6 +40,7 @@ class SipDatagramProtocol(protocol.DatagramProtocol):
     """One UDP listener; every datagram is one SIP message (RFC 3261 §18.3)."""
 
     log = Logger()
+    noisy = False
 
     def __init__(self, network: "SipNetwork", local: Address) -> None:
         self.network = network

@@ -48,6 +48,8 @@ class SipStreamProtocol(protocol.Protocol):
         self.peer = (peer.host, peer.port)
         self.local = (host.host, host.port)
         if not self.outbound and not self.network.connection_made(self):
+            self.connected = False  # makeConnection set it; nothing may be sent here
+            self.closed = True
             self.transport.abortConnection()
             return
         self.connected = True
