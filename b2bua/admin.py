@@ -272,6 +272,9 @@ def _remove_binding(args: argparse.Namespace, name: str, contact: str) -> int:
     if not removed:
         raise AdminError(f"no binding {contact} for {aor}")
     print(f"removed binding {contact} of {aor}")
+    # The service serves bindings from memory (BindingWriter): it sees this at its next start.
+    print("note: a running b2bua keeps using its own copy of this binding until it restarts",
+          file=sys.stderr)
     return 0
 
 

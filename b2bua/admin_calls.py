@@ -25,7 +25,8 @@ __all__ = ["fetch_status", "run_calls", "status_url"]
 
 def _split_endpoint(text: str) -> tuple[str, list[str], dict[str, str]]:
     """A Twisted endpoint string: kind, positional and keyword arguments (``\\:`` escapes)."""
-    parts, current, escaped = [], "", False
+    parts: list[str] = []
+    current, escaped = "", False
     for char in text:
         if escaped:
             current, escaped = current + char, False

@@ -53,7 +53,7 @@ def _check_tls(config: Config) -> None:
         return
     try:
         pem = config.tls.certificate.read_bytes() + b"\n" + config.tls.private_key.read_bytes()
-        PrivateCertificate.loadPEM(pem)
+        PrivateCertificate.loadPEM(pem)  # type: ignore[no-untyped-call]
     except Exception as error:  # any OpenSSL/OS failure means the listener cannot start
         raise AdminError(f"{config.path}: tls.certificate / tls.private_key: cannot load "
                          f"({type(error).__name__})") from None

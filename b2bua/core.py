@@ -55,6 +55,7 @@ class SipCore:
         self.server_header = server_header
         self.accepting_calls = True
         self.requests_by_method: dict[str, int] = {}
+        self.register_statuses: dict[int, int] = {}
 
     # -- TransactionUser --------------------------------------------------
 
@@ -144,6 +145,8 @@ class SipCore:
 
     def _send_registrar_response(self, response: Response, tx: Any) -> None:
         assert self.layer is not None
+        counts = self.register_statuses
+        counts[response.status] = counts.get(response.status, 0) + 1
         if "Server" not in response.headers:
             response.headers.add("Server", self.server_header)
         self.layer.send_response(tx, response)

@@ -8,16 +8,20 @@ arrives before the parts that answer it are up; stop runs in reverse.
 from __future__ import annotations
 
 import os
-from typing import Callable
+import signal
+import threading
+from typing import Any, Callable
 
 from twisted.application import service
 from twisted.internet import reactor as default_reactor
-from twisted.internet import ssl
+from twisted.internet import defer, ssl
 from twisted.logger import Logger
 
 from b2bua.calls.context import CallServices, CallSettings, TrunkCredentials
 from b2bua.calls.table import CallTable
-from b2bua.config import Config
+from b2bua.config import Config, load_config
+from b2bua.logs import apply_log_settings
+from b2bua.metrics import Metrics
 from b2bua.config_schema import RouterEntry
 from b2bua.core import SipCore
 from b2bua.plugin_loader import PluginLoadError, load_chain
@@ -34,6 +38,7 @@ from b2bua.store import Store
 from b2bua.store.writer import BindingWriter
 from b2bua.transport.endpoint import SipEndpoint
 from b2bua.transport.network import SipNetwork
+from b2bua.web import web_service
 
 log = Logger()
 
@@ -43,12 +48,23 @@ class ServiceBuildError(Exception):
 
 
 class B2buaService(service.MultiService):
-    """The root service; holds the parts so tests and the admin side can reach them."""
+    """The root service; holds the parts so tests and the admin side can reach them.
 
-    def __init__(self, config: Config) -> None:
+    Stopping (SIGTERM) first drains: new INVITEs get 503 with Retry-After
+    while calls in progress get up to ``[calls] drain_time`` to end, then the
+    children stop in reverse order (listeners first, pending binding writes
+    flushed last).  SIGHUP reloads the router chain without touching calls.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: Config, clock: Any) -> None:
         super().__init__()
         self.config = config
+        self.clock = clock
+        self.started_at = 0.0
         self.network: SipNetwork | None = None
+        self.endpoint: SipEndpoint | None = None
         self.core: SipCore | None = None
         self.layer: TransactionLayer | None = None
         self.store: Store | None = None
@@ -56,6 +72,60 @@ class B2buaService(service.MultiService):
         self.calls: CallTable | None = None
         self.bindings: BindingWriter | None = None
         self.notifier: PushNotifierRegistry | None = None
+        self.metrics = Metrics()
+        self.reload_routers: Callable[[], None] | None = None
+
+    def startService(self) -> None:  # noqa: N802
+        self.started_at = self.clock.seconds()
+        apply_log_settings(self.config.log)
+        super().startService()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, self._sighup)
+        self.log.info("b2bua started: domain {domain}, config {path}",
+                      domain=self.config.sip.domain, path=str(self.config.path))
+
+    def _sighup(self, signum: int, frame: object) -> None:
+        reactor = self.clock
+        reactor.callFromThread(self.reload)  # type: ignore[attr-defined]
+
+    def reload(self) -> None:
+        """Rebuild the router chain from the config file; keep the old one on error."""
+        if self.reload_routers is None:
+            return
+        try:
+            self.reload_routers()
+        except Exception as exc:
+            self.log.error("reload failed, keeping the running routers: {error}", error=str(exc))
+        else:
+            self.log.info("routers reloaded from {path}", path=str(self.config.path))
+
+    def stopService(self) -> defer.Deferred:  # noqa: N802
+        d = self.drain(self.config.calls.drain_time)
+        d.addCallback(lambda _: service.MultiService.stopService(self))
+        return d
+
+    def drain(self, limit: float) -> defer.Deferred:
+        """Refuse new calls, then wait (at most ``limit`` s) for active calls to end."""
+        if self.core is not None:
+            self.core.accepting_calls = False
+        done: defer.Deferred = defer.Deferred()
+        deadline = self.clock.seconds() + limit
+
+        def check() -> None:
+            active = len(self.calls.active_calls()) if self.calls is not None else 0
+            if active == 0 or self.clock.seconds() >= deadline:
+                if active:
+                    self.log.warn("drain time over; {n} calls still up", n=active)
+                done.callback(None)
+            else:
+                self.clock.callLater(0.1, check)
+
+        active = len(self.calls.active_calls()) if self.calls is not None else 0
+        if active:
+            self.log.info("stopping: waiting for {n} calls to end (at most {limit} s)",
+                          n=active, limit=limit)
+        check()
+        return done
 
 
 def _server_tls_options(config: Config) -> object | None:
@@ -85,8 +155,8 @@ def _sent_by(config: Config) -> dict[str, str]:
 
 def make_service(config: Config, reactor: object = default_reactor) -> B2buaService:
     """Build the whole service tree from a validated config."""
-    root = B2buaService(config)
     clock = reactor
+    root = B2buaService(config, clock)
     store = _open_store(config)
     _create_users(config, store)
     bindings = BindingWriter(store.bindings, clock)
@@ -117,7 +187,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     network.on_connection_lost = registrar.forget_flow
 
     notifier = _push_notifier(config, reactor, bindings)
-    chain = _router_chain(config, store, clock)
+    chain_holder = _RouterChainHolder(_router_chain(config, store, clock))
     services = CallServices(
         layer=layer, clock=clock, reactor=reactor, events=events,
         list_bindings=lambda aor: bindings.list_for_aor(aor, clock.seconds()),
@@ -125,17 +195,36 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         contact_for=_contact_factory(sent_by), notifier=notifier,
         write_cdr=store.cdrs.write, settings=_call_settings(config),
         trunk_credentials={t.name: TrunkCredentials(t.username, t.password)
-                           for t in config.trunks if t.username})
-    calls = CallTable(services, chain, list(config.trunks), auth,
+                           for t in config.trunks if t.username},
+        metrics=root.metrics)
+    calls = CallTable(services, chain_holder, list(config.trunks), auth,
                       store.users.ha1_lookup(config.sip.realm))
     core.layer, core.registrar, core.calls = layer, registrar, calls
     root.network, root.core, root.layer = network, core, layer
     root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
-    root.notifier = notifier
+    root.notifier, root.endpoint = notifier, endpoint
+    root.reload_routers = lambda: chain_holder.swap(
+        _router_chain(load_config(config.path), store, clock, reload_modules=True))
+    root.metrics.attach(root)
 
     _Housekeeping(registrar, bindings).setServiceParent(root)
+    if config.metrics.listen:
+        web_service(root, config.metrics.listen, config.metrics.allow).setServiceParent(root)
     network.setServiceParent(root)
     return root
+
+
+class _RouterChainHolder:
+    """The current router chain; SIGHUP swaps it, calls already routed keep theirs."""
+
+    def __init__(self, chain: Any) -> None:
+        self.chain = chain
+
+    def swap(self, chain: Any) -> None:
+        self.chain = chain
+
+    def route(self, view: Any) -> defer.Deferred:
+        return self.chain.route(view)
 
 
 class _Housekeeping(service.Service):
@@ -197,7 +286,8 @@ def _push_notifier(config: Config, reactor: object, bindings: BindingWriter) -> 
     return registry
 
 
-def _router_chain(config: Config, store: Store, clock: object) -> object:
+def _router_chain(config: Config, store: Store, clock: object,
+                  reload_modules: bool = False) -> object:
     realm = config.sip.realm
 
     def user_exists(name: str) -> bool:
@@ -208,7 +298,7 @@ def _router_chain(config: Config, store: Store, clock: object) -> object:
     context = RouterContext(config.sip.domain, user_exists, trunks, clock)
     entries = config.routers or (RouterEntry("local_users", {}),)
     try:
-        return load_chain(entries, context, [config.base_dir])
+        return load_chain(entries, context, [config.base_dir], reload_modules=reload_modules)
     except PluginLoadError as exc:
         raise ServiceBuildError(str(exc)) from None
 

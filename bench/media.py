@@ -5,7 +5,7 @@
 Ringback: N senders, each on its own port like real calls, paced by the real reactor, sending
 to a sink socket nobody reads.  Reported per N: CPU seconds this process used per stream per
 second (user + system), the packets actually sent against the 50 per stream-second due, and
-the implied streams one core sustains.  Relay: a separate process floods the caller port of a
+the streams one core would sustain at that cost (1 / CPU per stream-second).  Relay: a separate process floods the caller port of a
 bridged relay; reported: packets forwarded per second and CPU microseconds per packet.
 Each figure is the median of ``--runs`` runs.
 """
@@ -140,6 +140,9 @@ def median(runs: list[dict[str, float]], key: str) -> float:
 @defer.inlineCallbacks
 def main(reactor: Any, options: argparse.Namespace) -> Generator[defer.Deferred[Any], Any, None]:
     encoded_cadence("us", PCMU)  # built once per process at start-up in the service too
+    print("host: %d CPUs, load average %.1f %.1f %.1f (other work on the host lowers the"
+          " wall-clock figures;\nthe CPU-time ones hold better)"
+          % ((os.cpu_count() or 0,) + os.getloadavg()))
     print("ringback (us tone, PCMU, %d s x %d runs, median)" % (options.seconds, options.runs))
     print("%8s %22s %8s %10s %16s" % ("streams", "CPU us/stream-second", "load",
                                       "delivered", "streams/core"))
@@ -157,10 +160,12 @@ def main(reactor: Any, options: argparse.Namespace) -> Generator[defer.Deferred[
     runs = []
     for _ in range(options.runs):
         runs.append((yield relay_run(reactor, options.seconds)))
-    print("forwarded %.0f pps (flooder offered %.0f, relay read %.0f), %.1f CPU us/packet,"
-          " load %.2f" % (median(runs, "pps"), median(runs, "offered_pps"),
-                          median(runs, "received_pps"),
-        median(runs, "cpu_us_per_packet"), median(runs, "load")))
+    per_packet = median(runs, "cpu_us_per_packet")
+    print("forwarded %.0f pps (flooder offered %.0f, relay read %.0f), load %.2f"
+          % (median(runs, "pps"), median(runs, "offered_pps"), median(runs, "received_pps"),
+             median(runs, "load")))
+    print("%.1f CPU us per forwarded packet -> %.0f pps per core"
+          % (per_packet, 1e6 / per_packet))
 
 
 def parse_args() -> argparse.Namespace:

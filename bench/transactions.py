@@ -69,7 +69,8 @@ class HeapClock:
         self._cancellations += 1
         if self._cancellations > 50 and self._cancellations > len(self._heap) >> 1:
             self._cancellations = 0
-            self._heap = [entry for entry in self._heap if not entry[2].cancelled and entry[2] is not call]
+            self._heap = [entry for entry in self._heap
+                          if not entry[2].cancelled and entry[2] is not call]
             heapq.heapify(self._heap)
 
     def advance(self, amount: float) -> None:

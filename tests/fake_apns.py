@@ -388,12 +388,18 @@ _STATUS_OF = {"MethodNotAllowed": 405, "BadPath": 404, "PayloadTooLarge": 413,
 class _ServerH2Connection(H2Connection):
     """Counts open inbound streams without h2's per-stream rescan (see the client's twin)."""
 
+    def __init__(self, config: H2Configuration, open_streams: Callable[[], int]) -> None:
+        super().__init__(config)
+        self._count_open = open_streams
+        self._until_cull = 256
+
     @property
     def open_inbound_streams(self) -> int:
-        held = len(self.streams)
-        if held < min(256, self.local_settings.max_concurrent_streams):
-            return held
-        return self._open_streams(1)
+        self._until_cull -= 1
+        if self._until_cull <= 0:
+            self._until_cull = 256
+            return self._open_streams(1)
+        return self._count_open()
 
 
 class FakeApnsProtocol(Protocol):
@@ -408,7 +414,8 @@ class FakeApnsProtocol(Protocol):
         self._streams: dict[int, tuple[list[tuple[bytes, bytes]], bytearray]] = {}
         self._last_stream_id: int | None = None  # set once we sent GOAWAY
         self._raised = False
-        self._h2 = _ServerH2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self._h2 = _ServerH2Connection(H2Configuration(client_side=False, header_encoding=None),
+                                       self._streams.__len__)
 
     @property
     def wire(self) -> Any:

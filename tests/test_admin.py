@@ -127,6 +127,22 @@ def test_check_config_builds_the_apns_client(tmp_path: Path) -> None:
     assert ok(admin(write_config(tmp_path, good), "check-config")).startswith("config OK:")
 
 
+def test_check_config_refuses_a_database_from_a_newer_release(config: Path, store: Store) -> None:
+    store.db.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (99, 'x', 0)")
+    fails(admin(config, "check-config"), "database.path", "schema version 99")
+
+
+def test_config_option_after_the_command_and_from_the_environment(config: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "b2bua.admin", "user", "add", "1111",
+                             "--password-stdin", "--config", str(config)],
+                            input="pw\n", capture_output=True, text=True, cwd=REPO, env=_env(), timeout=60)
+    ok(result)
+    env = {**_env(), "B2BUA_CONFIG": str(config)}
+    listed = subprocess.run([sys.executable, "-m", "b2bua.admin", "user", "list", "--json"],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert [u["name"] for u in json.loads(ok(listed))] == ["1111"]
+
+
 def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
     fails(admin(tmp_path / "nope.toml", "user", "list"), "config file not found")
 

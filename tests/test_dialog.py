@@ -67,6 +67,14 @@ def test_uas_dialog_route_set_in_request_order() -> None:
     assert dialog.local_contact == "<sip:b2bua@198.51.100.1>"
 
 
+def test_uas_early_dialog_confirmed_by_our_2xx() -> None:
+    invite = _invite()
+    dialog = Dialog.uas(invite, make_response(invite, 180, to_tag="me1"))
+    assert dialog.state is DialogState.EARLY
+    dialog.response_sent(make_response(invite, 200, to_tag="me1"))
+    assert dialog.state is DialogState.CONFIRMED
+
+
 def test_create_request_bye() -> None:
     invite = _invite()
     dialog = Dialog.uac(invite, _response(invite, 200))

@@ -15,9 +15,10 @@ from twisted.internet.task import Clock
 
 from b2bua.media.g711 import PCMA, PCMU
 from b2bua.media.ports import PortAllocator, PortsExhausted
-from b2bua.media.relay import RelayState, RelayStateError, RtpRelay, Side
+from b2bua.media.relay import RelayState, RelayStateError, RtpRelay, Side, anchor_call
 from b2bua.media.ringback import ringback_for_offer
 from b2bua.media.rtp import RtpPacket
+from b2bua.media.sdp import NotAcceptable
 
 Address = tuple[str, int]
 
@@ -282,4 +283,56 @@ def test_relay_over_loopback() -> Generator[Deferred[object], object, None]:
         yield relay.stop()
         for port in (caller_port, callee_port, stranger_port):
             yield port.stopListening()
+    assert ports.available == ports.capacity
+
+
+# --- the call layer's path: anchor_call -> 183/200 bodies -> connect_callee -------------
+
+CALLER_OFFER = (
+    "v=0\r\no=alice 1 1 IN IP4 10.0.0.23\r\ns=-\r\nc=IN IP4 10.0.0.23\r\nt=0 0\r\n"
+    "m=audio 7078 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+    "a=fmtp:101 0-15\r\na=candidate:1 1 UDP 2130706431 10.0.0.23 7078 typ host\r\n").encode()
+CALLEE_ANSWER = (
+    "v=0\r\no=- 5 5 IN IP4 192.0.2.50\r\ns=-\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\n"
+    "m=audio 5000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n").encode()
+
+
+def test_anchor_call_end_to_end_on_fake_reactor() -> None:
+    reactor_ = FakeReactor()
+    ports = PortAllocator(30000, 30099)
+    call = anchor_call(reactor_, ports, CALLER_OFFER, local_ip="192.0.2.10",  # type: ignore[arg-type]
+                       session_id=77, caller_hosts={"203.0.113.7"})
+    relay = call.relay
+    body = call.caller_answer.to_bytes()
+    assert b"m=audio 30000 RTP/AVP 8 101\r\n" in body and b"a=sendrecv\r\n" in body
+    callee_offer = call.callee_offer.to_bytes()
+    assert b"m=audio 30002 RTP/AVP 8 101\r\n" in callee_offer
+    assert b"10.0.0.23" not in callee_offer and b"candidate" not in callee_offer
+    relay.play_ringback(call.caller_answer.codec, "uk",
+                        payload_type=call.caller_answer.payload_type)
+    a = reactor_.ports[relay.caller_port]
+    assert a.written[-1][1] == ("10.0.0.23", 7078)           # SDP address until latched
+    deliver(reactor_, relay.caller_port, rtp(1), ("203.0.113.7", 40000))  # NAT'd caller
+    relay.connect_callee(CALLEE_ANSWER, call.media_index, hosts={"192.0.2.50"})
+    assert relay.state is RelayState.BRIDGED
+    deliver(reactor_, relay.callee_port, rtp(2), ("192.0.2.50", 5000))
+    assert a.written[-1] == (rtp(2), ("203.0.113.7", 40000))
+    relay.stop()
+    assert ports.available == ports.capacity
+
+
+def test_callee_refusing_audio_is_488() -> None:
+    reactor_ = FakeReactor()
+    call = anchor_call(reactor_, PortAllocator(30000, 30099), CALLER_OFFER,  # type: ignore[arg-type]
+                       local_ip="192.0.2.10", session_id=1)
+    with pytest.raises(NotAcceptable):
+        call.relay.connect_callee(CALLEE_ANSWER.replace(b"audio 5000", b"audio 0"), 0)
+    assert call.relay.state is RelayState.LISTENING
+
+
+def test_anchor_call_rejects_before_taking_ports() -> None:
+    ports = PortAllocator(30000, 30099)
+    with pytest.raises(NotAcceptable):
+        anchor_call(FakeReactor(), ports, CALLER_OFFER.replace(b"8 0 101", b"18"),  # type: ignore[arg-type]
+                    local_ip="192.0.2.10", session_id=1)
     assert ports.available == ports.capacity

@@ -296,14 +296,15 @@ def test_cancel_after_provisional() -> None:
     tx = h.send("INVITE")
     invite = parse_request(h.wire.last)
     h.receive(reply(h.wire.last, 180))
-    cancel_tx = h.layer.cancel(tx, extra=[("Reason", 'SIP;cause=200;text="Call completed elsewhere"')])
+    reason = 'SIP;cause=200;text="Call completed elsewhere"'
+    cancel_tx = h.layer.cancel(tx, extra=[("Reason", reason)])
     assert cancel_tx is not None and tx.cancel_tx is cancel_tx
     cancel = parse_request(h.wire.last)
     assert cancel.method == "CANCEL" and str(cancel.uri) == str(invite.uri)
     assert cancel.headers.get_all("Via") == invite.headers.get_all("Via")[:1]
     assert cancel.cseq == (invite.cseq.number, "CANCEL")
     assert cancel.to.tag is None and cancel.from_.tag == invite.from_.tag
-    assert cancel.headers.get("Reason") == 'SIP;cause=200;text="Call completed elsewhere"'
+    assert cancel.headers.get("Reason") == reason
     assert h.layer.cancel(tx) is None  # only once
     h.receive(reply(h.wire.last, 200))
     assert h.tu.events[-1] == ("response", cancel_tx, cancel_tx.last_response)

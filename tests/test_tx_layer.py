@@ -237,3 +237,11 @@ def test_request_sent_keeps_via_given_by_tu() -> None:
     assert parse_request(h.wire.last).headers.get_all("Via") == [
         "SIP/2.0/TCP example.net;branch=z9hG4bKtu1"]
     assert h.wire.sent[-1][3] == "TCP"
+
+
+def test_rfc2543_cancel_matches_its_invite() -> None:
+    h = Harness()
+    h.receive(request_bytes("INVITE", branch=""))
+    h.receive(request_bytes("CANCEL", branch=""))
+    assert h.tu.kinds() == ["request", "cancel"]
+    assert parse_response(h.wire.last).status == 200

@@ -283,3 +283,14 @@ def test_invite_timer_c_off() -> None:
     h.advance(3600)
     assert tx.state is TxState.PROCEEDING
     assert h.wire.starts() == ["SIP/2.0 100 Trying"]
+
+
+def test_ack_for_2xx_with_another_to_tag_does_not_stop_retransmission() -> None:
+    h = Harness()
+    _, tx, _ = _new(h)
+    _answer(h, tx, 200)
+    h.receive(request_bytes("ACK", branch="z9hG4bKack9", to_tag="not-ours"))
+    assert h.tu.kinds() == ["request", "ack"]  # the TU's dialogs decide about it
+    assert not tx.acked
+    h.advance(0.6)
+    assert h.wire.times() == [0, 0.5]

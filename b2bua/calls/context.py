@@ -57,3 +57,4 @@ class CallServices:
     write_cdr: Callable[[Any], object] | None = None
     settings: CallSettings = field(default_factory=CallSettings)
     trunk_credentials: dict[str, TrunkCredentials] = field(default_factory=dict)
+    metrics: Any | None = None                    # b2bua.metrics.Metrics

@@ -95,6 +95,9 @@ class WakeUp:
     def _push_done(self, outcome: PushOutcome) -> None:
         self.pushes_out -= 1
         self.outcomes.append(outcome)
+        metrics = self.call.services.metrics
+        if metrics is not None:
+            metrics.observe_push(outcome)
         self.log.info("call {call_id}: push outcome {outcome}", call_id=self.call.call_id,
                       outcome=outcome.describe())
         if self.pushes_out or not self.waiting:
@@ -126,6 +129,10 @@ class WakeUp:
         if same and not any(b.died for b in same):
             return  # this contact already had its INVITE and answered it: once per contact
         now = call.services.clock.seconds()
+        if self.wake_register_at is None and self.push_sent_at is not None:
+            metrics = call.services.metrics
+            if metrics is not None:
+                metrics.observe_wakeup(now - self.push_sent_at)
         self.wake_register_at = self.wake_register_at or now
         self.invite_forked_at = self.invite_forked_at or now
         self.log.info("call {call_id}: {user} registered {contact}; forking",

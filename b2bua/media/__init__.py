@@ -6,7 +6,8 @@ are the Twisted side.  Errors carry the SIP status to answer with (``MediaError.
 
 from b2bua.media.g711 import CODECS, PCMA, PCMU, G711Law
 from b2bua.media.ports import PortAllocator, PortsExhausted
-from b2bua.media.relay import LegCounters, RelayState, RelayStateError, RtpRelay, Side
+from b2bua.media.relay import (AnchoredCall, LegCounters, RelayState, RelayStateError, RtpRelay,
+                              Side, anchor_call)
 from b2bua.media.ringback import RingbackSender, ringback_for_offer
 from b2bua.media.rtp import MediaError, RtpError, RtpPacket, SymmetricPeer
 from b2bua.media.sdp import (CodecChoice, Direction, NotAcceptable, SdpError,
@@ -16,7 +17,7 @@ from b2bua.media.tone import TONES, UnknownCountry, encoded_cadence, tone_for
 
 __all__ = [
     "CODECS", "PCMA", "PCMU", "G711Law", "PortAllocator", "PortsExhausted", "LegCounters",
-    "RelayState", "RelayStateError", "RtpRelay", "Side", "RingbackSender",
+    "RelayState", "RelayStateError", "RtpRelay", "Side", "AnchoredCall", "anchor_call", "RingbackSender",
     "ringback_for_offer", "MediaError", "RtpError", "RtpPacket", "SymmetricPeer",
     "CodecChoice", "Direction", "NotAcceptable", "SdpError", "SessionDescription",
     "ToneAnswer", "answer_for_tone", "choose_codec", "offer_for_callee",

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from b2bua.media.g711 import G711Law
-from b2bua.media.ports import PortAllocator, UDPClockReactor, datagram_writer
+from b2bua.media.ports import PortAllocator, UDPClockReactor, UDPPort, datagram_writer
 from b2bua.media.ringback import RingbackSender
 from b2bua.media.rtp import Address, MediaError, SymmetricPeer, looks_like_rtp
+from b2bua.media.sdp import (Direction, NotAcceptable, SessionDescription, ToneAnswer,
+                             answer_for_tone, choose_codec, offer_for_callee)
 
 
 class RelayState(enum.Enum):
@@ -74,6 +75,7 @@ class LegCounters:
     dropped_source: int = 0  # from an address that is not (or no longer) this side's peer
     dropped_junk: int = 0    # not RTP/RTCP version 2
     dropped_unbridged: int = 0  # valid, but nowhere to go yet (ringing, or no peer address)
+    send_errors: int = 0     # the kernel refused to send the relayed packet
     bytes_forwarded: int = 0
 
 
@@ -106,7 +108,7 @@ class RtpRelay:
         self._ports = ports
         self._interface = interface
         self.state = RelayState.IDLE
-        self._listening: dict[Side, IListeningPort] = {}
+        self._listening: dict[Side, UDPPort] = {}
         self._writers: dict[Side, Callable[[bytes, Address], object]] = {}
         self.peers: dict[Side, SymmetricPeer] = {s: SymmetricPeer(None) for s in Side}
         self.counters: dict[Side, LegCounters] = {s: LegCounters() for s in Side}
@@ -167,6 +169,20 @@ class RtpRelay:
         self.ringback = sender
         return sender
 
+    def connect_callee(self, callee_answer: SessionDescription | bytes, media_index: int,
+                       hosts: Iterable[str] = ()) -> None:
+        """Bridge to the callee whose 2xx carried ``callee_answer`` (our B-leg offer's answer).
+
+        Raises ``NotAcceptable`` if the callee refused the anchored stream (port 0).
+        """
+        if isinstance(callee_answer, bytes):
+            callee_answer = SessionDescription.parse(callee_answer)
+        if media_index >= len(callee_answer.media) or callee_answer.media[media_index].port == 0:
+            raise NotAcceptable("the callee refused the audio stream")
+        media = callee_answer.media[media_index]
+        self.set_peer(Side.CALLEE, callee_answer.media_address(media), hosts)
+        self.bridge()
+
     def bridge(self) -> None:
         """The callee answered (``set_peer(CALLEE, ...)`` first): stop tone, relay both ways."""
         self._input(RelayInput.BRIDGE)
@@ -220,7 +236,56 @@ class RtpRelay:
         try:
             self._writers[other](datagram, destination)
         except OSError as error:
-            self.log.warn("relay send to {peer} failed: {error}", peer=destination, error=error)
+            counters.send_errors += 1
+            if counters.send_errors == 1:  # once per leg, not 50 lines a second
+                self.log.warn("relay send to {peer} failed: {error}", peer=destination,
+                              error=error)
             return
         counters.forwarded += 1
         counters.bytes_forwarded += len(datagram)
+
+
+@dataclass(frozen=True)
+class AnchoredCall:
+    """A started relay with both SDP bodies the call layer sends.
+
+    ``caller_answer`` goes in the 183 *and*, byte for byte, in the 200 to the caller;
+    ``callee_offer`` goes in every INVITE branch to the callee.
+    """
+
+    relay: RtpRelay
+    caller_answer: ToneAnswer
+    callee_offer: SessionDescription
+
+    @property
+    def media_index(self) -> int:
+        return self.caller_answer.choice.media_index
+
+
+def anchor_call(reactor: UDPClockReactor, ports: PortAllocator,
+                offer: SessionDescription | bytes, *, local_ip: str,
+                session_id: int | str, interface: str = "",
+                caller_hosts: Iterable[str] = ()) -> AnchoredCall:
+    """Anchor a call's audio: ports bound, caller answered sendrecv, callee offer ready.
+
+    The answer is sendrecv because the caller keeps the first answer it receives (RFC 3261
+    13.2.1): the 183's answer must already allow two-way audio for after the 200.  The
+    callee is offered only the codec the caller got, since the relay does not transcode.
+    ``NotAcceptable`` (488) is raised before any port is taken; ``PortsExhausted`` (503)
+    leaves nothing allocated.  ``caller_hosts``: the INVITE's source host, for NAT.
+    """
+    if isinstance(offer, bytes):
+        offer = SessionDescription.parse(offer)
+    choose_codec(offer)
+    relay = RtpRelay(reactor, ports, interface)
+    relay.start()
+    try:
+        answer = answer_for_tone(offer, local_ip, relay.caller_port, session_id,
+                                 direction=Direction.SENDRECV)
+        callee_offer = offer_for_callee(offer, answer, local_ip, relay.callee_port,
+                                        session_id)
+    except Exception:
+        relay.stop()
+        raise
+    relay.set_peer(Side.CALLER, answer.remote, caller_hosts)
+    return AnchoredCall(relay, answer, callee_offer)

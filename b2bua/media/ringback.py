@@ -13,18 +13,22 @@ from random import Random
 from typing import Callable, Iterable
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from b2bua.media.g711 import G711Law
-from b2bua.media.ports import PortAllocator, UDPClockReactor, datagram_writer
+from b2bua.media.ports import (DelayedCall, PortAllocator, ReactorClock, UDPClockReactor,
+                               UDPPort, datagram_writer)
 from b2bua.media.rtp import Address, SymmetricPeer, looks_like_rtp, pack_header
 from b2bua.media.sdp import (Direction, SessionDescription, ToneAnswer, answer_for_tone,
                              choose_codec)
 from b2bua.media.tone import FRAME_SAMPLES, FRAME_SECONDS, encoded_cadence
 
 _EPSILON = 1e-6  # float slack when deciding whether a frame's instant has come
+
+
+def _not_started(data: bytes, addr: Address) -> object:
+    raise RuntimeError("RingbackSender sends only after start()")
 
 
 class RingbackSender(DatagramProtocol):
@@ -43,7 +47,7 @@ class RingbackSender(DatagramProtocol):
     log = Logger()
     noisy = False  # no "Starting protocol" log line per call
 
-    def __init__(self, clock: IReactorTime, codec: G711Law, country: str,
+    def __init__(self, clock: ReactorClock, codec: G711Law, country: str,
                  remote: Address | None, *, payload_type: int | None = None,
                  peer: SymmetricPeer | None = None, hosts: Iterable[str] = (),
                  ssrc: int | None = None, rng: Random | None = None,
@@ -61,9 +65,9 @@ class RingbackSender(DatagramProtocol):
         self._start = 0.0
         self._frame = 0
         self._need_marker = True
-        self._call: IDelayedCall | None = None
-        self._write: Callable[[bytes, Address], object] | None = None
-        self._listening: IListeningPort | None = None
+        self._call: DelayedCall | None = None
+        self._write: Callable[[bytes, Address], object] = _not_started
+        self._listening: UDPPort | None = None
         self._ports: PortAllocator | None = None
         self.packets_sent = 0
         self.send_errors = 0
@@ -115,12 +119,15 @@ class RingbackSender(DatagramProtocol):
         listening, self._listening = self._listening, None
         if listening is None:
             return succeed(None)
-        port = listening.getHost().port
-        ports = self._ports
         d: Deferred[None] = maybeDeferred(listening.stopListening)
-        if ports is not None:
-            d.addBoth(lambda result: (ports.release(port), result)[1])
+        d.addBoth(self._release, listening.getHost().port)
         return d
+
+    def _release(self, result: object, port: int) -> object:
+        """Give the port back once the socket is closed, so the next call can bind it."""
+        if self._ports is not None:
+            self._ports.release(port)
+        return result
 
     def datagramReceived(self, datagram: bytes, addr: Address) -> None:
         """Caller RTP: only used to latch where the caller really is (symmetric RTP)."""
@@ -176,8 +183,11 @@ def ringback_for_offer(reactor: UDPClockReactor, offer: SessionDescription | byt
 
     The codec is chosen before a port is taken, so a 488 costs nothing.  ``hosts`` are
     extra source hosts allowed to latch (the INVITE's received address for NATed callers).
-    Call ``sender.start()`` once the 183 carrying ``answer.to_bytes()`` is sent, and
-    ``sender.stop()`` when the INVITE transaction ends.
+    Call ``sender.start()`` once the 183 carrying ``answer.to_bytes()`` is sent (only if
+    ``answer.direction.sends``: a caller on hold gets an inactive answer and no tone), and
+    ``sender.stop()`` when the INVITE transaction ends.  Without the relay a strict caller
+    keeps this answer even after the callee's 200 (RFC 3261 13.2.1) and hears nothing, so
+    prefer ``relay.anchor_call`` whenever the call may be answered.
     """
     if isinstance(offer, bytes):
         offer = SessionDescription.parse(offer)

@@ -166,10 +166,10 @@ class SessionDescription:
         while raw and not raw[-1]:
             raw.pop()
         parsed: list[Line] = []
-        for line in raw:
-            if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
-                raise SdpError("bad SDP line %r" % line[:40])
-            parsed.append((line[0], line[2:]))
+        for text in raw:
+            if len(text) < 2 or text[1] != "=" or not ("a" <= text[0] <= "z"):
+                raise SdpError("bad SDP line %r" % text[:40])
+            parsed.append((text[0], text[2:]))
         if not parsed or parsed[0] != ("v", "0"):
             raise SdpError("SDP must start with v=0")
         if not any(kind == "o" for kind, _ in parsed):

@@ -101,20 +101,25 @@ class _ApnsH2Connection(H2Connection):
     * h2 closes its state machine on a received GOAWAY (python-hyper/h2#1181) and then
       rejects the responses the server still owes for streams <= last_stream_id (RFC 9113
       6.8). We keep it open instead; the DRAINING state opens no new streams.
-    * h2 rescans every stream it knows to count the open ones each time a stream is opened:
-      O(open streams) per push, most of the CPU at a few hundred streams in flight. The
-      number of streams h2 still holds is an upper bound of the open ones; the exact (culling)
-      scan runs only when that bound nears the limit, i.e. once per few hundred streams.
+    * Before each new stream h2 counts the open ones by rescanning every stream it holds:
+      O(streams in flight) per push, most of the CPU with hundreds in flight. The connection
+      knows that count (its streams awaiting an answer; a stream is closed in h2 when it
+      leaves that table), so h2 asks it; every 256 streams h2's own scan runs once to forget
+      closed streams and keep memory flat.
     """
 
-    _CULL_AT = 256
+    def __init__(self, config: H2Configuration, open_streams: Callable[[], int]) -> None:
+        super().__init__(config)
+        self._count_open = open_streams
+        self._until_cull = 256
 
     @property
     def open_outbound_streams(self) -> int:
-        held = len(self.streams)
-        if held < min(self._CULL_AT, self.remote_settings.max_concurrent_streams):
-            return held
-        return self._open_streams(1)
+        self._until_cull -= 1
+        if self._until_cull <= 0:
+            self._until_cull = 256
+            return self._open_streams(1)  # exact; drops closed streams
+        return self._count_open()
 
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         event = ConnectionTerminated()
@@ -173,8 +178,8 @@ class ApnsConnection(Protocol):
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._connect_timeout = connect_timeout
-        self._h2 = _ApnsH2Connection(_H2_CONFIG)
         self._streams: dict[int, _Stream] = {}
+        self._h2 = _ApnsH2Connection(_H2_CONFIG, self._streams.__len__)
         self._timer: DelayedCall | None = None  # connect timeout, then the PING schedule
         self._ping_deadline: DelayedCall | None = None
         self._connecting: Deferred[Any] | None = None
@@ -292,6 +297,11 @@ class ApnsConnection(Protocol):
             finished = self._streams.pop(event.stream_id, None)
             if finished is not None:
                 self.responses += 1
+                if finished.unsent:  # answered before our body was all sent: close our side
+                    try:
+                        self._h2.reset_stream(event.stream_id, ErrorCodes.CANCEL)
+                    except (ProtocolError, StreamClosedError):
+                        pass
                 self._owner.response_received(finished.push, _response(finished))
                 return True
         elif isinstance(event, StreamReset):

@@ -74,7 +74,7 @@ class ServerInviteTransaction(ServerTransaction):
         super().__init__(request, key, dest, transport, flow, owner, source)
         self.acked = False
         """Accepted only: the ACK for our 2xx arrived, retransmissions stopped."""
-        self.accept_key: tuple[str, int, str, str] | None = None
+        self.accept_key: tuple[str, int] | None = None
 
     def start(self) -> None:
         if self.state is not S.PROCEEDING:

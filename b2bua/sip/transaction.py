@@ -9,8 +9,10 @@ peer can send anything at any time, and that must never raise.
 Machines own their timers through the owner's injected clock, serialise each
 message once (retransmissions resend the same bytes) and hand the bytes to the
 owner (the :class:`~b2bua.sip.transaction_layer.TransactionLayer`), which calls
-the transport. TU callbacks run last in an action, after the machine is in a
-consistent state; terminal actions leave the tables before telling the TU.
+the transport. An action first sets state and timers, then sends, then tells
+the TU, so a send or a TU callback that re-enters the layer at once (in-process
+delivery, a TU answering from within its callback) finds the machine
+consistent; terminal actions leave the tables before telling the TU.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from the ``sent_by`` map (the layer cannot know the address we advertise).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Union
+from typing import Callable, Iterable, Mapping
 
 from b2bua.sip.actions import (
     Address, MessageDropped, Source, TransportFailed, TxEvent, UnexpectedInput,
@@ -25,8 +25,12 @@ from b2bua.sip.client_tx import (
 )
 from b2bua.sip.errors import SipError
 from b2bua.sip.headers import Via
-from b2bua.sip.message import Message, Request, Response, generate_branch, generate_tag, make_response
-from b2bua.sip.server_tx import ServerInviteTransaction, ServerNonInviteTransaction, ServerTransaction
+from b2bua.sip.message import (
+    Message, Request, Response, generate_branch, generate_tag, make_response,
+)
+from b2bua.sip.server_tx import (
+    ServerInviteTransaction, ServerNonInviteTransaction, ServerTransaction,
+)
 from b2bua.sip.timers import Timers
 from b2bua.sip.transaction import (
     Clock, Transaction, TransactionUser, TxInput, TxState, response_input,
@@ -35,7 +39,8 @@ from b2bua.sip.transaction import (
 __all__ = ["TransactionLayer", "TransactionStats", "TransportSend", "MAGIC_COOKIE", "server_key"]
 
 MAGIC_COOKIE = "z9hG4bK"
-TransportSend = Callable[[bytes, Address, str, Union[object, None]], None]
+TransportSend = Callable[[bytes, Address, str, object | None], None]
+"""``transport_send(data, dest, transport, flow)``; may raise on a dead flow."""
 ServerKey = tuple[object, ...]
 
 
@@ -68,9 +73,10 @@ def server_key(request: Request, method: str) -> ServerKey:
             str(request.uri), via.host.lower(), port, branch, method)
 
 
-def _accept_key(message: Message) -> tuple[str, int, str, str]:
-    """Dialog-ish key of a 2xx to INVITE, also computable from its ACK."""
-    return (message.call_id, message.cseq.number, message.from_.tag or "", message.to.tag or "")
+def _accept_key(message: Message) -> tuple[str, int]:
+    """Key of a 2xx to INVITE that its ACK (new branch) shares: Call-ID and
+    CSeq number. Cheap (no From/To parsing); the To tag is checked on a hit."""
+    return (message.call_id, message.cseq.number)
 
 
 class TransactionLayer:
@@ -95,7 +101,7 @@ class TransactionLayer:
         self.stats = TransactionStats()
         self._transport_send = transport_send
         self._observer = observer
-        self._accepted: dict[tuple[str, int, str, str], ServerInviteTransaction] = {}
+        self._accepted: dict[tuple[str, int], ServerInviteTransaction] = {}
 
     def __len__(self) -> int:
         """Live transactions, client and server."""
@@ -303,11 +309,11 @@ class TransactionLayer:
                 return
         try:
             accepted = self._accepted.get(_accept_key(ack))
+            if accepted is not None and accepted.to_tag == ack.to.tag:
+                accepted.handle(TxInput.ACK, ack)
         except SipError as e:
             self._drop(e.reason, ack, source)
             return
-        if accepted is not None:
-            accepted.handle(TxInput.ACK, ack)
         self.tu.ack_received(ack, source)
 
     def _cancel_received(self, cancel: Request, key: ServerKey, source: Source) -> None:

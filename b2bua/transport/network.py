@@ -23,6 +23,11 @@ from b2bua.sip.addressing import Address, Source
 from b2bua.transport.stream import SipStreamFactory, SipStreamProtocol
 
 
+#: pending connections the kernel may queue; Twisted's 50 makes phones that reconnect
+#: together (after a restart or a network change) wait for SYN retransmissions
+LISTEN_BACKLOG = 1024
+
+
 class TransportError(Exception):
     """Bytes could not be handed to the network (RFC 3261 §8.1.3.1: a 503)."""
 
@@ -130,12 +135,13 @@ class SipNetwork(service.Service):
             return port
         if addr.transport == "tcp":
             return reactor.listenTCP(addr.port, self.stream_factory.for_transport("TCP"),  # type: ignore[attr-defined]
-                                     interface=addr.host)
+                                     backlog=LISTEN_BACKLOG, interface=addr.host)
         if addr.transport == "tls":
             if self.tls_options is None:
                 raise ValueError("a tls listener needs [tls] certificate and private_key")
             return reactor.listenSSL(addr.port, self.stream_factory.for_transport("TLS"),  # type: ignore[attr-defined]
-                                     self.tls_options, interface=addr.host)
+                                     self.tls_options, backlog=LISTEN_BACKLOG,
+                                     interface=addr.host)
         raise ValueError(f"unknown transport {addr.transport!r}")
 
     def stopService(self) -> defer.Deferred:  # noqa: N802
