@@ -7,7 +7,7 @@ from collections import deque
 from typing import Callable, Protocol
 
 from twisted.internet.error import CannotListenError
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -115,6 +115,12 @@ class PortAllocator:
                 self.log.warn("RTP port {port} busy, skipping it", port=port)
                 self.release(port)
         raise PortsExhausted("no bindable RTP port left")
+
+
+def close_port(port: UDPPort) -> Deferred[None]:
+    """``stopListening`` as a Deferred that fires once the socket is closed."""
+    closing = port.stopListening()
+    return closing if closing is not None else succeed(None)
 
 
 def datagram_writer(transport: object) -> Callable[[bytes, tuple[str, int]], object]:

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar, cast
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from b2bua.media.g711 import G711Law
-from b2bua.media.ports import PortAllocator, UDPClockReactor, UDPPort, datagram_writer
+from b2bua.media.ports import (PortAllocator, UDPClockReactor, UDPPort, close_port,
+                               datagram_writer)
 from b2bua.media.ringback import RingbackSender
 from b2bua.media.rtp import Address, MediaError, SymmetricPeer, looks_like_rtp
 from b2bua.media.sdp import (Direction, NotAcceptable, SessionDescription, ToneAnswer,
                              answer_for_tone, choose_codec, offer_for_callee)
+
+
+_T = TypeVar("_T")
 
 
 class RelayState(enum.Enum):
@@ -164,7 +169,7 @@ class RtpRelay:
                                 payload_type=payload_type, peer=self.peers[Side.CALLER],
                                 silence_suppression=silence_suppression)
         self._input(RelayInput.PLAY)
-        sender.makeConnection(self._listening[Side.CALLER])
+        sender.makeConnection(cast(IUDPTransport, self._listening[Side.CALLER]))
         sender.start()
         self.ringback = sender
         return sender
@@ -206,12 +211,12 @@ class RtpRelay:
         waits = []
         for port in listening.values():
             # Release only once the socket is really closed, or a new call could fail to bind.
-            d: Deferred[object] = maybeDeferred(port.stopListening)
-            d.addBoth(self._release, port.getHost().port)
-            waits.append(d)
+            closing = close_port(port)
+            closing.addBoth(self._release, port.getHost().port)
+            waits.append(closing)
         return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
 
-    def _release(self, result: object, number: int) -> object:
+    def _release(self, result: _T, number: int) -> _T:
         self._ports.release(number)
         return result
 

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import secrets
 from random import Random
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar, cast
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from b2bua.media.g711 import G711Law
 from b2bua.media.ports import (DelayedCall, PortAllocator, ReactorClock, UDPClockReactor,
-                               UDPPort, datagram_writer)
+                               UDPPort, close_port, datagram_writer)
 from b2bua.media.rtp import Address, SymmetricPeer, looks_like_rtp, pack_header
 from b2bua.media.sdp import (Direction, SessionDescription, ToneAnswer, answer_for_tone,
                              choose_codec)
 from b2bua.media.tone import FRAME_SAMPLES, FRAME_SECONDS, encoded_cadence
 
+_T = TypeVar("_T")
 _EPSILON = 1e-6  # float slack when deciding whether a frame's instant has come
 
 
@@ -87,7 +88,7 @@ class RingbackSender(DatagramProtocol):
         """The local RTP port (what the SDP answer advertises)."""
         if self.transport is None:
             raise RuntimeError("sender has no transport yet")
-        return int(self.transport.getHost().port)
+        return cast(UDPPort, self.transport).getHost().port
 
     @property
     def running(self) -> bool:
@@ -119,11 +120,11 @@ class RingbackSender(DatagramProtocol):
         listening, self._listening = self._listening, None
         if listening is None:
             return succeed(None)
-        d: Deferred[None] = maybeDeferred(listening.stopListening)
-        d.addBoth(self._release, listening.getHost().port)
-        return d
+        closing = close_port(listening)
+        closing.addBoth(self._release, listening.getHost().port)
+        return closing
 
-    def _release(self, result: object, port: int) -> object:
+    def _release(self, result: _T, port: int) -> _T:
         """Give the port back once the socket is closed, so the next call can bind it."""
         if self._ports is not None:
             self._ports.release(port)
