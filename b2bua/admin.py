@@ -272,8 +272,8 @@ def _remove_binding(args: argparse.Namespace, name: str, contact: str) -> int:
     if not removed:
         raise AdminError(f"no binding {contact} for {aor}")
     print(f"removed binding {contact} of {aor}")
-    # The service serves bindings from memory (BindingWriter): it sees this at its next start.
-    print("note: a running b2bua keeps using its own copy of this binding until it restarts",
+    # The service serves bindings from memory (BindingWriter); SIGHUP makes it re-read them.
+    print("note: a running b2bua sees this after SIGHUP (systemctl reload b2bua)",
           file=sys.stderr)
     return 0
 

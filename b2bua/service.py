@@ -89,7 +89,11 @@ class B2buaService(service.MultiService):
         reactor.callFromThread(self.reload)  # type: ignore[attr-defined]
 
     def reload(self) -> None:
-        """Rebuild the router chain from the config file; keep the old one on error."""
+        """Rebuild the router chain from the config file (the old one stays on error)
+        and re-read bindings changed by ``b2bua-admin``."""
+        if self.bindings is not None:
+            self.bindings.reload().addErrback(
+                lambda f: self.log.failure("re-reading bindings failed", f))
         if self.reload_routers is None:
             return
         try:

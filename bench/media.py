@@ -5,8 +5,9 @@
 Ringback: N senders, each on its own port like real calls, paced by the real reactor, sending
 to a sink socket nobody reads.  Reported per N: CPU seconds this process used per stream per
 second (user + system), the packets actually sent against the 50 per stream-second due, and
-the streams one core would sustain at that cost (1 / CPU per stream-second).  Relay: a separate process floods the caller port of a
-bridged relay; reported: packets forwarded per second and CPU microseconds per packet.
+the streams one core would sustain at that cost (1 / CPU per stream-second).  Relay: a
+separate process floods the caller port of a bridged relay; reported: packets forwarded per
+second, CPU microseconds per packet and the packets per second one core would sustain.
 Each figure is the median of ``--runs`` runs.
 """
 

@@ -48,7 +48,8 @@ class BusyReactor:
     def listenUDP(self, port: int, protocol: DatagramProtocol, interface: str = "",
                   maxPacketSize: int = 8192) -> object:
         if port in self.busy:
-            raise CannotListenError(interface, port, OSError("in use"))
+            error = OSError("in use")
+            raise CannotListenError(interface, port, error)  # type: ignore[no-untyped-call]
         self.bound.append(port)
         return object()
 

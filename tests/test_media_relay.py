@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable, Generator
+from typing import Any, Callable, Generator
 
 import pytest
-import pytest_twisted
+import pytest_twisted  # type: ignore[import-untyped]
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
@@ -80,7 +80,7 @@ CALLEE = ("192.0.2.50", 5000)
 def fake() -> tuple[FakeReactor, PortAllocator, RtpRelay]:
     reactor_ = FakeReactor()
     ports = PortAllocator(30000, 30099)
-    relay = RtpRelay(reactor_, ports)  # type: ignore[arg-type]
+    relay = RtpRelay(reactor_, ports)
     relay.start()
     return reactor_, ports, relay
 
@@ -165,7 +165,7 @@ def test_impossible_inputs_raise(fake, steps: list[str]) -> None:  # type: ignor
 
 def test_start_failure_leaves_nothing_allocated() -> None:
     ports = PortAllocator(30000, 30001)  # room for one port only
-    relay = RtpRelay(FakeReactor(), ports)  # type: ignore[arg-type]
+    relay = RtpRelay(FakeReactor(), ports)
     with pytest.raises(PortsExhausted):
         relay.start()
     assert relay.state is RelayState.STOPPED and ports.available == 1
@@ -201,7 +201,7 @@ class Collector(DatagramProtocol):
 
     def send(self, data: bytes, port: int) -> None:
         assert self.transport is not None
-        self.transport.write(data, ("127.0.0.1", port))
+        self.transport.write(data, ("127.0.0.1", port))  # type: ignore[call-arg,arg-type]
 
 
 def loopback_ports() -> PortAllocator:
@@ -209,7 +209,7 @@ def loopback_ports() -> PortAllocator:
     return PortAllocator(base, base + 199)
 
 
-def listen_collector() -> tuple[Collector, object, int]:
+def listen_collector() -> tuple[Collector, Any, int]:
     collector = Collector()
     port = reactor.listenUDP(0, collector, interface="127.0.0.1")
     return collector, port, port.getHost().port
@@ -220,8 +220,8 @@ def offer_to(port: int) -> bytes:
             f"m=audio {port} RTP/AVP 8 0\r\na=sendrecv\r\n").encode()
 
 
-@pytest_twisted.inlineCallbacks
-def test_ringback_sender_over_loopback() -> Generator[Deferred[object], object, None]:
+@pytest_twisted.inlineCallbacks  # type: ignore[untyped-decorator]
+def test_ringback_sender_over_loopback() -> Generator[Deferred[Any], object, None]:
     """A German ringback arrives as PCMA with its energy at 425 Hz; latching moves it."""
     ports = loopback_ports()
     caller, caller_port, caller_number = listen_collector()
@@ -250,8 +250,8 @@ def test_ringback_sender_over_loopback() -> Generator[Deferred[object], object, 
     assert ports.available == ports.capacity
 
 
-@pytest_twisted.inlineCallbacks
-def test_relay_over_loopback() -> Generator[Deferred[object], object, None]:
+@pytest_twisted.inlineCallbacks  # type: ignore[untyped-decorator]
+def test_relay_over_loopback() -> Generator[Deferred[Any], object, None]:
     ports = loopback_ports()
     caller, caller_port, caller_number = listen_collector()
     callee, callee_port, callee_number = listen_collector()
@@ -300,8 +300,8 @@ CALLEE_ANSWER = (
 def test_anchor_call_end_to_end_on_fake_reactor() -> None:
     reactor_ = FakeReactor()
     ports = PortAllocator(30000, 30099)
-    call = anchor_call(reactor_, ports, CALLER_OFFER, local_ip="192.0.2.10",  # type: ignore[arg-type]
-                       session_id=77, caller_hosts={"203.0.113.7"})
+    call = anchor_call(reactor_, ports, CALLER_OFFER,
+                       local_ip="192.0.2.10", session_id=77, caller_hosts={"203.0.113.7"})
     relay = call.relay
     body = call.caller_answer.to_bytes()
     assert b"m=audio 30000 RTP/AVP 8 101\r\n" in body and b"a=sendrecv\r\n" in body
@@ -323,7 +323,8 @@ def test_anchor_call_end_to_end_on_fake_reactor() -> None:
 
 def test_callee_refusing_audio_is_488() -> None:
     reactor_ = FakeReactor()
-    call = anchor_call(reactor_, PortAllocator(30000, 30099), CALLER_OFFER,  # type: ignore[arg-type]
+    ports = PortAllocator(30000, 30099)
+    call = anchor_call(reactor_, ports, CALLER_OFFER,
                        local_ip="192.0.2.10", session_id=1)
     with pytest.raises(NotAcceptable):
         call.relay.connect_callee(CALLEE_ANSWER.replace(b"audio 5000", b"audio 0"), 0)
@@ -333,6 +334,7 @@ def test_callee_refusing_audio_is_488() -> None:
 def test_anchor_call_rejects_before_taking_ports() -> None:
     ports = PortAllocator(30000, 30099)
     with pytest.raises(NotAcceptable):
-        anchor_call(FakeReactor(), ports, CALLER_OFFER.replace(b"8 0 101", b"18"),  # type: ignore[arg-type]
-                    local_ip="192.0.2.10", session_id=1)
+        anchor_call(FakeReactor(), ports,
+                    CALLER_OFFER.replace(b"8 0 101", b"18"), local_ip="192.0.2.10",
+                    session_id=1)
     assert ports.available == ports.capacity

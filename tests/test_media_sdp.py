@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from b2bua.media.g711 import PCMA, PCMU
+from b2bua.media.g711 import PCMA, PCMU, G711Law
+from b2bua.media.rtp import SymmetricPeer
 from b2bua.media.sdp import (Direction, NotAcceptable, SdpError, SessionDescription,
                              answer_for_tone, choose_codec, offer_for_callee,
                              rewrite_connection)
@@ -63,7 +66,7 @@ ANSWERS = [
 
 
 @pytest.mark.parametrize("data,codec,pt,event,fmtp", ANSWERS)
-def test_answer_for_tone(data: bytes, codec: object, pt: int, event: int | None,
+def test_answer_for_tone(data: bytes, codec: G711Law, pt: int, event: int | None,
                          fmtp: str | None) -> None:
     answer = answer_for_tone(data, "192.0.2.10", 30000, 4242)
     assert answer.codec is codec and answer.payload_type == pt
@@ -74,7 +77,7 @@ def test_answer_for_tone(data: bytes, codec: object, pt: int, event: int | None,
     assert audio.port == 30000 and parsed.connection == "192.0.2.10"
     assert parsed.origin == ("-", "4242", "4242", "IN", "IP4", "192.0.2.10")
     assert parsed.media_direction(audio) is Direction.SENDONLY
-    assert audio.rtpmaps()[pt].encoding == codec.name  # type: ignore[attr-defined]
+    assert audio.rtpmaps()[pt].encoding == codec.name
     if event is not None:
         assert audio.rtpmaps()[event].encoding == "telephone-event"
         assert audio.fmtp(event) == fmtp
@@ -193,3 +196,38 @@ def test_offer_for_callee_keeps_the_promised_codec() -> None:
     assert b_offer.connection == "192.0.2.10"
     assert b_offer.media_direction(audio) is Direction.SENDRECV
     assert SessionDescription.parse(b_offer.to_bytes()) == b_offer
+
+
+def test_blank_lines_are_tolerated() -> None:
+    data = offer("0").replace(b"t=0 0\r\n", b"t=0 0\r\n\r\n") + b"\r\n"
+    assert SessionDescription.parse(data).to_bytes() == offer("0")
+
+
+def test_fqdn_connection_is_answered_but_not_sent_to() -> None:
+    data = offer("0").replace(b"c=IN IP4 198.51.100.1", b"c=IN IP4 media.example.com")
+    answer = answer_for_tone(data, "192.0.2.10", 1, 1)
+    assert answer.remote == ("media.example.com", 49170)
+    assert SymmetricPeer(answer.remote).destination is None  # never resolved on the hot path
+
+
+@given(st.text(max_size=300) | st.binary(max_size=300))
+def test_any_input_fails_only_with_sdp_errors(data: str | bytes) -> None:
+    try:
+        answer_for_tone(SessionDescription.parse(data), "192.0.2.10", 1, 1)
+    except SdpError as error:
+        assert error.status in (400, 488)
+
+
+@given(st.lists(st.sampled_from([
+    "c=IN IP4 192.0.2.1", "c=IN IP6 ::1", "m=audio 4000 RTP/AVP 0 8", "m=video 0 RTP/AVP 96",
+    "a=rtpmap:8 PCMA/8000", "a=sendonly", "a=rtpmap:101 telephone-event/8000", "b=AS:64",
+    "m=audio 5000 RTP/SAVP 0", "a=fmtp:101 0-15", "a=rtpmap:0 PCMU", "m=audio x RTP/AVP 0",
+    "a=inactive", "t=0 0", "s=-"]), max_size=12))
+def test_offer_shaped_input_fails_only_with_sdp_errors(lines: list[str]) -> None:
+    data = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n" + "".join(line + "\r\n" for line in lines)
+    try:
+        answer = answer_for_tone(data.encode(), "192.0.2.10", 1, 1)
+    except SdpError as error:
+        assert error.status in (400, 488)
+    else:
+        assert SessionDescription.parse(answer.to_bytes()) == answer.sdp

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from random import Random
-from typing import Iterable
+from typing import Any, Iterable
 
 import pytest
 from twisted.internet.task import Clock
 
-from b2bua.media.g711 import PCMA, PCMU
+from b2bua.media.g711 import PCMA, PCMU, G711Law
 from b2bua.media.ringback import RingbackSender
 from b2bua.media.rtp import RtpPacket
 from b2bua.media.tone import (FRAME_SAMPLES, TONES, RingbackTone, UnknownCountry,
@@ -42,13 +42,13 @@ class FakeDatagramTransport:
 REMOTE = ("192.0.2.7", 40000)
 
 
-def make_sender(country: str = "us", codec=PCMU, **options: object
+def make_sender(country: str = "us", codec: G711Law = PCMU, **options: Any
                 ) -> tuple[Clock, FakeDatagramTransport, RingbackSender]:
     clock = Clock()
     clock.advance(1000.123)  # an arbitrary epoch, so nothing relies on starting at 0
     transport = FakeDatagramTransport(clock)
     sender = RingbackSender(clock, codec, country, REMOTE, rng=Random(7), **options)
-    sender.makeConnection(transport)
+    sender.makeConnection(transport)  # type: ignore[arg-type]
     return clock, transport, sender
 
 
@@ -189,7 +189,7 @@ def test_held_offer_sends_only_after_latching() -> None:
     clock = Clock()
     transport = FakeDatagramTransport(clock)
     sender = RingbackSender(clock, PCMA, "de", None, hosts={"192.0.2.1"})
-    sender.makeConnection(transport)
+    sender.makeConnection(transport)  # type: ignore[arg-type]
     sender.start()
     clock.advance(0.02)
     assert transport.written == []

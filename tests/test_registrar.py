@@ -118,7 +118,8 @@ class Harness:
         return self.send(authorize(text, self.nonce, user, password), source)
 
     def bindings(self) -> list[Binding]:
-        return self.location.list_for_aor(AOR, self.clock.seconds())
+        rows: list[Binding] = self.location.list_for_aor(AOR, self.clock.seconds())
+        return rows
 
     def durable(self) -> list[Binding]:
         return self.store.bindings.list_for_aor(AOR, self.clock.seconds())
@@ -250,6 +251,15 @@ def test_logout_from_another_port_removes_the_device_by_token(h: Harness) -> Non
     assert h.kinds() == [BindingEventKind.ADDED, BindingEventKind.REMOVED]
 
 
+def test_two_removals_naming_one_device_remove_it_once(h: Harness) -> None:
+    h.register()
+    text = edit(cseq=3, Contact="<sip:1111@192.168.1.101:14501>, <sip:1111@10.1.1.1:5070>",
+                Expires="0")
+    assert h.register(text).status == 200
+    assert h.durable() == []
+    assert h.kinds() == [BindingEventKind.ADDED, BindingEventKind.REMOVED]
+
+
 def test_removal_of_an_unknown_contact_removes_nothing(h: Harness) -> None:
     h.register()
     text = edit(cseq=3, Contact="<sip:1111@192.168.1.101:15000>", Expires="0", X_MPUSH=None)
@@ -312,7 +322,7 @@ def test_contact_star_with_expires_zero_removes_everything(h: Harness) -> None:
     {"Contact": "*", "Expires": None},
     {"Contact": "*, <sip:1111@10.9.9.9>", "Expires": "0"},
 ])
-def test_contact_star_otherwise_is_400(h: Harness, headers: dict[str, str | None]) -> None:
+def test_contact_star_otherwise_is_400(h: Harness, headers: dict[str, Any]) -> None:
     h.register()
     response = h.register(edit(cseq=3, **headers))
     assert response.status == 400
@@ -454,9 +464,21 @@ def test_flow_is_kept_for_the_binding_and_forgotten_with_it(h: Harness) -> None:
     [binding] = h.durable()
     assert binding.source_transport == "TCP"
     assert h.registrar.flow_for(binding) is flow
-    assert h.registrar.flow_for(binding.id) is flow
+    assert binding.id is not None and h.registrar.flow_for(binding.id) is flow
     h.registrar.forget_flow(flow)
     assert h.registrar.flow_for(binding) is None
+
+
+def test_forgetting_a_flow_forgets_every_binding_on_it(h: Harness) -> None:
+    flow = Flow("a")
+    text = edit(Contact="<sip:1111@192.168.1.101:14501;transport=tcp>, "
+                        "<sip:1111@192.168.1.101:14502;transport=tcp>", X_MPUSH=None)
+    h.register(text, tcp(flow))
+    bindings = h.durable()
+    assert len(bindings) == 2
+    assert all(h.registrar.flow_for(b) is flow for b in bindings)
+    h.registrar.forget_flow(flow)
+    assert all(h.registrar.flow_for(b) is None for b in bindings)
 
 
 def test_closed_flow_is_not_offered(h: Harness) -> None:

@@ -17,7 +17,8 @@ from b2bua.media.tone import TONES, UnknownCountry, encoded_cadence, tone_for
 
 __all__ = [
     "CODECS", "PCMA", "PCMU", "G711Law", "PortAllocator", "PortsExhausted", "LegCounters",
-    "RelayState", "RelayStateError", "RtpRelay", "Side", "AnchoredCall", "anchor_call", "RingbackSender",
+    "RelayState", "RelayStateError", "RtpRelay", "Side", "AnchoredCall", "anchor_call",
+    "RingbackSender",
     "ringback_for_offer", "MediaError", "RtpError", "RtpPacket", "SymmetricPeer",
     "CodecChoice", "Direction", "NotAcceptable", "SdpError", "SessionDescription",
     "ToneAnswer", "answer_for_tone", "choose_codec", "offer_for_callee",

@@ -13,8 +13,8 @@ encoded once per cadence anyway (see ``tone.py``) and the relay never transcodes
 from __future__ import annotations
 
 from array import array
-from operator import itemgetter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Callable, Iterable
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Iterable
 
 Address = tuple[str, int]
+# What recvfrom hands a DatagramProtocol: IPv6 sockets add flow info and scope id.
+SourceAddress = tuple[str, int] | tuple[str, int, int, int]
 
 RTP_VERSION = 2
 _FIXED = struct.Struct("!BBHII")
@@ -173,7 +175,7 @@ class SymmetricPeer:
     def destination(self) -> Address | None:
         return self.latched or self.advertised
 
-    def accept(self, source: Address) -> bool:
+    def accept(self, source: SourceAddress) -> bool:
         """True if a packet from ``source`` belongs to this peer; latches on the first one."""
         if self.latched is not None:
             return source[0] == self.latched[0] and source[1] == self.latched[1]

@@ -162,11 +162,11 @@ class SessionDescription:
                 data = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise SdpError("SDP is not UTF-8") from None
-        raw = [line.rstrip("\r") for line in data.split("\n")]
-        while raw and not raw[-1]:
-            raw.pop()
         parsed: list[Line] = []
-        for text in raw:
+        for text in data.split("\n"):
+            text = text.rstrip("\r")
+            if not text:
+                continue  # blank lines (a trailing CRLF CRLF, mostly) carry nothing
             if len(text) < 2 or text[1] != "=" or not ("a" <= text[0] <= "z"):
                 raise SdpError("bad SDP line %r" % text[:40])
             parsed.append((text[0], text[2:]))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
+from hpack import NeverIndexedHeaderTuple
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -30,6 +31,7 @@ from b2bua.push.apns_connection import (
     ApnsConnection,
     ApnsResponse,
     Clock,
+    Header,
     ConnectionState,
     DelayedCall,
     StreamEndpoint,
@@ -109,9 +111,9 @@ class _Push:
     __slots__ = ("token", "path", "headers", "body", "deferred", "started", "attempts",
                  "deadline", "retry_call", "stream", "authorization", "refreshed", "done")
 
-    def __init__(self, token: str, headers: list[tuple[bytes, bytes]], body: bytes, now: float) -> None:
+    def __init__(self, token: str, headers: list[Header], body: bytes, now: float) -> None:
         self.token = token
-        self.path = ("/3/device/" + quote(token, safe="")).encode("ascii")
+        self.path = NeverIndexedHeaderTuple(b":path", ("/3/device/" + quote(token, safe="")).encode("ascii"))
         self.headers = headers
         self.body = body
         self.deferred: Deferred[PushOutcome] = Deferred()
@@ -242,7 +244,7 @@ class ApnsClient(Service):
         conn.flush()
 
     def _submit(self, conn: ApnsConnection, push: _Push) -> bool:
-        headers = self._base_headers + [(b":path", push.path)]
+        headers = self._base_headers + [push.path]
         if self._token is not None:
             push.authorization = self._token.authorization()
             headers.append((b"authorization", push.authorization.encode("ascii")))
@@ -415,18 +417,22 @@ class ApnsClient(Service):
         return PushOutcome(kind, reason)
 
 
+#: Values that differ on (nearly) every push are sent as HPACK literals that are not indexed:
+#: added to the dynamic table they would only evict what repeats (the JWT, the topic).
+_PER_PUSH = frozenset({"apns-collapse-id", "apns-id"})
 _UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]")
 _HEADER_NAME = re.compile(r"^[a-z0-9-]+$")
 
 
-def _encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]] | None:
+def _encode_headers(headers: dict[str, str]) -> list[Header] | None:
     """Lower-case names and checked values: h2 is told not to normalise them (speed)."""
     encoded = []
     for name, value in headers.items():
         name, value = name.lower(), value.strip()
         if not (_HEADER_NAME.match(name) and value.isprintable()):
             return None
-        encoded.append((name.encode("ascii"), value.encode("utf-8")))
+        pair = (name.encode("ascii"), value.encode("utf-8"))
+        encoded.append(NeverIndexedHeaderTuple(*pair) if name in _PER_PUSH else pair)
     return encoded
 
 

@@ -45,7 +45,15 @@ from b2bua.sip.digest import AuthStatus, DigestAuthenticator, FailureThrottle
 from b2bua.sip.errors import SipError
 from b2bua.sip.message import Request, Response, generate_tag, make_response
 from b2bua.sip.uri import SipUri
-from b2bua.store.bindings import Binding, BindingChange, merge_binding, normalise_aor
+from b2bua.store.bindings import (
+    Binding,
+    BindingChange,
+    BindingStore,
+    merge_binding,
+    normalise_aor,
+)
+from b2bua.store.users import UserStore
+from b2bua.store.writer import LocationService
 
 __all__ = ["Registrar", "RegisterRejected"]
 
@@ -67,12 +75,13 @@ class Registrar:
 
     log = Logger()
 
-    def __init__(self, users: Any, bindings: Any, auth: DigestAuthenticator,
-                 throttle: FailureThrottle | None, events: BindingEvents, clock: IReactorTime,
-                 domain: str, min_expires: int = 60, max_expires: int = 86400,
+    def __init__(self, users: UserStore, bindings: BindingStore | LocationService,
+                 auth: DigestAuthenticator, throttle: FailureThrottle | None,
+                 events: BindingEvents, clock: IReactorTime, domain: str,
+                 min_expires: int = 60, max_expires: int = 86400,
                  default_expires: int = 3600) -> None:
-        """``users`` is a ``UserStore``; ``bindings`` a ``BindingStore`` (writes
-        return at once) or a ``BindingWriter`` (writes return Deferreds)."""
+        """``bindings`` is a ``BindingStore`` (writes return at once) or a
+        ``BindingWriter`` (writes return Deferreds that fire when durable)."""
         self.users = users
         self.bindings = bindings
         self.auth = auth
@@ -85,6 +94,7 @@ class Registrar:
         self.default_expires = default_expires
         self._lookup_ha1 = users.ha1_lookup(auth.realm)
         self._flows: dict[int, tuple[object, float]] = {}  # binding id -> (flow, expires_at)
+        self._flow_ids: dict[object, set[int]] = {}  # flow -> binding ids, for forget_flow
         self._purger: LoopingCall | None = None
 
     # -- for the call layer and the transport ----------------------------------
@@ -100,14 +110,28 @@ class Registrar:
         if entry is None:
             return None
         if getattr(entry[0], "closed", False):
-            del self._flows[key]  # type: ignore[arg-type]
+            self.forget_flow(entry[0])
             return None
         return entry[0]
 
     def forget_flow(self, flow: object) -> None:
         """The transport lost this connection: stop offering it."""
-        for key in [k for k, (f, _) in self._flows.items() if f is flow]:
-            del self._flows[key]
+        for key in self._flow_ids.pop(flow, ()):
+            self._flows.pop(key, None)
+
+    def _set_flow(self, binding_id: int, flow: object, until: float) -> None:
+        self._drop_flow(binding_id)
+        self._flows[binding_id] = (flow, until)
+        self._flow_ids.setdefault(flow, set()).add(binding_id)
+
+    def _drop_flow(self, binding_id: int) -> None:
+        entry = self._flows.pop(binding_id, None)
+        if entry is not None:
+            ids = self._flow_ids.get(entry[0])
+            if ids is not None:
+                ids.discard(binding_id)
+                if not ids:
+                    del self._flow_ids[entry[0]]
 
     # -- the purge timer --------------------------------------------------------
 
@@ -129,7 +153,7 @@ class Registrar:
         """Delete the bindings whose time is up; fires with how many went."""
         now = self.clock.seconds()
         for key in [k for k, (_, until) in self._flows.items() if until <= now]:
-            del self._flows[key]
+            self._drop_flow(key)
 
         def done(count: int) -> int:
             if count:
@@ -178,11 +202,13 @@ class Registrar:
         incoming = [self._incoming(request, source, aor, user, c, now) for c in register.contacts]
         plan = self._plan(request, register, incoming, aor, now)
         ops: list[Any] = []
-        if register.star:
-            ops = [self._remove(old) for old in plan[0].bindings]
+        removed: set[int | None] = set()
+        for target in plan if register.star else ():
+            ops.extend(self._remove(old, removed) for old in target.bindings)
         for contact, binding, target in zip(register.contacts, incoming, plan):
             if contact.expires == 0:
-                ops.extend(self._remove(old) for old in target.bindings)
+                ops.extend(self._remove(old, removed) for old in target.bindings
+                           if old.id not in removed)
             else:
                 keep_push = not (register.null_push and contact.push is None)
                 ops.append(self._upsert(binding, target, keep_push, source))
@@ -215,7 +241,7 @@ class Registrar:
             return self._challenge(request, stale=False)
         if result.status is not AuthStatus.OK:
             if self.throttle is not None:
-                self.throttle.record_failure(ip, username)
+                self.throttle.record_failure(ip, result.username or username)
             self.log.info("REGISTER from {ip}: authentication as {user} failed ({why})",
                           ip=ip, user=username, why=result.reason)
             return self._challenge(request, stale=False)
@@ -286,8 +312,9 @@ class Registrar:
 
     # -- writing ------------------------------------------------------------------------
 
-    def _remove(self, old: Binding) -> Any:
-        return _then(self.bindings.remove_by_id(old.id),
+    def _remove(self, old: Binding, removed: set[int | None]) -> Any:
+        removed.add(old.id)
+        return _then(self.bindings.remove_by_id(_id(old)),
                      lambda _: _Outcome(BindingEventKind.REMOVED, old))
 
     def _upsert(self, incoming: Binding, target: _Target, keep_push: bool,
@@ -299,7 +326,7 @@ class Registrar:
         if target.replaced is None and same_uri and keep_push and not incoming.push_token:
             donor = same_uri[0]
             incoming = replace(incoming, **{name: getattr(donor, name) for name in _PUSH_FIELDS})
-        writes = [self.bindings.remove_by_id(b.id) for b in same_uri]
+        writes: list[Any] = [self.bindings.remove_by_id(_id(b)) for b in same_uri]
         writes.append(self.bindings.upsert_change(incoming, keep_push))
         old_flows = {b.id: self.flow_for(b) for b in target.bindings}
 
@@ -353,14 +380,14 @@ class Registrar:
     def _track_flow(self, outcome: _Outcome, source: Source) -> None:
         for gone in (outcome.previous, *outcome.dropped):
             if gone is not None and gone.id is not None and gone.id != outcome.binding.id:
-                self._flows.pop(gone.id, None)
+                self._drop_flow(gone.id)
         binding_id = outcome.binding.id
         if binding_id is None:
             return
         if outcome.kind is BindingEventKind.REMOVED or source.flow is None:
-            self._flows.pop(binding_id, None)
+            self._drop_flow(binding_id)
         else:
-            self._flows[binding_id] = (source.flow, outcome.binding.expires_at)
+            self._set_flow(binding_id, source.flow, outcome.binding.expires_at)
 
     def _write_failed(self, request: Request, failure: Failure) -> Response:
         self.log.failure("REGISTER {call_id}: binding write failed", failure,
@@ -421,6 +448,13 @@ def _quick_param(match: re.Match[str]) -> tuple[str, str]:
         if "\\" in value:
             value = re.sub(r"\\(.)", r"\1", value)
     return name, value
+
+
+def _id(binding: Binding) -> int:
+    """The id of a binding read from the store (they all have one)."""
+    if binding.id is None:
+        raise ValueError("binding %r was never stored" % binding.contact)
+    return binding.id
 
 
 def _call_id(request: Request) -> str | None:

@@ -154,6 +154,13 @@ class BindingWriter:
         self._flush()
         return done
 
+    def reload(self) -> Deferred[None]:
+        """Re-read the table after pending writes are durable (SIGHUP, after an
+        operator removed bindings with ``b2bua-admin bindings remove``)."""
+        done = self.flush()
+        done.addCallback(lambda _: self._load())
+        return done
+
     # -- internals ----------------------------------------------------------
 
     def _load(self) -> None:
