@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from b2bua.sip.addressing import Source
 from b2bua.sip.errors import SipError
 from b2bua.sip.message import Request, Response, generate_tag, make_response
+from b2bua.trunk_register import TrunkRegistration
 
 if TYPE_CHECKING:
     from b2bua.sip.transaction_layer import TransactionLayer
@@ -97,15 +98,21 @@ class SipCore:
             self.respond(tx, 405, extra=[("Allow", ALLOW)])
 
     def response_received(self, tx: Any, response: Response) -> None:
-        if self.calls is not None:
+        if isinstance(tx.context, TrunkRegistration):
+            tx.context.response_received(response)
+        elif self.calls is not None:
             self.calls.response_received(tx, response)
 
     def transaction_timeout(self, tx: Any) -> None:
-        if self.calls is not None:
+        if isinstance(tx.context, TrunkRegistration):
+            tx.context.timeout()
+        elif self.calls is not None:
             self.calls.transaction_timeout(tx)
 
     def transport_error(self, tx: Any) -> None:
-        if self.calls is not None:
+        if isinstance(tx.context, TrunkRegistration):
+            tx.context.transport_error()
+        elif self.calls is not None:
             self.calls.transport_error(tx)
 
     def ack_received(self, request: Request, source: Source) -> None:

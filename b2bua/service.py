@@ -36,6 +36,7 @@ from b2bua.sip.timers import Timers
 from b2bua.sip.transaction_layer import TransactionLayer
 from b2bua.store import Store
 from b2bua.store.writer import BindingWriter
+from b2bua.trunk_register import TrunkRegistration
 from b2bua.transport.endpoint import SipEndpoint
 from b2bua.transport.network import SipNetwork
 from b2bua.web import web_service
@@ -215,6 +216,11 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     if config.metrics.listen:
         web_service(root, config.metrics.listen, config.metrics.allow).setServiceParent(root)
     network.setServiceParent(root)
+    contact_for = _contact_factory(sent_by)
+    for trunk in config.trunks:
+        if trunk.register:
+            contact = contact_for(trunk.transport).replace("sip:b2bua@", f"sip:{trunk.username}@")
+            TrunkRegistration(trunk, layer, clock, reactor, contact).setServiceParent(root)
     return root
 
 

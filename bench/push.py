@@ -1,8 +1,9 @@
 """Pushes per second over one APNs connection, against the fake APNs on loopback.
 
 The fake runs in its own process (so the client's CPU is measured alone); the client sends
-`--count` pushes at once per run, `--runs` times, and the median run is reported with the
-client's CPU per push. With h2load installed (`apt-get install nghttp2-client`) the fake's
+`--count` pushes at once per run (each to its own device token, for its own call id, built
+by the notifier as the call layer does), `--runs` times, and the median run is reported
+with the client's CPU per push (payload building included). With h2load installed (`apt-get install nghttp2-client`) the fake's
 own ceiling is measured too, with the same requests, so the two figures can be compared.
 
     python bench/push.py [--count 5000] [--runs 5] [--max-streams 1000] [--json]
@@ -29,7 +30,14 @@ sys.path.insert(0, str(ROOT))
 from twisted.internet import defer  # noqa: E402
 from twisted.internet import reactor as _reactor  # noqa: E402
 
-from b2bua.push import ApnsTimings, CallFacts, apns_client_from_settings, build_voip_push  # noqa: E402
+from b2bua.push import (  # noqa: E402
+    ApnsNotifier,
+    ApnsTimings,
+    CallFacts,
+    PushTarget,
+    apns_client_from_settings,
+    build_voip_push,
+)
 from b2bua.push.jwt_token import ProviderToken  # noqa: E402
 from tests.fake_apns import FakePki, make_pki  # noqa: E402
 
@@ -64,12 +72,18 @@ def client_runs(pki: FakePki, port: int, fake_pid: int, count: int, runs: int,
         timings=ApnsTimings(push_timeout=60.0, max_streams=max_streams),
     )
     assert client is not None
-    headers, body = build_voip_push(FACTS, "com.mycompany.myapp")
-    yield defer.gatherResults([client.send(TOKEN, headers, body) for _ in range(200)])  # warm up
+    notifier = ApnsNotifier(client)
+
+    def one(n: int) -> Any:  # a distinct device and call each time, as in real traffic
+        facts = CallFacts("%08x-bench@10.0.0.1" % n, "1234", "John Smith", "9876")
+        return notifier.notify_incoming_call(PushTarget("i", "com.mycompany.myapp", "%064x" % n), facts)
+
+    yield defer.gatherResults([one(n) for n in range(200)])  # warm up
     results = []
-    for _ in range(runs):
+    for run in range(runs):
+        base = (run + 1) * 1_000_000
         cpu0, fake0, wall0 = time.process_time(), cpu_seconds(fake_pid), time.perf_counter()
-        outcomes = yield defer.gatherResults([client.send(TOKEN, headers, body) for _ in range(count)])
+        outcomes = yield defer.gatherResults([one(base + n) for n in range(count)])
         wall = time.perf_counter() - wall0
         cpu, fake_cpu = time.process_time() - cpu0, cpu_seconds(fake_pid) - fake0
         delivered = sum(1 for o in outcomes if o.delivered)

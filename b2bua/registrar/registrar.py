@@ -39,6 +39,7 @@ from b2bua.registrar.contacts import (
     uri_equal,
 )
 from b2bua.registrar.events import BindingEvent, BindingEventKind, BindingEvents
+from b2bua.registrar.flows import FlowTable
 from b2bua.registrar.push_token import UnsupportedPushProvider, short_token
 from b2bua.sip.addressing import Source
 from b2bua.sip.digest import AuthStatus, DigestAuthenticator, FailureThrottle
@@ -93,8 +94,7 @@ class Registrar:
         self.max_expires = max_expires
         self.default_expires = default_expires
         self._lookup_ha1 = users.ha1_lookup(auth.realm)
-        self._flows: dict[int, tuple[object, float]] = {}  # binding id -> (flow, expires_at)
-        self._flow_ids: dict[object, set[int]] = {}  # flow -> binding ids, for forget_flow
+        self.flows = FlowTable()
         self._purger: LoopingCall | None = None
 
     # -- for the call layer and the transport ----------------------------------
@@ -106,32 +106,11 @@ class Registrar:
     def flow_for(self, binding: Binding | int) -> object | None:
         """The live connection a binding registered over; None for UDP or a closed one."""
         key = binding if isinstance(binding, int) else binding.id
-        entry = self._flows.get(key) if key is not None else None
-        if entry is None:
-            return None
-        if getattr(entry[0], "closed", False):
-            self.forget_flow(entry[0])
-            return None
-        return entry[0]
+        return None if key is None else self.flows.get(key)
 
     def forget_flow(self, flow: object) -> None:
         """The transport lost this connection: stop offering it."""
-        for key in self._flow_ids.pop(flow, ()):
-            self._flows.pop(key, None)
-
-    def _set_flow(self, binding_id: int, flow: object, until: float) -> None:
-        self._drop_flow(binding_id)
-        self._flows[binding_id] = (flow, until)
-        self._flow_ids.setdefault(flow, set()).add(binding_id)
-
-    def _drop_flow(self, binding_id: int) -> None:
-        entry = self._flows.pop(binding_id, None)
-        if entry is not None:
-            ids = self._flow_ids.get(entry[0])
-            if ids is not None:
-                ids.discard(binding_id)
-                if not ids:
-                    del self._flow_ids[entry[0]]
+        self.flows.forget(flow)
 
     # -- the purge timer --------------------------------------------------------
 
@@ -152,8 +131,7 @@ class Registrar:
     def purge(self) -> Deferred[int]:
         """Delete the bindings whose time is up; fires with how many went."""
         now = self.clock.seconds()
-        for key in [k for k, (_, until) in self._flows.items() if until <= now]:
-            self._drop_flow(key)
+        self.flows.expire(now)
 
         def done(count: int) -> int:
             if count:
@@ -380,14 +358,14 @@ class Registrar:
     def _track_flow(self, outcome: _Outcome, source: Source) -> None:
         for gone in (outcome.previous, *outcome.dropped):
             if gone is not None and gone.id is not None and gone.id != outcome.binding.id:
-                self._drop_flow(gone.id)
+                self.flows.drop(gone.id)
         binding_id = outcome.binding.id
         if binding_id is None:
             return
         if outcome.kind is BindingEventKind.REMOVED or source.flow is None:
-            self._drop_flow(binding_id)
+            self.flows.drop(binding_id)
         else:
-            self._set_flow(binding_id, source.flow, outcome.binding.expires_at)
+            self.flows.set(binding_id, source.flow, outcome.binding.expires_at)
 
     def _write_failed(self, request: Request, failure: Failure) -> Response:
         self.log.failure("REGISTER {call_id}: binding write failed", failure,
