@@ -234,8 +234,8 @@ def memory(count: int) -> None:
           % (live, with_live / 2**20, with_live / max(live, 1)))
     print("  after the last RFC timer (40 s):    %d live, %+.1f KiB (cancelled timer"
           " objects the reactor has not dropped yet)" % (remaining, after / 2**10))
-    print("  after Timer C's time (240 s):       %d live, %+.1f KiB (the dicts' tables keep"
-          " their high-water size)" % (len(a.layer) + len(b.layer), later / 2**10))
+    print("  after Timer C's time (240 s):       %d live, %+.1f KiB"
+          % (len(a.layer) + len(b.layer), later / 2**10))
 
 
 def main() -> None:

@@ -438,6 +438,7 @@ class FakeApnsProtocol(Protocol):
             SettingCodes.INITIAL_WINDOW_SIZE: self.fake.initial_window_size,
         })
         self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(1 << 20)  # a 1 MiB connection window, as servers use
         self._flush()
 
     def dataReceived(self, data: bytes) -> None:

@@ -541,3 +541,28 @@ async def test_certificate_auth_with_an_untrusted_certificate_fails(
     outcome = await push(client)
     assert outcome.kind is OutcomeKind.TIMEOUT and "no connection to APNs" in outcome.reason
     assert fake.requests == []
+
+
+# -- the connection's state table ---------------------------------------------------------
+
+
+def test_every_state_survives_loss_and_abort() -> None:
+    from b2bua.push.apns_connection import _TRANSITIONS, ConnectionInput
+
+    for state in ConnectionState:
+        for event in (ConnectionInput.LOST, ConnectionInput.DEAD, ConnectionInput.CLOSE):
+            assert (state, event) in _TRANSITIONS, (state, event)
+        assert _TRANSITIONS[(state, ConnectionInput.LOST)][0] is ConnectionState.DISCONNECTED
+
+
+def test_a_missing_transition_is_an_error_not_a_silent_state() -> None:
+    from b2bua.push.apns_connection import ApnsConnection, ConnectionInput
+
+    class Owner:
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args: None
+
+    conn = ApnsConnection(Owner(), Clock())
+    with pytest.raises(RuntimeError, match="DRAINED"):
+        conn._handle(ConnectionInput.DRAINED, "")
+    assert conn.state is ConnectionState.CONNECTING

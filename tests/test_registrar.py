@@ -18,6 +18,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from b2bua.registrar.contacts import digest_credentials
 from b2bua.registrar.events import BindingEvent, BindingEventKind, BindingEvents
 from b2bua.registrar.registrar import Registrar
 from b2bua.sip.addressing import Source
@@ -716,3 +717,37 @@ def test_events_are_per_aor_and_survive_a_failing_subscriber(h: Harness) -> None
     subscription.cancel()
     h.register(edit(cseq=3))
     assert len(h.seen) == 2 and len(late) == 1
+
+
+# -- reading the request ------------------------------------------------------------------
+
+
+def test_credentials_for_our_realm_are_picked_among_several(h: Harness) -> None:
+    h.challenge()
+    assert h.nonce is not None
+    ours = authorize(EXAMPLE, h.nonce)
+    foreign = ('Digest realm="proxy.example.org", nonce="x", username="someone", '
+               'uri="sip:gw.mydomain.com", response="00"')
+    text = ours.replace("Authorization:", "Authorization: %s\r\nAuthorization:" % foreign, 1)
+    assert h.send(text).status == 200
+
+
+def test_digest_credentials_reads_quoted_and_escaped_values() -> None:
+    request = parse_message(edit(Authorization='Digest  username="a\\"b", realm="r", nonce=n')
+                            .encode())
+    assert isinstance(request, Request)
+    assert digest_credentials(request, "r") == (request.headers.get("Authorization"), 'a"b')
+    assert digest_credentials(request, "other") is not None  # the first Digest one
+    basic = parse_message(edit(Authorization="Basic dXNlcjpwYXNz").encode())
+    assert isinstance(basic, Request) and digest_credentials(basic, "r") is None
+
+
+def test_q_and_reg_id_are_listed(h: Harness) -> None:
+    contact = ('<sip:1111@192.168.1.101:14501>;q=0.5;reg-id=1;'
+               '+sip.instance="<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"')
+    response = h.register(edit(Contact=contact))
+    assert contacts_of(response) == [
+        '<sip:1111@192.168.1.101:14501>;expires=3600;q=0.5;'
+        '+sip.instance="<urn:uuid:00000000-0000-1000-8000-000A95A0E128>";reg-id=1']
+    [binding] = h.durable()
+    assert (binding.q, binding.reg_id) == (0.5, 1)

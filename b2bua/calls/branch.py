@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from b2bua.calls.targets import Destination
 from b2bua.sip.dialog import Dialog
-from b2bua.sip.digest import build_authorization, choose_challenge
+from b2bua.sip.digest import MalformedCredentials, build_authorization, choose_challenge
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Headers, Request, Response, generate_call_id, generate_tag
 from b2bua.sip.uri import parse_uri
@@ -41,7 +41,8 @@ class Branch:
     """The UAC side of one target."""
 
     __slots__ = ("dest", "request", "tx", "dialog", "state", "status", "call_id", "from_tag",
-                 "cseq", "timer_c", "auth_tried", "trunk", "died", "created_at", "cancel_at_once")
+                 "cseq", "timer_c", "auth_tried", "trunk", "died", "created_at", "cancel_at_once",
+                 "final", "timed_out")
 
     def __init__(self, dest: Destination, trunk: str | None = None) -> None:
         self.dest = dest
@@ -61,6 +62,10 @@ class Branch:
         self.created_at = 0.0
         self.cancel_at_once = False
         """A missed-call INVITE: CANCEL it as soon as it is sent (iOS wake rule)."""
+        self.final: Response | None = None
+        """The final response that ended the branch (its reason and headers may be relayed)."""
+        self.timed_out = False
+        """Timer C cancelled it: its 487 counts as 408 (§16.8)."""
 
     @property
     def active(self) -> bool:
@@ -99,11 +104,14 @@ class Branch:
         challenge = choose_challenge(response.headers.get_all(name))
         if challenge is None:
             return None
+        uri = str(self.request.uri)
+        try:
+            value = build_authorization(challenge, "INVITE", uri, credentials.username,
+                                        credentials.password, secrets.token_hex(8))
+        except MalformedCredentials:
+            return None     # a challenge we cannot answer: the 401/407 stands
         self.auth_tried = True
         self.cseq += 1
-        uri = str(self.request.uri)
-        value = build_authorization(challenge, "INVITE", uri, credentials.username,
-                                    credentials.password, secrets.token_hex(8))
         headers = self.request.headers.copy()
         headers.remove("Via")
         headers.set("CSeq", f"{self.cseq} INVITE")

@@ -1,23 +1,28 @@
 """A call: the A-leg we answer, the B-leg branches we fork, and what joins them.
 
-The Call is driven by the CallTable, which finds it for every message and
-timer.  It relays provisional and final responses from the branches to the
+The Call is driven by the CallTable, which finds it for every message, and by
+its own timers (ring timeout, Timer C per branch, maximum duration, the ACK
+wait).  It relays provisional and final responses from the branches to the
 caller, picks the winner (first 2xx; otherwise RFC 3261 §16.7), and once
-answered relays in-dialog requests between the two dialogs.  The push
-wake-up part (waiting for a woken phone to register) is in ``wakeup.py``.
+answered hands in-dialog traffic to its ``DialogRelay``.  The push wake-up
+part (waiting for a woken phone to register) is in ``wakeup.py``.
+
+Every step runs through :meth:`Call.run`: an exception ends this call with a
+500 (or a BYE to both legs once answered) and a log line, nothing else.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.logger import Logger
 
 from b2bua.calls.best_response import best_final
 from b2bua.calls.branch import Branch, BranchState
 from b2bua.calls.context import CallServices
+from b2bua.calls.relay import DialogRelay, copy_headers
 from b2bua.calls.state import FINAL_STATES, CallInput, CallState, next_state
-from b2bua.calls.targets import Destination
+from b2bua.calls.targets import Destination, redirect_targets, resolve_uri
 from b2bua.sip.addressing import Source
 from b2bua.sip.dialog import Dialog, DialogState
 from b2bua.sip.message import Request, Response, generate_tag, make_response
@@ -25,9 +30,8 @@ from b2bua.sip.message import Request, Response, generate_tag, make_response
 if TYPE_CHECKING:
     from b2bua.calls.wakeup import WakeUp
 
-# Headers of a provisional/final response that the caller should see.
-RESPONSE_HEADERS = ("Content-Type", "Content-Disposition", "Allow", "Supported", "Accept",
-                    "Warning", "Retry-After", "Reason", "Unsupported")
+# A challenge of a callee we hold no credentials for means nothing to the caller.
+_UNANSWERED_CHALLENGE = {401: 403, 407: 403}
 
 
 class Call:
@@ -58,11 +62,15 @@ class Call:
         self.answered_at: float | None = None
         self.ended_at: float | None = None
         self.final_status: int | None = None
+        self.final_reason: str | None = None
         self.ended_by: str | None = None
-        self.relays: dict[Any, Any] = {}          # client tx -> (server tx, leg)
-        self.pending_acks: dict[str, tuple[int, Any]] = {}  # leg -> (cseq, client tx)
-        self.on_finished: list[Any] = []
+        self.relay = DialogRelay(self)
+        self.a_acked = False
+        self.redirects = 0                         # 3xx targets added so far
+        self.on_finished: list[Callable[[Call], object]] = []
+        self.on_branch: list[Callable[[Call, Branch], object]] = []
         self.fallback: Any = None                  # what to try when the wake-up wait ends
+        self._busy = 0                             # forking or resolving: don't conclude yet
         self._timers: dict[str, Any] = {}
         self._start_timer("ring", services.settings.ring_timeout, self._ring_timeout)
 
@@ -77,7 +85,35 @@ class Call:
     def __repr__(self) -> str:
         return f"<Call {self.call_id} {self.state.value}>"
 
-    # -- state ---------------------------------------------------------------
+    # -- running steps safely ---------------------------------------------------------
+
+    def run(self, step: Callable[..., Any], *args: Any) -> None:
+        """Run one step of this call; an exception ends this call only."""
+        try:
+            step(*args)
+        except Exception:
+            self.log.failure("call {call_id}: internal error", call_id=self.call_id)
+            self.crashed()
+
+    def crashed(self) -> None:
+        """End the call after our own bug: 500 to the caller, or BYE both legs."""
+        try:
+            if self.state in (CallState.ROUTING, CallState.PROCEEDING):
+                self.fail(500, "Server Internal Error", by="error")
+            elif self.state is CallState.ANSWERED:
+                self.hangup("error")
+        except Exception:
+            self.log.failure("call {call_id}: cleanup failed", call_id=self.call_id)
+        if not self.finished:           # the cleanup itself broke: end it by force
+            self.state = CallState.FAILED if self.answered is None else CallState.ENDED
+            self.ended_by = self.ended_by or "error"
+            self.final_status = self.final_status or 500
+            try:
+                self._finish()
+            except Exception:
+                self.log.failure("call {call_id}: finishing failed", call_id=self.call_id)
+
+    # -- state ---------------------------------------------------------------------------
 
     def _move(self, event: CallInput) -> None:
         old = self.state
@@ -92,12 +128,15 @@ class Call:
         self.ended_at = self.services.clock.seconds()
         for name in list(self._timers):
             self._stop_timer(name)
+        for branch in self.branches:
+            if not branch.active:
+                self._stop_branch_timer(branch)
         if self.wakeup is not None and not self.wakeup.keeps_call_alive_after_end:
             self.wakeup.stop()
         for callback in self.on_finished:
             callback(self)
 
-    def _start_timer(self, name: str, delay: float, action: Any) -> None:
+    def _start_timer(self, name: str, delay: float, action: Callable[[], None]) -> None:
         self._stop_timer(name)
         if delay and delay > 0:
             self._timers[name] = self.services.clock.callLater(delay, self._fire, name, action)
@@ -107,11 +146,11 @@ class Call:
         if timer is not None and timer.active():
             timer.cancel()
 
-    def _fire(self, name: str, action: Any) -> None:
+    def _fire(self, name: str, action: Callable[[], None]) -> None:
         self._timers.pop(name, None)
-        action()
+        self.run(action)
 
-    # -- A-leg answers ------------------------------------------------------------
+    # -- A-leg answers ------------------------------------------------------------------
 
     def respond_a(self, status: int, reason: str | None = None, *, body: bytes = b"",
                   headers: list[tuple[str, str]] | None = None) -> Response:
@@ -127,6 +166,8 @@ class Call:
             self.a_dialog = Dialog.uas(self.a_request, response)
         if self.a_dialog is not None:
             self.a_dialog.response_sent(response)
+        if status >= 200:
+            self.final_status, self.final_reason = status, response.reason
         self.services.layer.send_response(self.a_tx, response)
         return response
 
@@ -137,54 +178,73 @@ class Call:
         self.ringing_sent = True
         self.respond_a(180, "Ringing")
 
-    def fail(self, status: int, reason: str | None = None, by: str = "b2bua") -> None:
+    def fail(self, status: int, reason: str | None = None, by: str = "b2bua",
+             headers: list[tuple[str, str]] | None = None) -> None:
         """Give the caller a final error and end the call."""
         if self.state not in (CallState.ROUTING, CallState.PROCEEDING):
             return
-        self.final_status = status
         self.ended_by = by
+        self.pending.clear()
         self._cancel_branches()
-        self.respond_a(status, reason)
+        self.respond_a(status, reason, headers=headers)
         self._move(CallInput.FAIL)
 
-    # -- routing results ---------------------------------------------------------
+    # -- routing results --------------------------------------------------------------
 
     def routed(self, destinations: list[Destination], *, parallel: bool = True,
-               route: str = "") -> None:
+               route: str = "", trunk: str | None = None) -> None:
         """Start branches to ``destinations`` (all at once, or one after another)."""
         if self.finished:
             return
         self.route_text = self.route_text or route
         if self.state is CallState.ROUTING:
             self._move(CallInput.ROUTED)
-        if parallel:
-            for dest in destinations:
-                self.fork(dest)
-        else:
-            self.pending.extend(destinations)
-            self._next_serial()
+        self._busy += 1
+        try:
+            if parallel:
+                for dest in destinations:
+                    if self.state is not CallState.PROCEEDING:
+                        break
+                    self.fork(dest, trunk=trunk)
+            else:
+                self.pending.extend(destinations)
+                self._next_serial(trunk)
+        finally:
+            self._busy -= 1
+        self.check_done()
 
-    def _next_serial(self) -> None:
+    def _next_serial(self, trunk: str | None = None) -> None:
         if self.pending and not any(b.active for b in self.branches):
-            self.fork(self.pending.pop(0))
+            self.fork(self.pending.pop(0), trunk=trunk)
 
     def fork(self, dest: Destination, *, cancel_at_once: bool = False,
-             trunk: str | None = None) -> Branch:
-        """Send one more INVITE branch to ``dest``."""
+             trunk: str | None = None) -> Branch | None:
+        """Send one more INVITE branch to ``dest`` (None once the call is over).
+
+        A finished call still forks a missed-call INVITE (``cancel_at_once``).
+        """
+        if self.state is not CallState.PROCEEDING and not cancel_at_once:
+            return None
         settings = self.services.settings
         branch = Branch(dest, trunk=trunk)
         branch.cancel_at_once = cancel_at_once
         branch.created_at = self.services.clock.seconds()
         contact = self.services.contact_for(dest.transport)
         max_forwards = min(settings.max_forwards, (self.a_request.max_forwards or 70) - 1)
-        to_uri = self.callee_aor(dest)
-        request = branch.build_invite(self.a_request, contact, max_forwards,
-                                      settings.pass_identity, to_uri)
+        request = branch.build_invite(self.a_request, contact, max(max_forwards, 0),
+                                      settings.pass_identity and self.trunk is not None,
+                                      self.callee_aor(dest))
         self.branches.append(branch)
+        for callback in self.on_branch:
+            callback(self, branch)
         self.log.info("call {call_id}: INVITE {b_call_id} to {target} via {transport} {address}",
                       call_id=self.call_id, b_call_id=branch.call_id, target=dest.request_uri,
                       transport=dest.transport, address=dest.address)
-        self._send_branch_invite(branch, request)
+        self._busy += 1
+        try:
+            self._send_branch_invite(branch, request)
+        finally:
+            self._busy -= 1
         return branch
 
     def callee_aor(self, dest: Destination) -> str | None:
@@ -192,6 +252,7 @@ class Call:
 
     def _send_branch_invite(self, branch: Branch, request: Request) -> None:
         dest = branch.dest
+        branch.state = BranchState.CALLING
         branch.tx = self.services.layer.send_request(
             request, dest.address, dest.transport, dest.flow, context=(self, branch))
         if branch.state is BranchState.FAILED:
@@ -201,17 +262,23 @@ class Call:
             self.cancel_branch(branch)
 
     def _start_branch_timer_c(self, branch: Branch) -> None:
-        if branch.timer_c is not None and branch.timer_c.active():
-            branch.timer_c.cancel()
+        self._stop_branch_timer(branch)
         delay = self.services.settings.timer_c
-        branch.timer_c = self.services.clock.callLater(delay, self._timer_c, branch)
+        if delay and delay > 0:
+            branch.timer_c = self.services.clock.callLater(delay, self.run, self._timer_c, branch)
 
     def _timer_c(self, branch: Branch) -> None:
+        """§16.8: CANCEL a branch that rang too long; it counts as 408, not 487."""
         branch.timer_c = None
-        if branch.active:
-            self.log.info("call {call_id}: Timer C fired for {b}", call_id=self.call_id,
-                          b=branch.call_id)
-            self.cancel_branch(branch)
+        if branch.state not in (BranchState.CALLING, BranchState.PROCEEDING):
+            return
+        self.log.info("call {call_id}: Timer C fired for {b}", call_id=self.call_id,
+                      b=branch.call_id)
+        silent = branch.state is BranchState.CALLING
+        branch.timed_out = True
+        self.cancel_branch(branch)
+        if silent:  # nothing heard at all: as if a 408 had come
+            self._branch_ended(branch, 408, died=True)
 
     def cancel_branch(self, branch: Branch) -> None:
         if branch.state in (BranchState.CALLING, BranchState.PROCEEDING) and branch.tx is not None:
@@ -236,7 +303,7 @@ class Call:
             if branch is not keep:
                 self.cancel_branch(branch)
 
-    # -- B-leg responses -----------------------------------------------------------
+    # -- B-leg responses --------------------------------------------------------------
 
     def branch_response(self, branch: Branch, response: Response) -> None:
         status = response.status
@@ -252,38 +319,41 @@ class Call:
             branch.state = BranchState.PROCEEDING
         if response.status == 100:
             return
-        self._start_branch_timer_c(branch)
+        if branch.state is BranchState.PROCEEDING:
+            self._start_branch_timer_c(branch)
         if branch.dialog is None and response.to.tag and branch.request is not None:
             branch.dialog = Dialog.uac(branch.request, response)
-        if self.state is not CallState.PROCEEDING or branch.state is BranchState.CANCELLING:
+        if self.state is not CallState.PROCEEDING or branch.state is not BranchState.PROCEEDING:
             return
         if response.body or not self.ringing_sent or response.status != 180:
             self.ringing_sent = self.ringing_sent or response.status == 180
             self.respond_a(response.status, response.reason, body=response.body,
-                           headers=_copy_headers(response))
+                           headers=copy_headers(response))
 
     def _branch_success(self, branch: Branch, response: Response) -> None:
         if branch.request is None:
             return
-        if branch.dialog is None or branch.dialog.id.remote_tag != response.to.tag:
+        tag = response.to.tag
+        if branch.state is BranchState.ANSWERED:
+            if branch.dialog is not None and branch.dialog.id.remote_tag == tag:
+                self._resend_ack(branch)  # a retransmitted 2xx
+            else:  # a second answer to the same INVITE, forked further on
+                self._ack_and_bye(branch, Dialog.uac(branch.request, response), response)
+            return
+        if branch.dialog is None or branch.dialog.id.remote_tag != tag:
             branch.dialog = Dialog.uac(branch.request, response)
         else:
             branch.dialog.response_received(response)
-        if branch.state is BranchState.ANSWERED:
-            self._resend_ack(branch)  # a retransmitted 2xx
-            return
-        if self.answered is not None or self.state is not CallState.PROCEEDING:
-            # A second answer, or one after the caller gave up: ACK it and hang up.
-            branch.state = BranchState.ANSWERED
-            self._ack_branch(branch, b"", None)
-            self._bye_branch(branch)
-            return
+        self._stop_branch_timer(branch)
         branch.state = BranchState.ANSWERED
         branch.status = response.status
-        self._stop_branch_timer(branch)
+        if self.answered is not None or self.state is not CallState.PROCEEDING:
+            # A second answer, or one after the caller gave up: ACK it and hang up.
+            self._ack_and_bye(branch, branch.dialog, response)
+            return
+        branch.final = response
         self.answered = branch
         self.answered_at = self.services.clock.seconds()
-        self.final_status = response.status
         self.log.info("call {call_id}: answered by {target}", call_id=self.call_id,
                       target=branch.dest.request_uri)
         self._cancel_branches(keep=branch)
@@ -291,7 +361,7 @@ class Call:
         if self.wakeup is not None:
             self.wakeup.answered(branch)
         self.respond_a(response.status, response.reason, body=response.body,
-                       headers=_copy_headers(response))
+                       headers=copy_headers(response))
         self._move(CallInput.ANSWER)
         self._stop_timer("ring")
         self._start_timer("max_duration", self.services.settings.max_duration,
@@ -299,13 +369,69 @@ class Call:
         self._start_timer("ack", self.services.settings.ack_timeout, self._no_ack)
 
     def _branch_failure(self, branch: Branch, response: Response) -> None:
-        if response.status in (401, 407) and branch.trunk is not None:
-            credentials = self.services.trunk_credentials.get(branch.trunk)
-            retry = credentials and branch.authenticated_retry(response, credentials)
-            if retry:
-                self._send_branch_invite(branch, retry)
-                return
-        self._branch_ended(branch, response.status)
+        if branch.state is BranchState.FAILED:
+            return
+        status = response.status
+        if status in (401, 407) and self._answer_challenge(branch, response):
+            return
+        if 300 <= status < 400 and self._recurse(branch, response):
+            branch.final = response
+            self._branch_ended(branch, status)
+            return
+        branch.final = response
+        if status == 487 and branch.timed_out:
+            status = 408
+        self._branch_ended(branch, status)
+
+    def _answer_challenge(self, branch: Branch, response: Response) -> bool:
+        """A trunk's 401/407 answered once with its credentials; True if retried."""
+        if branch.trunk is None or self.state is not CallState.PROCEEDING:
+            return False
+        if branch.state not in (BranchState.CALLING, BranchState.PROCEEDING):
+            return False  # being cancelled: let the challenge end it
+        credentials = self.services.trunk_credentials.get(branch.trunk)
+        retry = branch.authenticated_retry(response, credentials) if credentials else None
+        if retry is None:
+            return False
+        self.log.info("call {call_id}: answering the {status} of trunk {trunk}",
+                      call_id=self.call_id, status=response.status, trunk=branch.trunk)
+        branch.dialog = None
+        self._send_branch_invite(branch, retry)
+        return True
+
+    def _recurse(self, branch: Branch, response: Response) -> bool:
+        """Try a 3xx's Contacts ourselves when allowed (``recurse_redirects``).
+
+        Off by default: a redirect names a destination no router chose, so
+        following it could send a call (and its cost) anywhere.
+        """
+        settings = self.services.settings
+        if not settings.recurse_redirects or self.state is not CallState.PROCEEDING:
+            return False
+        tried = {b.dest.request_uri for b in self.branches}
+        uris = redirect_targets(response.contacts, tried, settings.max_redirects - self.redirects)
+        if not uris:
+            return False
+        self.redirects += len(uris)
+        self.log.info("call {call_id}: {status} from {target}; trying {uris}",
+                      call_id=self.call_id, status=response.status,
+                      target=branch.dest.request_uri, uris=" ".join(uris))
+        for uri in uris:
+            self._busy += 1
+            d = resolve_uri(uri, self.services.reactor)
+            d.addCallback(lambda dest: self.run(self._redirected_to, dest))
+            d.addErrback(lambda failure: self.log.info(
+                "call {call_id}: cannot reach a redirect target: {error}",
+                call_id=self.call_id, error=failure.getErrorMessage()))
+            d.addBoth(lambda _: self.run(self._resolved))
+        return True
+
+    def _redirected_to(self, dest: Destination) -> None:
+        self.fork(dest)
+
+    def _resolved(self) -> None:
+        self._busy -= 1
+        self.check_done()
 
     def _branch_ended(self, branch: Branch, status: int, died: bool = False) -> None:
         if branch.state is BranchState.FAILED:
@@ -315,11 +441,10 @@ class Call:
         branch.died = died
         self._stop_branch_timer(branch)
         if status >= 600 and self.state is CallState.PROCEEDING:
-            self._cancel_branches()
             self.pending.clear()
-            self.fail(status, by="callee")
+            self._fail_with(branch, status)
             return
-        self._next_serial()
+        self._next_serial(branch.trunk)
         self.check_done()
 
     def _stop_branch_timer(self, branch: Branch) -> None:
@@ -335,29 +460,43 @@ class Call:
 
     def check_done(self) -> None:
         """Answer the caller once no branch, serial target or wake-up is left."""
-        if self.state is not CallState.PROCEEDING:
+        if self.state is not CallState.PROCEEDING or self._busy:
             return
         if any(b.active for b in self.branches) or self.pending:
             return
         if self.wakeup is not None and self.wakeup.waiting:
             return
-        status = best_final(b.status or 408 for b in self.branches)
         if not self.branches:
-            status = 480
-        self.fail(status, by="callee")
+            self.fail(480, "Temporarily Unavailable", by="callee")
+            return
+        status = best_final(_UNANSWERED_CHALLENGE.get(b.status or 408, b.status or 408)
+                            for b in self.branches)
+        chosen = next((b for b in reversed(self.branches)
+                       if _UNANSWERED_CHALLENGE.get(b.status or 408, b.status) == status), None)
+        self._fail_with(chosen, status)
+
+    def _fail_with(self, branch: Branch | None, status: int) -> None:
+        """The caller's final error, carrying the branch response's reason and headers."""
+        final = branch.final if branch is not None else None
+        if final is None or final.status != status:
+            self.fail(status, by="callee")
+            return
+        headers = copy_headers(final)
+        if 300 <= status < 400 or status == 485:
+            headers += [("Contact", value) for value in final.headers.lines("Contact")]
+        self.fail(status, final.reason, by="callee", headers=headers)
 
     def _ring_timeout(self) -> None:
-        if self.state is CallState.PROCEEDING or self.state is CallState.ROUTING:
+        if self.state in (CallState.PROCEEDING, CallState.ROUTING):
             self.log.info("call {call_id}: ring timeout", call_id=self.call_id)
             self.fail(480, "No Answer", by="timeout")
 
-    # -- caller actions --------------------------------------------------------------
+    # -- caller actions ---------------------------------------------------------------
 
     def caller_cancelled(self) -> None:
         """CANCEL from the caller (the layer already answered it 200)."""
         if self.state not in (CallState.ROUTING, CallState.PROCEEDING):
             return
-        self.final_status = 487
         self.ended_by = "caller"
         self._cancel_branches()
         self.pending.clear()
@@ -366,21 +505,39 @@ class Call:
             self.wakeup.caller_cancelled()
         self._move(CallInput.CANCEL)
 
+    def a_leg_failed(self, status: int) -> None:
+        """The A-leg INVITE transaction ended without us: 408 (the layer's Timer C
+        answered, or Timer L found no ACK) or 503 (the caller is unreachable)."""
+        if self.state in (CallState.ROUTING, CallState.PROCEEDING):
+            self.ended_by = "timeout" if status == 408 else "caller"
+            self.pending.clear()
+            self._cancel_branches()
+            self.final_status = status
+            self.final_reason = "Request Timeout" if status == 408 else "Caller Unreachable"
+            self._move(CallInput.FAIL)
+        elif self.state is CallState.ANSWERED and not self.a_acked:
+            self.hangup("no-ack" if status == 408 else "caller")
+
     def a_ack(self, ack: Request) -> None:
         """The caller's ACK for our 2xx (initial or a re-INVITE's)."""
-        self._stop_timer("ack")
         if self.answered is None:
             return
         if ack.cseq.number == self.a_request.cseq.number:
-            self._ack_branch(self.answered, ack.body, ack.content_type)
+            self._stop_timer("ack")
+            if not self.a_acked:  # retransmissions are answered by the layer
+                self.a_acked = True
+                self._ack_branch(self.answered, ack.body, ack.content_type)
         else:
-            self._relay_ack("a", ack)
+            self.relay.ack("a", ack)
+
+    def b_ack(self, ack: Request) -> None:
+        self.relay.ack("b", ack)
 
     def _no_ack(self) -> None:
         self.log.warn("call {call_id}: no ACK from the caller; hanging up", call_id=self.call_id)
         self.hangup("no-ack")
 
-    # -- ACK and BYE towards the B-leg ---------------------------------------------------
+    # -- ACK and BYE towards the B-leg ------------------------------------------------------
 
     def _ack_branch(self, branch: Branch, body: bytes, content_type: str | None) -> None:
         if branch.dialog is None or branch.request is None:
@@ -396,33 +553,77 @@ class Call:
             ack.headers.remove("Via")
             self.services.layer.send_ack(ack, dest.address, dest.transport, dest.flow)
 
+    def _ack_and_bye(self, branch: Branch, dialog: Dialog, response: Response) -> None:
+        """ACK a 2xx nobody will take (§13.2.2.4), then BYE its dialog.
+
+        A 2xx carrying an offer (we sent none) gets an answer refusing every stream.
+        """
+        body, content_type = b"", None
+        if response.body and branch.request is not None and not branch.request.body:
+            body, content_type = refusing_answer(response.body), "application/sdp"
+        dest = branch.dest
+        ack = dialog.create_ack(response.cseq.number, body=body, content_type=content_type)
+        self.services.layer.send_ack(ack, dest.address, dest.transport, dest.flow, tx=branch.tx)
+        bye = dialog.create_request("BYE")
+        dialog.terminate()
+        self.services.layer.send_request(bye, dest.address, dest.transport, dest.flow,
+                                         context=(self, "bye"))
+
     def _bye_branch(self, branch: Branch) -> None:
-        if branch.dialog is None:
+        if branch.dialog is None or branch.dialog.state is DialogState.TERMINATED:
             return
         bye = branch.dialog.create_request("BYE")
+        branch.dialog.terminate()
         dest = branch.dest
         self.services.layer.send_request(bye, dest.address, dest.transport, dest.flow,
                                          context=(self, "bye"))
 
     def _bye_a(self) -> None:
-        if self.a_dialog is None:
+        if self.a_dialog is None or self.a_dialog.state is DialogState.TERMINATED:
             return
         bye = self.a_dialog.create_request("BYE")
+        self.a_dialog.terminate()
         src = self.a_source
         self.services.layer.send_request(bye, src.address, src.transport, src.flow,
                                          context=(self, "bye"))
 
     def hangup(self, reason: str) -> None:
-        """End an answered call from our side (timers): BYE both legs."""
+        """End an answered call from our side (timers, errors): BYE both legs."""
         if self.state is not CallState.ANSWERED:
             return
         self.ended_by = reason
-        self._bye_a()
-        if self.answered is not None:
-            self._bye_branch(self.answered)
+        self.log.info("call {call_id}: hanging up ({reason})", call_id=self.call_id,
+                      reason=reason)
+        try:
+            self._bye_a()
+            if self.answered is not None:
+                if not self.a_acked and self.answered.final is not None:
+                    # The caller never ACKed: the callee's 2xx still needs its ACK.
+                    self.a_acked = True
+                    self._ack_and_bye(self.answered, self.answered.dialog,
+                                      self.answered.final)
+                else:
+                    self._bye_branch(self.answered)
+        finally:
+            self._move(CallInput.HANGUP)
+
+    def hung_up_by(self, leg: str) -> None:
+        """A BYE from ``leg`` (already answered 200): BYE the other leg, end the call."""
+        self.ended_by = "caller" if leg == "a" else "callee"
+        self.log.info("call {call_id}: BYE from the {who}", call_id=self.call_id,
+                      who=self.ended_by)
+        if leg == "a":
+            if self.a_dialog is not None:
+                self.a_dialog.terminate()
+            if self.answered is not None:
+                self._bye_branch(self.answered)
+        else:
+            if self.answered is not None and self.answered.dialog is not None:
+                self.answered.dialog.terminate()
+            self._bye_a()
         self._move(CallInput.HANGUP)
 
-    # -- in-dialog requests --------------------------------------------------------------
+    # -- in-dialog requests ---------------------------------------------------------------
 
     def leg_of(self, request: Request) -> str | None:
         """"a" or "b" when ``request`` belongs to one of this call's dialogs."""
@@ -435,102 +636,28 @@ class Call:
         return None
 
     def in_dialog_request(self, tx: Any, request: Request, leg: str) -> None:
-        """A request inside an answered call: answer BYE ourselves, relay the rest."""
-        layer = self.services.layer
-        dialog = self.a_dialog if leg == "a" else (self.answered.dialog if self.answered else None)
-        if dialog is None or self.state is not CallState.ANSWERED:
-            layer.send_response(tx, make_response(request, 481, to_tag=None))
-            return
-        dialog.request_received(request)
-        if request.method == "BYE":
-            layer.send_response(tx, make_response(request, 200, extra=[
-                ("Server", self.services.settings.server_header)]))
-            self.ended_by = "caller" if leg == "a" else "callee"
-            self.log.info("call {call_id}: BYE from the {who}", call_id=self.call_id,
-                          who=self.ended_by)
-            if leg == "a" and self.answered is not None:
-                self._bye_branch(self.answered)
-            else:
-                self._bye_a()
-            self._move(CallInput.HANGUP)
-            return
-        if request.method == "INVITE" and any(v[1] == request.method for v in self.relays.values()):
-            layer.send_response(tx, make_response(request, 491, extra=[
+        """A request inside the call: relayed once answered, 481 before."""
+        if self.state is not CallState.ANSWERED:
+            self.services.layer.send_response(tx, make_response(request, 481, extra=[
                 ("Server", self.services.settings.server_header)]))
             return
-        self._relay_request(tx, request, leg)
-
-    def _relay_request(self, tx: Any, request: Request, leg: str) -> None:
-        other_dialog, dest = self._other_side(leg)
-        if other_dialog is None:
-            return
-        extra = [(name, value) for name in RESPONSE_HEADERS + ("Event", "Refer-To", "Referred-By",
-                                                               "Subscription-State", "Info-Package")
-                 if name not in ("Content-Type",) for value in request.headers.lines(name)]
-        out = other_dialog.create_request(request.method, body=request.body,
-                                          content_type=request.content_type, extra=extra)
-        client = self.services.layer.send_request(out, dest[0], dest[1], dest[2],
-                                                  context=(self, "relay"))
-        self.relays[client] = (tx, request.method, leg, out.cseq.number)
-
-    def _other_side(self, leg: str) -> tuple[Dialog | None, tuple[Any, str, Any]]:
-        if leg == "a":
-            branch = self.answered
-            assert branch is not None
-            return branch.dialog, (branch.dest.address, branch.dest.transport, branch.dest.flow)
-        src = self.a_source
-        return self.a_dialog, (src.address, src.transport, src.flow)
+        self.relay.request(tx, request, leg)
 
     def relay_response(self, client_tx: Any, response: Response) -> None:
-        """The far side answered a relayed in-dialog request: pass it back."""
-        entry = self.relays.get(client_tx)
-        if entry is None:
-            return
-        server_tx, method, leg, out_cseq = entry
-        if response.status >= 200:
-            del self.relays[client_tx]
-            if method == "INVITE" and response.status < 300:
-                far = "b" if leg == "a" else "a"
-                self.pending_acks[far] = (out_cseq, client_tx)
-                dialog, _ = self._other_side(leg)
-                if dialog is not None:
-                    dialog.response_received(response)
-        if response.status == 100:
-            return
-        reply = make_response(server_tx.request, response.status, response.reason,
-                              extra=[("Server", self.services.settings.server_header)]
-                              + _copy_headers(response)
-                              + ([("Contact", self.a_contact if leg == "a" else
-                                   self.services.contact_for(self.answered.dest.transport))]
-                                 if method == "INVITE" and 200 <= response.status < 300
-                                 and self.answered is not None else []))
-        reply.body = response.body
-        self.services.layer.send_response(server_tx, reply)
+        self.relay.response(client_tx, response)
 
     def relay_failed(self, client_tx: Any, status: int) -> None:
-        entry = self.relays.pop(client_tx, None)
-        if entry is not None:
-            server_tx = entry[0]
-            self.services.layer.send_response(
-                server_tx, make_response(server_tx.request, status,
-                                         extra=[("Server", self.services.settings.server_header)]))
-
-    def _relay_ack(self, leg: str, ack: Request) -> None:
-        """An ACK for a relayed re-INVITE's 2xx: ACK the far side's 2xx too."""
-        far = "b" if leg == "a" else "a"
-        pending = self.pending_acks.pop(far, None)
-        dialog, dest = self._other_side(leg)
-        if pending is None or dialog is None:
-            return
-        out = dialog.create_ack(pending[0], body=ack.body, content_type=ack.content_type)
-        self.services.layer.send_ack(out, dest[0], dest[1], dest[2], tx=pending[1])
-
-    def b_ack(self, ack: Request) -> None:
-        self._relay_ack("b", ack)
+        self.relay.failed(client_tx, status)
 
     def is_dialog_terminated(self) -> bool:
         return self.a_dialog is not None and self.a_dialog.state is DialogState.TERMINATED
 
 
-def _copy_headers(response: Response) -> list[tuple[str, str]]:
-    return [(name, value) for name in RESPONSE_HEADERS for value in response.headers.lines(name)]
+def refusing_answer(offer: bytes) -> bytes:
+    """An SDP answer that rejects every stream of ``offer`` (port 0, RFC 3264 §6)."""
+    lines = ["v=0", "o=- 0 0 IN IP4 0.0.0.0", "s=-", "c=IN IP4 0.0.0.0", "t=0 0"]
+    for raw in offer.decode("utf-8", "replace").splitlines():
+        parts = raw.strip()[2:].split() if raw.startswith("m=") else []
+        if len(parts) >= 4:
+            lines.append(f"m={parts[0]} 0 {parts[2]} {parts[3]}")
+    return ("\r\n".join(lines) + "\r\n").encode()

@@ -30,7 +30,12 @@ class CallSettings:
     server_header: str = "b2bua"
     ack_timeout: float = 32.0
     pass_identity: bool = True
-    """Copy P-Asserted-Identity / Remote-Party-ID from the A-leg to the B-leg."""
+    """Copy P-Asserted-Identity / Remote-Party-ID from the A-leg to the B-leg (only ever
+    for calls from a trunk: a phone's own claim of identity is not passed on)."""
+    recurse_redirects: bool = False
+    """Follow a branch's 3xx Contacts ourselves; off: the 3xx goes back to the caller."""
+    max_redirects: int = 5
+    """At most this many targets added by redirects per call."""
 
 
 @dataclass(frozen=True)

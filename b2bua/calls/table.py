@@ -83,6 +83,8 @@ class CallTable:
     # -- CallHandler ----------------------------------------------------------------
 
     def new_call(self, tx: Any, request: Request, source: Source) -> None:
+        if self._looped(tx, request):
+            return
         trunk = self.trunk_for(source)
         user = None
         if trunk is None:
@@ -94,14 +96,31 @@ class CallTable:
         self.calls[request.call_id] = call
         self.calls_started += 1
         call.on_finished.append(self._finished)
+        call.on_branch.append(self._index_branch)
+        call.run(self._start, call, request, source, user, trunk)
+
+    def _start(self, call: Call, request: Request, source: Source, user: str | None,
+               trunk: str | None) -> None:
         call.respond_a(100, "Trying")
         self.log.info("call {call_id}: INVITE {ruri} from {peer} ({who})",
                       call_id=request.call_id, ruri=str(request.uri), peer=source.address,
                       who=f"trunk {trunk}" if trunk else f"user {user}")
         view = RequestView.from_request(request, source, authenticated_user=user, trunk=trunk)
         d = self.chain.route(view)
-        d.addCallback(self._routed, call)
+        d.addCallback(lambda decision: call.run(self._routed, decision, call))
         d.addErrback(self._call_error, call)
+
+    def _looped(self, tx: Any, request: Request) -> bool:
+        """482 for an INVITE that is one of our own B-legs come back, or a copy of a
+        call we already have (§8.2.2.2, merged request); True when answered."""
+        call_id = request.call_id
+        if call_id not in self.b_legs and call_id not in self.calls:
+            return False
+        self.log.info("INVITE {call_id}: loop detected", call_id=call_id)
+        self.services.layer.send_response(tx, make_response(
+            request, 482, "Loop Detected", to_tag=generate_tag(),
+            extra=[("Server", self.services.settings.server_header)]))
+        return True
 
     def _routed(self, decision: Any, call: Call) -> None:
         if call.finished:
@@ -136,7 +155,6 @@ class CallTable:
             return
         call.wakeup = WakeUp(call, decision.name, aor)
         call.wakeup.start(bindings)
-        self._index_branches(call)
 
     def _to_uris(self, call: Call, uris: list[str], parallel: bool,
                  trunk: str | None = None) -> None:
@@ -144,18 +162,17 @@ class CallTable:
                                 consumeErrors=True)
 
         def go(destinations: list[Any]) -> None:
-            if call.finished:
-                return
-            if trunk is None:
-                call.routed(destinations, parallel=parallel)
-            else:
-                call.routed([], route=call.route_text)
-                for dest in destinations:
-                    call.fork(dest, trunk=trunk)
-            self._index_branches(call)
+            if not call.finished:
+                call.routed(destinations, parallel=parallel, trunk=trunk)
 
-        d.addCallback(go)
-        d.addErrback(lambda f: call.fail(502, "Bad Gateway") if not call.finished else None)
+        def unreachable(failure: Any) -> None:
+            self.log.info("call {call_id}: cannot resolve {uris}: {error}",
+                          call_id=call.call_id, uris=" ".join(uris),
+                          error=failure.getErrorMessage())
+            call.fail(502, "Bad Gateway")
+
+        d.addCallback(lambda destinations: call.run(go, destinations))
+        d.addErrback(lambda failure: call.run(unreachable, failure))
 
     def _to_trunk(self, call: Call, decision: ToTrunk) -> None:
         trunk = next((t for t in self.trunks if t.name == decision.trunk), None)
@@ -168,13 +185,16 @@ class CallTable:
         call.route_text = f"trunk {trunk.name} {decision.user}"
         self._to_uris(call, [str(uri)], True, trunk=trunk.name)
 
-    def _index_branches(self, call: Call) -> None:
-        for branch in call.branches:
+    def _index_branch(self, call: Call, branch: Any) -> None:
+        """Index a new branch before its INVITE leaves, so an in-dialog request or
+        our own INVITE looping back finds the call (a missed-call branch of an
+        ended call needs no index)."""
+        if not call.finished:
             self.b_legs[branch.call_id] = call
 
     def _call_error(self, failure: Any, call: Call) -> None:
         self.log.failure("call {call_id} failed", failure, call_id=call.call_id)
-        call.fail(500, "Server Internal Error", by="error")
+        call.crashed()
 
     def _finished(self, call: Call) -> None:
         """A call reached a final state: count it, record it, drop it from the tables.
@@ -203,14 +223,16 @@ class CallTable:
                 call_id=call.call_id, started_at=call.started_at, from_uri=str(a.from_.uri),
                 to_uri=str(a.to.uri), caller=call.caller or call.trunk, callee=call.callee,
                 route=call.route_text, b_call_ids=tuple(b.call_id for b in call.branches),
-                branches=tuple({"target": b.dest.request_uri, "status": b.status}
+                branches=tuple({"target": b.dest.request_uri, "status": b.status,
+                                "state": b.state.value, "trunk": b.trunk}
                                for b in call.branches),
                 answered_at=call.answered_at, ended_at=call.ended_at, status=call.final_status,
-                reason=call.state.value, ended_by=call.ended_by,
+                reason=call.final_reason, ended_by=call.ended_by,
                 push_sent_at=wake.push_sent_at if wake else None,
                 push_outcome=wake.outcome_text if wake else None,
                 wake_register_at=wake.wake_register_at if wake else None,
-                invite_forked_at=wake.invite_forked_at if wake else None))
+                invite_forked_at=wake.invite_forked_at if wake else None,
+                extra={"state": call.state.value}))
         except Exception:
             self.log.failure("writing the CDR of {call_id} failed", call_id=call.call_id)
 
@@ -223,35 +245,40 @@ class CallTable:
         leg = call.leg_of(request)
         if leg is None:
             return False
-        self._guard(call, call.in_dialog_request, tx, request, leg)
+        call.run(self._in_dialog, call, tx, request, leg)
         return True
+
+    def _in_dialog(self, call: Call, tx: Any, request: Request, leg: str) -> None:
+        try:
+            call.in_dialog_request(tx, request, leg)
+        except Exception:
+            # Whatever broke, that request still gets its answer (ignored if it has one).
+            self.services.layer.send_response(tx, make_response(request, 500))
+            raise
 
     def cancel_received(self, tx: Any, cancel: Request) -> None:
         call = tx.context
         if isinstance(call, Call):
-            self._guard(call, call.caller_cancelled)
+            call.run(call.caller_cancelled)
 
     def ack_received(self, request: Request, source: Source) -> None:
         call = self.calls.get(request.call_id)
         if call is not None and request.to.tag == call.a_tag:
-            self._guard(call, call.a_ack, request)
+            call.run(call.a_ack, request)
             return
         call = self.b_legs.get(request.call_id)
-        if call is not None:
-            self._guard(call, call.b_ack, request)
+        if call is not None and call.leg_of(request) == "b":
+            call.run(call.b_ack, request)
 
     def response_received(self, tx: Any, response: Response) -> None:
         context = tx.context
-        if not isinstance(context, tuple) or tx.method == "CANCEL":
-            return  # a CANCEL's own 200 says nothing about the INVITE (its 487 will)
+        if not isinstance(context, tuple):
+            return
         call, what = context
         if what == "relay":
-            self._guard(call, call.relay_response, tx, response)
-        elif what == "bye":
-            return
-        else:
-            self._guard(call, call.branch_response, what, response)
-            self._index_branches(call)
+            call.run(call.relay_response, tx, response)
+        elif what != "bye":
+            call.run(call.branch_response, what, response)
 
     def transaction_timeout(self, tx: Any) -> None:
         self._tx_failed(tx, 408)
@@ -261,39 +288,20 @@ class CallTable:
 
     def _tx_failed(self, tx: Any, status: int) -> None:
         context = tx.context
-        if tx.method == "CANCEL":
-            return  # the INVITE's own transaction reports what became of it
-        if isinstance(context, Call):      # server tx: our 2xx was never ACKed
-            if status == 408:
-                self._guard(context, context.hangup, "no-ack")
+        if isinstance(context, Call):      # the A-leg INVITE's server transaction
+            context.run(context.a_leg_failed, status)
             return
         if not isinstance(context, tuple):
             return
         call, what = context
         if what == "relay":
-            self._guard(call, call.relay_failed, tx, status)
+            call.run(call.relay_failed, tx, status)
         elif what == "bye":
             return
         elif status == 408:
-            self._guard(call, call.branch_timeout, what)
+            call.run(call.branch_timeout, what)
         else:
-            self._guard(call, call.branch_transport_error, what)
-
-    def _guard(self, call: Call, method: Callable[..., Any], *args: Any) -> None:
-        """Run one step of a call; an exception ends that call (500), nothing else."""
-        try:
-            method(*args)
-        except Exception:
-            self.log.failure("call {call_id}: internal error", call_id=call.call_id)
-            try:
-                if call.state.value in ("routing", "proceeding"):
-                    call.fail(500, "Server Internal Error", by="error")
-                elif call.state.value == "answered":
-                    call.hangup("error")
-            except Exception:
-                self.log.failure("call {call_id}: cleanup failed", call_id=call.call_id)
-            finally:
-                self._forget(call)
+            call.run(call.branch_transport_error, what)
 
     def active_calls(self) -> list[Call]:
         return [c for c in self.calls.values() if not c.finished]

@@ -4,7 +4,8 @@ The call layer holds an :class:`IPushNotifier` (a :class:`PushNotifierRegistry`)
 :class:`PushOutcome` for every push; nothing here raises towards a call.
 """
 
-from b2bua.push.apns_client import ApnsClient, ApnsEndpoint, ApnsStats, ApnsTimings
+from b2bua.push.apns_client import ApnsClient, ApnsStats
+from b2bua.push.apns_endpoint import ApnsEndpoint, ApnsTimings
 from b2bua.push.apns_connection import ConnectionState
 from b2bua.push.jwt_token import ProviderToken
 from b2bua.push.notifier import (

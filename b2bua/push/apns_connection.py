@@ -8,13 +8,8 @@ a small explicit state machine (:data:`_TRANSITIONS`).
 from __future__ import annotations
 
 import enum
-import functools
-import json
-from dataclasses import dataclass
 from typing import Any, Callable, Protocol as TypingProtocol
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -38,7 +33,20 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-Header = tuple[bytes, bytes]  # (hpack.NeverIndexedHeaderTuple for one-off values)
+from b2bua.push.apns_h2 import (
+    H2_CONFIG,
+    ApnsH2Connection,
+    ApnsResponse,
+    Header,
+    Keepalive,
+    StreamState,
+    goaway_reason,
+    read_headers,
+    response_of,
+)
+
+__all__ = ["ApnsConnection", "ApnsResponse", "Clock", "ConnectionState", "DelayedCall", "Header",
+           "StreamEndpoint"]
 
 
 class DelayedCall(TypingProtocol):
@@ -77,14 +85,6 @@ class ConnectionInput(enum.Enum):
     LOST = "lost"  # the transport is gone (or never came)
 
 
-@dataclass(frozen=True)
-class ApnsResponse:
-    status: int
-    apns_id: str | None
-    reason: str  # the JSON `reason` of an error body, "" on success
-    retry_after: float | None  # a Retry-After header, in seconds, if the server sent one
-
-
 class ConnectionOwner(TypingProtocol):
     """What a connection tells the client. `push` is whatever the client submitted."""
 
@@ -94,68 +94,6 @@ class ConnectionOwner(TypingProtocol):
     def capacity_available(self, conn: "ApnsConnection") -> None: ...
     def response_received(self, push: Any, response: ApnsResponse) -> None: ...
     def stream_failed(self, push: Any, processed: bool, reason: str) -> None: ...
-
-
-class _ApnsH2Connection(H2Connection):
-    """h2, with two changes for a long-lived connection carrying many short streams.
-
-    * h2 closes its state machine on a received GOAWAY (python-hyper/h2#1181) and then
-      rejects the responses the server still owes for streams <= last_stream_id (RFC 9113
-      6.8). We keep it open instead; the DRAINING state opens no new streams.
-    * Before each new stream h2 counts the open ones by rescanning every stream it holds:
-      O(streams in flight) per push, most of the CPU with hundreds in flight. The connection
-      knows that count (its streams awaiting an answer; a stream is closed in h2 when it
-      leaves that table), so h2 asks it; every 256 streams h2's own scan runs once to forget
-      closed streams and keep memory flat.
-    """
-
-    def __init__(self, config: H2Configuration, open_streams: Callable[[], int]) -> None:
-        super().__init__(config)
-        self._count_open = open_streams
-        self._until_cull = 256
-        # Literals go out without Huffman coding: pure-Python Huffman costs ~1 us a byte, and
-        # the literals left (device token, collapse id; the rest is indexed) are short.
-        self.encoder.encode = functools.partial(self.encoder.encode, huffman=False)  # type: ignore[method-assign]
-
-    @property
-    def open_outbound_streams(self) -> int:
-        self._until_cull -= 1
-        if self._until_cull <= 0:
-            self._until_cull = 256
-            return self._open_streams(1)  # exact; drops closed streams
-        return self._count_open()
-
-    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        event = ConnectionTerminated()
-        try:
-            event.error_code = ErrorCodes(frame.error_code)
-        except ValueError:
-            event.error_code = frame.error_code
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        return [], [event]
-
-
-#: Outbound normalisation is off: the client hands over lower-case, checked headers, and h2
-#: would otherwise mark `authorization` never-indexed, Huffman-coding the ~200-byte JWT on
-#: every request (most of the client's CPU). The JWT is high-entropy, so indexing it is safe
-#: against compression oracles (RFC 7541 7.1.3); APNs then sees a one-byte index per push.
-_H2_CONFIG = H2Configuration(
-    client_side=True, header_encoding=None,
-    normalize_outbound_headers=False, validate_outbound_headers=False,
-)
-
-
-class _Stream:
-    __slots__ = ("push", "status", "apns_id", "retry_after", "body", "unsent")
-
-    def __init__(self, push: Any, body: bytes) -> None:
-        self.push = push
-        self.status = 0
-        self.apns_id: str | None = None
-        self.retry_after: float | None = None
-        self.body = b""
-        self.unsent = memoryview(body)  # waits here while flow control says no
 
 
 Action = Callable[["ApnsConnection", str], None]
@@ -179,15 +117,14 @@ class ApnsConnection(Protocol):
         self.closed: Deferred[None] = Deferred()  # fires once the transport is really gone
         self._owner = owner
         self._clock = clock
-        self._ping_interval = ping_interval
-        self._ping_timeout = ping_timeout
         self._connect_timeout = connect_timeout
-        self._streams: dict[int, _Stream] = {}
-        self._h2 = _ApnsH2Connection(_H2_CONFIG, self._streams.__len__)
-        self._timer: DelayedCall | None = None  # connect timeout, then the PING schedule
-        self._ping_deadline: DelayedCall | None = None
+        self._streams: dict[int, StreamState] = {}
+        self._blocked: dict[int, StreamState] = {}  # streams whose body waits for flow control
+        self._h2 = ApnsH2Connection(H2_CONFIG, self._streams.__len__)
+        self._timer: DelayedCall | None = None  # connect timeout, later the close's linger
+        self._keepalive = Keepalive(clock, ping_interval, ping_timeout, self._send_ping,
+                                    lambda: self._handle(ConnectionInput.DEAD, "PING unanswered"))
         self._connecting: Deferred[Any] | None = None
-        self._last_received = clock.seconds()
         self.responses = 0  # answers received: a connection that never answers counts as failed
 
     # -- owner's side -------------------------------------------------------------------
@@ -229,7 +166,7 @@ class ApnsConnection(Protocol):
             return None
         except TooManyStreamsError:  # the server lowered its limit meanwhile
             return None
-        stream = _Stream(push, body)
+        stream = StreamState(push, body)
         self._streams[stream_id] = stream
         if body:
             self._send_body(stream_id, stream)
@@ -237,6 +174,7 @@ class ApnsConnection(Protocol):
 
     def cancel(self, stream_id: int) -> None:
         """Give up on a stream (the push timed out): RST_STREAM(CANCEL)."""
+        self._blocked.pop(stream_id, None)
         if self._streams.pop(stream_id, None) is None:
             return
         try:
@@ -248,8 +186,8 @@ class ApnsConnection(Protocol):
 
     def check_alive(self) -> None:
         """PING now unless one is outstanding: a push timed out, maybe the peer is gone."""
-        if self.state is ConnectionState.CONNECTED and self._ping_deadline is None:
-            self._send_ping()
+        if self.state is ConnectionState.CONNECTED:
+            self._keepalive.ping_now()
 
     def flush(self) -> None:
         data = self._h2.data_to_send()
@@ -264,7 +202,7 @@ class ApnsConnection(Protocol):
         self.flush()
 
     def dataReceived(self, data: bytes) -> None:
-        self._last_received = self._clock.seconds()
+        self._keepalive.heard()
         try:
             events = self._h2.receive_data(data)
         except ProtocolError as exc:
@@ -291,7 +229,7 @@ class ApnsConnection(Protocol):
         if isinstance(event, ResponseReceived):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
-                _read_headers(stream, event.headers)
+                read_headers(stream, event.headers)
         elif isinstance(event, DataReceived):
             stream = self._streams.get(event.stream_id)
             if stream is not None and len(stream.body) < 65536:
@@ -299,6 +237,7 @@ class ApnsConnection(Protocol):
             self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, StreamEnded):
             finished = self._streams.pop(event.stream_id, None)
+            self._blocked.pop(event.stream_id, None)
             if finished is not None:
                 self.responses += 1
                 if finished.unsent:  # answered before our body was all sent: close our side
@@ -306,10 +245,11 @@ class ApnsConnection(Protocol):
                         self._h2.reset_stream(event.stream_id, ErrorCodes.CANCEL)
                     except (ProtocolError, StreamClosedError):
                         pass
-                self._owner.response_received(finished.push, _response(finished))
+                self._owner.response_received(finished.push, response_of(finished))
                 return True
         elif isinstance(event, StreamReset):
             reset = self._streams.pop(event.stream_id, None)
+            self._blocked.pop(event.stream_id, None)
             if reset is not None:
                 processed = event.error_code != ErrorCodes.REFUSED_STREAM
                 self._owner.stream_failed(reset.push, processed, "stream reset")
@@ -323,15 +263,13 @@ class ApnsConnection(Protocol):
                 self._resume_bodies(0)
                 return True
         elif isinstance(event, PingAckReceived):
-            if self._ping_deadline is not None and self._ping_deadline.active():
-                self._ping_deadline.cancel()
-            self._ping_deadline = None
+            self._keepalive.answered()
         elif isinstance(event, ConnectionTerminated):
             self._goaway_received(event)
         return False
 
     def _goaway_received(self, event: ConnectionTerminated) -> None:
-        reason = _goaway_reason(event)
+        reason = goaway_reason(event)
         last = event.last_stream_id if event.last_stream_id is not None else 0
         unprocessed = [self._streams.pop(s) for s in sorted(self._streams) if s > last]
         self._handle(ConnectionInput.GOAWAY, reason)  # first: no resend on this connection
@@ -339,59 +277,47 @@ class ApnsConnection(Protocol):
             self._owner.stream_failed(stream.push, False, reason)
         self._check_drained()
 
-    def _send_body(self, stream_id: int, stream: _Stream) -> None:
-        """Send what flow control allows now; the rest waits for a WINDOW_UPDATE."""
+    def _send_body(self, stream_id: int, stream: StreamState) -> bool:
+        """Send what flow control allows now; False when the rest waits for WINDOW_UPDATE."""
         while stream.unsent:
             try:
                 window = self._h2.local_flow_control_window(stream_id)
             except (ProtocolError, StreamClosedError):
-                return
+                return True  # the stream is gone; nothing will ever be sent on it
             size = min(window, self._h2.max_outbound_frame_size, len(stream.unsent))
             if size <= 0:
-                return
+                self._blocked[stream_id] = stream
+                return False
             chunk, stream.unsent = stream.unsent[:size], stream.unsent[size:]
             try:
                 self._h2.send_data(stream_id, chunk.tobytes(), end_stream=not stream.unsent)
             except (FlowControlError, ProtocolError, StreamClosedError):
-                return
+                return True
+        self._blocked.pop(stream_id, None)
+        return True
 
     def _resume_bodies(self, stream_id: int) -> None:
+        """A window opened: continue blocked bodies, oldest first, while there is room."""
         if stream_id:
-            stream = self._streams.get(stream_id)
-            if stream is not None and stream.unsent:
+            stream = self._blocked.get(stream_id)
+            if stream is not None:
                 self._send_body(stream_id, stream)
             return
-        for sid, stream in list(self._streams.items()):
-            if stream.unsent:
-                self._send_body(sid, stream)
-
-    # -- liveness -------------------------------------------------------------------------
-
-    def _schedule_ping(self) -> None:
-        if self._ping_interval > 0:
-            self._timer = self._clock.callLater(self._ping_interval, self._ping_if_idle)
-
-    def _ping_if_idle(self) -> None:
-        self._timer = None
-        if self.state is not ConnectionState.CONNECTED:
-            return
-        idle = self._clock.seconds() - self._last_received
-        if idle >= self._ping_interval and self._ping_deadline is None:
-            self._send_ping()
-        self._schedule_ping()
+        for sid, stream in list(self._blocked.items()):
+            if self._streams.get(sid) is not stream:
+                del self._blocked[sid]
+            elif not self._send_body(sid, stream) and self._h2.outbound_flow_control_window <= 0:
+                break
 
     def _send_ping(self) -> None:
         self._h2.ping(b"b2bua-pi")
         self.flush()
-        self._ping_deadline = self._clock.callLater(
-            self._ping_timeout, self._handle, ConnectionInput.DEAD, "PING unanswered"
-        )
 
     def _cancel_timers(self) -> None:
-        for call in (self._timer, self._ping_deadline):
-            if call is not None and call.active():
-                call.cancel()
-        self._timer = self._ping_deadline = None
+        self._keepalive.stop()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     # -- the state machine ----------------------------------------------------------------
 
@@ -410,7 +336,7 @@ class ApnsConnection(Protocol):
 
     def _on_ready(self, reason: str) -> None:
         self._cancel_timers()
-        self._schedule_ping()
+        self._keepalive.start()
         self._owner.connection_ready(self)
 
     def _on_draining(self, reason: str) -> None:
@@ -462,8 +388,10 @@ class ApnsConnection(Protocol):
 
     def _fail_streams(self, reason: str) -> None:
         self._cancel_timers()
-        streams, self._streams = self._streams, {}
-        for stream in streams.values():
+        streams = list(self._streams.values())
+        self._streams.clear()  # (the same dict h2 counts open streams with)
+        self._blocked.clear()
+        for stream in streams:
             self._owner.stream_failed(stream.push, True, reason)
 
     def _transport_connected(self, protocol: object) -> None:
@@ -514,34 +442,3 @@ def _describe(failure: Failure) -> str:
     message = failure.getErrorMessage()
     name = failure.type.__name__ if failure.type is not None else "error"
     return message if message and message != name else name
-
-
-def _read_headers(stream: _Stream, headers: list[Header]) -> None:
-    for name, value in headers:
-        if name == b":status":
-            stream.status = int(value)
-        elif name == b"apns-id":
-            stream.apns_id = value.decode("ascii", "replace")
-        elif name == b"retry-after" and value.isdigit():
-            stream.retry_after = float(value)
-
-
-def _response(stream: _Stream) -> ApnsResponse:
-    reason = ""
-    if stream.body:
-        try:
-            reason = str(json.loads(stream.body).get("reason", ""))
-        except (ValueError, AttributeError):
-            reason = "unreadable error body"
-    return ApnsResponse(stream.status, stream.apns_id, reason, stream.retry_after)
-
-
-def _goaway_reason(event: ConnectionTerminated) -> str:
-    code = getattr(event.error_code, "name", event.error_code)
-    text = "GOAWAY %s" % code
-    if event.additional_data:
-        try:
-            text += " " + str(json.loads(event.additional_data).get("reason", ""))
-        except (ValueError, AttributeError):
-            pass
-    return text.strip()

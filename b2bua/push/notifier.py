@@ -20,7 +20,8 @@ from twisted.internet.ssl import Certificate, PrivateCertificate, platformTrust,
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from b2bua.push.apns_client import ApnsClient, ApnsEndpoint, ApnsTimings, tls_connector
+from b2bua.push.apns_client import ApnsClient
+from b2bua.push.apns_endpoint import ApnsEndpoint, ApnsTimings, tls_connector
 from b2bua.push.apns_connection import Clock
 from b2bua.push.jwt_token import ProviderToken
 from b2bua.push.outcome import OutcomeKind, PushConfigError, PushOutcome, redact_token

@@ -9,6 +9,7 @@ and tested on their own.  A request we must refuse raises
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ __all__ = [
     "ContactRequest",
     "RegisterRejected",
     "RegisterRequest",
+    "contact_value",
+    "digest_credentials",
     "other_instance",
     "read_register",
     "same_for_removal",
@@ -223,3 +226,47 @@ def same_for_removal(old: Binding, removal: Binding) -> bool:
     if removal.push_token and old.push_token == removal.push_token:
         return True
     return uri_equal(old.contact, removal.contact)
+
+
+_PARAM = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*,?')
+
+
+def digest_credentials(request: Request, realm: str) -> tuple[str, str] | None:
+    """The Digest ``Authorization`` value for ``realm`` (else the first Digest
+    one) and its username.  A quick look for routing and throttling only: the
+    authenticator parses and checks the value in full."""
+    first: tuple[str, str] | None = None
+    for value in request.headers.get_all("Authorization"):
+        if value[:6].lower() != "digest" or value[6:7] not in (" ", "\t"):
+            continue
+        params = dict(_param(match) for match in _PARAM.finditer(value, 7))
+        username = params.get("username")
+        if username is None:
+            continue
+        if params.get("realm") == realm:
+            return value, username
+        first = first or (value, username)
+    return first
+
+
+def _param(match: re.Match[str]) -> tuple[str, str]:
+    name, value = match.group(1).lower(), match.group(2)
+    if value.startswith('"'):
+        value = value[1:-1]
+        if "\\" in value:
+            value = re.sub(r"\\(.)", r"\1", value)
+    return name, value
+
+
+def contact_value(binding: Binding, now: float) -> str:
+    """A Contact of the 200 (RFC 3261 §10.3 step 8): the binding with the
+    seconds it has left, its q and its ``+sip.instance``/``reg-id``."""
+    remaining = max(0, int(binding.expires_at - now + 0.5))
+    text = "<%s>;expires=%d" % (binding.contact, remaining)
+    if binding.q is not None:
+        text += ";q=%s" % ("%.3f" % binding.q).rstrip("0").rstrip(".")
+    if binding.instance_id:
+        text += ';+sip.instance="%s"' % binding.instance_id
+        if binding.reg_id is not None:
+            text += ";reg-id=%d" % binding.reg_id
+    return text

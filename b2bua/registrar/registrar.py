@@ -18,7 +18,6 @@ binding is durable; the binding events are published at that same moment.
 from __future__ import annotations
 
 import email.utils
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,6 +32,8 @@ from b2bua.registrar.contacts import (
     ContactRequest,
     RegisterRejected,
     RegisterRequest,
+    contact_value,
+    digest_credentials,
     other_instance,
     read_register,
     same_for_removal,
@@ -201,7 +202,7 @@ class Registrar:
 
     def _authenticate(self, request: Request, source: Source, to_user: str) -> Response | None:
         """None when the request carries good credentials of the AOR's user."""
-        credentials = self._credentials(request)
+        credentials = digest_credentials(request, self.auth.realm)
         if credentials is None:
             return self._challenge(request, stale=False)
         value, username = credentials
@@ -229,22 +230,6 @@ class Registrar:
             self.log.warn("{user} tried to register another user's AOR", user=result.username)
             raise RegisterRejected(403, "Forbidden: Not Your AOR")
         return None
-
-    def _credentials(self, request: Request) -> tuple[str, str] | None:
-        """The Digest Authorization for our realm (else the first Digest one),
-        with its username.  A quick look only: ``verify`` parses it in full."""
-        first: tuple[str, str] | None = None
-        for value in request.headers.get_all("Authorization"):
-            if value[:6].lower() != "digest" or value[6:7] not in (" ", "\t"):
-                continue
-            params = dict(_quick_param(match) for match in _PARAM.finditer(value, 7))
-            username = params.get("username")
-            if username is None:
-                continue
-            if params.get("realm") == self.auth.realm:
-                return value, username
-            first = first or (value, username)
-        return first
 
     def _challenge(self, request: Request, stale: bool) -> Response:
         extra = [("WWW-Authenticate", value) for value in self.auth.challenges(stale)]
@@ -345,7 +330,7 @@ class Registrar:
                     transport=source.transport, peer=source.address,
                     push=short_token(binding.push_token) if binding.push_token else None)
             self.events.publish(BindingEvent(outcome.kind, aor, binding, outcome.previous))
-        extra = [("Contact", _contact_value(b, now)) for b in self.bindings.list_for_aor(aor, now)]
+        extra = [("Contact", contact_value(b, now)) for b in self.bindings.list_for_aor(aor, now)]
         extra.append(("Date", email.utils.formatdate(now, usegmt=True)))
         paths = request.headers.get_all("Path")
         if paths and any(tag.lower() == "path" for tag in request.supported):
@@ -416,18 +401,6 @@ def _then(result: Any, fn: Callable[[Any], Any]) -> Any:
     return fn(result)
 
 
-_PARAM = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*,?')
-
-
-def _quick_param(match: re.Match[str]) -> tuple[str, str]:
-    name, value = match.group(1).lower(), match.group(2)
-    if value.startswith('"'):
-        value = value[1:-1]
-        if "\\" in value:
-            value = re.sub(r"\\(.)", r"\1", value)
-    return name, value
-
-
 def _id(binding: Binding) -> int:
     """The id of a binding read from the store (they all have one)."""
     if binding.id is None:
@@ -441,15 +414,3 @@ def _call_id(request: Request) -> str | None:
 
 def _route(binding: Binding) -> tuple[Any, ...]:
     return (binding.source_transport, binding.source_host, binding.source_port)
-
-
-def _contact_value(binding: Binding, now: float) -> str:
-    remaining = max(0, int(binding.expires_at - now + 0.5))
-    text = "<%s>;expires=%d" % (binding.contact, remaining)
-    if binding.q is not None:
-        text += ";q=%s" % ("%.3f" % binding.q).rstrip("0").rstrip(".")
-    if binding.instance_id:
-        text += ';+sip.instance="%s"' % binding.instance_id
-        if binding.reg_id is not None:
-            text += ";reg-id=%d" % binding.reg_id
-    return text

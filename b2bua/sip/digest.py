@@ -107,44 +107,42 @@ def _canonical_algorithm(name: str) -> tuple[str, bool]:
     return base, upper != base
 
 
+_SCHEME_RE = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*")
+_PARAM_RE = re.compile(
+    r'[\s,]*([^\s=,"]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))', re.S)
+_SEPARATORS_RE = re.compile(r"[\s,]*")
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+
+
 def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
     """Split ``Scheme k=v, k="quoted \\" value"`` into (scheme, {k lower: v}).
 
     Tolerates spaces around ``=`` and commas and a missing space after a
     comma; rejects unterminated quotes, missing ``=`` and repeated names.
+    One compiled pattern per parameter: this runs for every REGISTER.
     """
-    text = value.strip()
-    match = re.match(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*", text)
+    match = _SCHEME_RE.match(value)
     if match is None:
         raise MalformedCredentials("no authentication scheme")
-    scheme, pos, params = match.group(1), match.end(), {}
-    while pos < len(text):
-        if text[pos] in " \t\r\n,":
-            pos += 1
-            continue
-        name_match = re.match(r"([^\s=,\"]+)\s*=\s*", text[pos:])
-        if name_match is None:
-            raise MalformedCredentials(f"expected name=value at {text[pos:pos + 20]!r}")
-        name = name_match.group(1).lower()
-        pos += name_match.end()
-        if pos < len(text) and text[pos] == '"':
-            chars, pos = [], pos + 1
-            while pos < len(text) and text[pos] != '"':
-                if text[pos] == "\\" and pos + 1 < len(text):
-                    pos += 1
-                chars.append(text[pos])
-                pos += 1
-            if pos >= len(text):
-                raise MalformedCredentials(f"unterminated quoted value of {name!r}")
-            item, pos = "".join(chars), pos + 1
-        else:
-            end = _TOKEN_END.search(text, pos)
-            stop = end.start() if end else len(text)
-            item, pos = text[pos:stop], stop
+    scheme, pos, end, params = match.group(1), match.end(), len(value), {}
+    while True:
+        pos = _SEPARATORS_RE.match(value, pos).end()  # type: ignore[union-attr]
+        if pos >= end:
+            return scheme, params
+        match = _PARAM_RE.match(value, pos)
+        if match is None or (match.group(2) is None and value[match.end():match.end() + 1] == '"'):
+            rest = value[pos:pos + 20]
+            if match is not None or '"' in rest:
+                raise MalformedCredentials(f"unterminated quoted value at {rest!r}")
+            raise MalformedCredentials(f"expected name=value at {rest!r}")
+        name = match.group(1).lower()
+        quoted = match.group(2)
+        item = match.group(3) if quoted is None else (
+            _QUOTED_PAIR_RE.sub(r"\1", quoted) if "\\" in quoted else quoted)
         if name in params:
             raise MalformedCredentials(f"parameter {name!r} repeated")
         params[name] = item
-    return scheme, params
+        pos = match.end()
 
 
 def parse_credentials(value: str) -> dict[str, str]:

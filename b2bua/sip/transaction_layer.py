@@ -246,14 +246,22 @@ class TransactionLayer:
         self._emit(UnexpectedInput(_name(tx), tx.state.value, input.value))
 
     def terminated(self, tx: Transaction) -> None:
+        """Forget ``tx``. A dict never shrinks its table, so an emptied one is
+        replaced: the memory of a burst goes back once the burst is over."""
         if tx.is_server:
             if self.servers.get(tx.key) is tx:
                 del self.servers[tx.key]
+                if not self.servers:
+                    self.servers = {}
             key = getattr(tx, "accept_key", None)
             if key is not None and self._accepted.get(key) is tx:
                 del self._accepted[key]
+                if not self._accepted:
+                    self._accepted = {}
         elif self.clients.get(tx.key) is tx:
             del self.clients[tx.key]
+            if not self.clients:
+                self.clients = {}
 
     def timed_out(self, tx: Transaction) -> None:
         self.stats.timeouts += 1

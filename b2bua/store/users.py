@@ -74,6 +74,9 @@ class User:
         )
 
 
+_SELECT_USER = "SELECT * FROM users WHERE name = ? AND realm = ?"
+
+
 class UserStore:
     """CRUD on the ``users`` table; reads are cheap primary-key lookups."""
 
@@ -133,8 +136,12 @@ class UserStore:
             raise UnknownUser(f"no user {name!r} in realm {realm!r}")
 
     def get(self, name: str, realm: str) -> User | None:
-        rows = list(self._table.rows_where("name = ? AND realm = ?", [name, realm]))
-        return User.from_row(rows[0]) if rows else None
+        # A plain primary-key SELECT: this runs for every authenticated request.
+        cursor = self._db.execute(_SELECT_USER, (name, realm))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return User.from_row(dict(zip((c[0] for c in cursor.description), row)))
 
     def list(self, realm: str | None = None) -> list[User]:
         """All users (of one realm if given), ordered by realm then name."""

@@ -1,0 +1,190 @@
+"""In-dialog traffic of an answered call: each request crosses to the other dialog.
+
+The two legs are separate dialogs, so nothing is forwarded as is: a request
+from one leg is rebuilt in the other dialog (its own CSeq, tags, Call-ID,
+route set and Contact), only the body and a few end-to-end headers go across,
+and the answer comes back the same way.  BYE is answered here and ends the
+call; the ACK for a relayed re-INVITE's 2xx is turned into the ACK of the
+far side's 2xx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+
+from b2bua.sip.errors import SipError
+from b2bua.sip.message import Request, Response, make_response
+
+if TYPE_CHECKING:
+    from b2bua.calls.call import Call
+    from b2bua.sip.dialog import Dialog
+
+# End-to-end headers of an in-dialog request or response that cross to the other leg.
+REQUEST_HEADERS = ("Content-Disposition", "Allow", "Supported", "Accept", "Event",
+                   "Refer-To", "Referred-By", "Subscription-State", "Info-Package", "Reason",
+                   "Session-Expires")
+RESPONSE_HEADERS = ("Content-Type", "Content-Disposition", "Allow", "Supported", "Accept",
+                    "Warning", "Retry-After", "Reason", "Unsupported")
+
+
+def copy_headers(message: Request | Response,
+                 names: tuple[str, ...] = RESPONSE_HEADERS) -> list[tuple[str, str]]:
+    return [(name, value) for name in names for value in message.headers.lines(name)]
+
+
+@dataclass
+class Relayed:
+    """A request we sent into one dialog on behalf of a request from the other."""
+
+    server_tx: Any
+    method: str
+    leg: str          # the leg the original came from: "a" or "b"
+    cseq: int         # the CSeq number of the request we sent
+
+
+class DialogRelay:
+    """Relays requests between the A-leg and the answered B-leg of one call."""
+
+    log = Logger()
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.pending: dict[Any, Relayed] = {}          # our client tx -> what it relays
+        self.pending_acks: dict[str, tuple[int, Any]] = {}  # far leg -> (cseq, client tx)
+
+    # -- the two sides -------------------------------------------------------------------
+
+    def dialog_of(self, leg: str) -> Dialog | None:
+        call = self.call
+        if leg == "a":
+            return call.a_dialog
+        return call.answered.dialog if call.answered is not None else None
+
+    def destination_of(self, leg: str) -> tuple[Any, str, Any]:
+        """Where requests into ``leg``'s dialog go: (address, transport, flow)."""
+        call = self.call
+        if leg == "a":
+            src = call.a_source
+            return src.address, src.transport, src.flow
+        assert call.answered is not None
+        dest = call.answered.dest
+        return dest.address, dest.transport, dest.flow
+
+    def contact_of(self, leg: str) -> str:
+        """Our Contact towards ``leg``."""
+        call = self.call
+        if leg == "a" or call.answered is None:
+            return call.a_contact
+        return call.services.contact_for(call.answered.dest.transport)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def request(self, tx: Any, request: Request, leg: str) -> None:
+        """A request from ``leg`` inside the answered call."""
+        call = self.call
+        layer = call.services.layer
+        server = call.services.settings.server_header
+        dialog = self.dialog_of(leg)
+        if dialog is None:
+            layer.send_response(tx, make_response(request, 481, extra=[("Server", server)]))
+            return
+        try:
+            dialog.request_received(request)
+        except SipError as error:           # e.g. CSeq out of order: that request only
+            layer.send_response(tx, make_response(request, error.status, error.reason,
+                                                  extra=[("Server", server)]))
+            return
+        if request.method == "BYE":
+            layer.send_response(tx, make_response(request, 200, extra=[("Server", server)]))
+            call.hung_up_by(leg)
+            return
+        if request.method == "INVITE":
+            busy = [r for r in self.pending.values() if r.method == "INVITE"]
+            if any(r.leg == leg for r in busy):
+                # §14.2: a second re-INVITE before the first was answered.
+                layer.send_response(tx, make_response(request, 500, extra=[
+                    ("Server", server), ("Retry-After", "1")]))
+                return
+            if busy:
+                # §14.2 glare: the other side's re-INVITE is still open.
+                layer.send_response(tx, make_response(request, 491, extra=[("Server", server)]))
+                return
+        mf = request.max_forwards
+        if mf is not None and mf <= 0:
+            layer.send_response(tx, make_response(request, 483, extra=[("Server", server)]))
+            return
+        self._send_across(tx, request, leg, mf)
+
+    def _send_across(self, tx: Any, request: Request, leg: str, mf: int | None) -> None:
+        far = "b" if leg == "a" else "a"
+        dialog = self.dialog_of(far)
+        if dialog is None:
+            self.call.services.layer.send_response(tx, make_response(request, 481))
+            return
+        out = dialog.create_request(request.method, body=request.body,
+                                    content_type=request.content_type,
+                                    extra=copy_headers(request, REQUEST_HEADERS))
+        out.headers.set("Max-Forwards", str(min(69, (mf if mf is not None else 70) - 1)))
+        address, transport, flow = self.destination_of(far)
+        client = self.call.services.layer.send_request(out, address, transport, flow,
+                                                       context=(self.call, "relay"))
+        self.pending[client] = Relayed(tx, request.method, leg, out.cseq.number)
+
+    # -- responses -----------------------------------------------------------------------
+
+    def response(self, client_tx: Any, response: Response) -> None:
+        """The far side answered a relayed request: answer the original the same way."""
+        entry = self.pending.get(client_tx)
+        if entry is None:
+            return
+        far = "b" if entry.leg == "a" else "a"
+        if response.status >= 200:
+            del self.pending[client_tx]
+            dialog = self.dialog_of(far)
+            if dialog is not None:
+                dialog.response_received(response)
+            if entry.method == "INVITE" and response.status < 300:
+                self.pending_acks[far] = (entry.cseq, client_tx)
+        if response.status == 100:
+            return
+        call = self.call
+        extra = [("Server", call.services.settings.server_header)] + copy_headers(response)
+        if 100 < response.status < 300 and entry.method in ("INVITE", "UPDATE", "SUBSCRIBE",
+                                                               "NOTIFY", "REFER"):
+            extra.append(("Contact", self.contact_of(entry.leg)))
+        reply = make_response(entry.server_tx.request, response.status, response.reason,
+                              extra=extra)
+        reply.body = response.body
+        call.services.layer.send_response(entry.server_tx, reply)
+        if entry.method == "INVITE" and response.status in (408, 481):
+            # §12.2.1.2 / RFC 5057: the far side lost the session; end the call.
+            call.hangup("callee" if far == "b" else "caller")
+
+    def failed(self, client_tx: Any, status: int) -> None:
+        """A relayed request timed out or could not be sent."""
+        entry = self.pending.pop(client_tx, None)
+        if entry is None:
+            return
+        call = self.call
+        call.services.layer.send_response(entry.server_tx, make_response(
+            entry.server_tx.request, status,
+            extra=[("Server", call.services.settings.server_header)]))
+        if entry.method == "INVITE":
+            # §12.2.1.2: a re-INVITE that timed out (or could not be sent) ends the call.
+            call.hangup("timeout" if status == 408 else "error")
+
+    # -- ACK -------------------------------------------------------------------------------
+
+    def ack(self, leg: str, ack: Request) -> None:
+        """An ACK for a relayed re-INVITE's 2xx: ACK the far side's 2xx too."""
+        far = "b" if leg == "a" else "a"
+        pending = self.pending_acks.pop(far, None)
+        dialog = self.dialog_of(far)
+        if pending is None or dialog is None:
+            return
+        out = dialog.create_ack(pending[0], body=ack.body, content_type=ack.content_type)
+        address, transport, flow = self.destination_of(far)
+        self.call.services.layer.send_ack(out, address, transport, flow, tx=pending[1])
