@@ -189,7 +189,14 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     sent_by = _sent_by(config)
     layer = TransactionLayer(reactor, network.send, core, timers, sent_by=sent_by)
     endpoint.on_message = layer.message_received
-    network.on_connection_lost = registrar.forget_flow
+
+    def connection_lost(flow: Any) -> None:
+        # A closed stream: bindings stop pointing at it, and requests waiting on it fail
+        # now (503 to the TU, RFC 3261 §8.1.3.1) instead of at Timer B/F.
+        registrar.forget_flow(flow)
+        layer.transport_error_for(flow.peer, flow.transport_name)
+
+    network.on_connection_lost = connection_lost
 
     notifier = _push_notifier(config, reactor, bindings)
     chain_holder = _RouterChainHolder(_router_chain(config, store, clock))

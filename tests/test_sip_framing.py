@@ -63,6 +63,14 @@ def test_keepalive_ping_and_leading_crlf() -> None:
     assert PONG == b"\r\n"
 
 
+def test_ping_counting_does_not_depend_on_chunks() -> None:
+    data = b"\r\n" * 9 + message()
+    whole = feed_all(data)
+    assert whole == [KeepAlive()] * 4 + [message()]
+    for size in range(1, 12):
+        assert feed_all(data, [size] * (len(data) // size)) == whole
+
+
 def test_single_crlf_is_not_a_ping() -> None:
     framer = StreamFramer()
     assert framer.feed(b"\r\n") == []
@@ -151,6 +159,7 @@ def test_byte_at_a_time_is_identical() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=40), max_size=60),
        st.sampled_from([STREAM, STREAM + message(length=b"x"), b"\r\n" * 7 + STREAM,
+                        b"\n\r\n\r\r\n\r\n\n" + STREAM + b"\r\n\r\r\n\r\n\r\n",
                         STREAM + b"INVITE sip:a@b SIP/2.0\r\n" + b"a" * 2000]))
 def test_any_chunking_is_identical(chunks: list[int], data: bytes) -> None:
     assert same(feed_all(data, chunks, max_message_size=1500),

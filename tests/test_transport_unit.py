@@ -108,7 +108,8 @@ class FakeReactor(Clock):
         self.udp[(interface, fake.port)] = fake
         return fake
 
-    def listenTCP(self, port: int, factory: Factory, interface: str = "") -> FakeStreamPort:  # noqa: N802
+    def listenTCP(self, port: int, factory: Factory, backlog: int = 50,  # noqa: N802
+                  interface: str = "") -> FakeStreamPort:
         fake = FakeStreamPort(interface, self._port(interface, port), factory)
         self.tcp.append(fake)
         return fake

@@ -17,7 +17,8 @@ from tests.test_tx_support import (
 def test_server_key_magic_cookie_and_rfc2543() -> None:
     invite = parse_request(request_bytes("INVITE"))
     ack = parse_request(request_bytes("ACK", to_tag="x"))
-    assert server_key(invite, "INVITE") == ("z9hG4bKclient1", "192.0.2.10", 5062, "INVITE")
+    assert server_key(invite, "INVITE") == (
+        "z9hG4bKclient1", "192.0.2.10", 5062, "call-1@192.0.2.10", "INVITE")
     assert server_key(ack, "INVITE") == server_key(invite, "INVITE")
     other_host = parse_request(request_bytes("INVITE", via="SIP/2.0/UDP 192.0.2.11:5062"))
     assert server_key(other_host, "INVITE") != server_key(invite, "INVITE")
@@ -40,6 +41,14 @@ def test_rfc2543_retransmission_and_ack_matching() -> None:
     h.receive(request_bytes("ACK", branch="", to_tag="ours1"))
     assert tx.state is TxState.CONFIRMED
     assert h.tu.kinds() == ["request", "ack"]
+
+
+def test_branch_reused_for_another_call_is_another_transaction() -> None:
+    """RFC 4475 cparam01/cparam02 share a branch; each must get its own answer."""
+    h = Harness()
+    h.receive(request_bytes("REGISTER", call_id="cparam01"))
+    h.receive(request_bytes("REGISTER", call_id="cparam02"))
+    assert h.tu.kinds() == ["request", "request"]
 
 
 def test_same_branch_different_method_is_another_transaction() -> None:

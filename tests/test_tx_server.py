@@ -259,6 +259,8 @@ def test_response_destination_udp_rport_and_no_rport() -> None:
     assert tx2.dest == (PHONE[0], 5070)  # source IP (received), Via port
     _, tx3, _ = _new(h, branch="z9hG4bKthird", rport=False, via="SIP/2.0/UDP 10.1.1.1")
     assert tx3.dest == (PHONE[0], 5060)
+    _, tx4, _ = _new(h, branch="z9hG4bKfourth", rport=False, via="SIP/2.0/TLS 10.1.1.1")
+    assert tx4.dest == (PHONE[0], 5060)  # over UDP: 5060 though the Via says TLS (bext01)
 
 
 def test_invite_timer_c_answers_408_when_the_tu_is_silent() -> None:

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.logger import Logger
 
-from b2bua.calls.best_response import best_final
 from b2bua.calls.branch import Branch, BranchState
 from b2bua.calls.context import CallServices
+from b2bua.calls.forking import Forking
 from b2bua.calls.relay import DialogRelay, copy_headers
 from b2bua.calls.state import FINAL_STATES, CallInput, CallState, next_state
-from b2bua.calls.targets import Destination, redirect_targets, resolve_uri
+from b2bua.calls.targets import Destination, Hop, dialog_hop
 from b2bua.sip.addressing import Source
 from b2bua.sip.dialog import Dialog, DialogState
 from b2bua.sip.message import Request, Response, generate_tag, make_response
@@ -30,11 +30,7 @@ from b2bua.sip.message import Request, Response, generate_tag, make_response
 if TYPE_CHECKING:
     from b2bua.calls.wakeup import WakeUp
 
-# A challenge of a callee we hold no credentials for means nothing to the caller.
-_UNANSWERED_CHALLENGE = {401: 403, 407: 403}
-
-
-class Call:
+class Call(Forking):
     """One call through the B2BUA."""
 
     log = Logger()
@@ -75,10 +71,6 @@ class Call:
         self._start_timer("ring", services.settings.ring_timeout, self._ring_timeout)
 
     @property
-    def call_id(self) -> str:
-        return self.a_request.call_id
-
-    @property
     def finished(self) -> bool:
         return self.state in FINAL_STATES
 
@@ -114,6 +106,10 @@ class Call:
                 self.log.failure("call {call_id}: finishing failed", call_id=self.call_id)
 
     # -- state ---------------------------------------------------------------------------
+
+    def _move_routed(self) -> None:
+        if self.state is CallState.ROUTING:
+            self._move(CallInput.ROUTED)
 
     def _move(self, event: CallInput) -> None:
         old = self.state
@@ -189,146 +185,7 @@ class Call:
         self.respond_a(status, reason, headers=headers)
         self._move(CallInput.FAIL)
 
-    # -- routing results --------------------------------------------------------------
-
-    def routed(self, destinations: list[Destination], *, parallel: bool = True,
-               route: str = "", trunk: str | None = None) -> None:
-        """Start branches to ``destinations`` (all at once, or one after another)."""
-        if self.finished:
-            return
-        self.route_text = self.route_text or route
-        if self.state is CallState.ROUTING:
-            self._move(CallInput.ROUTED)
-        self._busy += 1
-        try:
-            if parallel:
-                for dest in destinations:
-                    if self.state is not CallState.PROCEEDING:
-                        break
-                    self.fork(dest, trunk=trunk)
-            else:
-                self.pending.extend(destinations)
-                self._next_serial(trunk)
-        finally:
-            self._busy -= 1
-        self.check_done()
-
-    def _next_serial(self, trunk: str | None = None) -> None:
-        if self.pending and not any(b.active for b in self.branches):
-            self.fork(self.pending.pop(0), trunk=trunk)
-
-    def fork(self, dest: Destination, *, cancel_at_once: bool = False,
-             trunk: str | None = None) -> Branch | None:
-        """Send one more INVITE branch to ``dest`` (None once the call is over).
-
-        A finished call still forks a missed-call INVITE (``cancel_at_once``).
-        """
-        if self.state is not CallState.PROCEEDING and not cancel_at_once:
-            return None
-        settings = self.services.settings
-        branch = Branch(dest, trunk=trunk)
-        branch.cancel_at_once = cancel_at_once
-        branch.created_at = self.services.clock.seconds()
-        contact = self.services.contact_for(dest.transport)
-        max_forwards = min(settings.max_forwards, (self.a_request.max_forwards or 70) - 1)
-        request = branch.build_invite(self.a_request, contact, max(max_forwards, 0),
-                                      settings.pass_identity and self.trunk is not None,
-                                      self.callee_aor(dest))
-        self.branches.append(branch)
-        for callback in self.on_branch:
-            callback(self, branch)
-        self.log.info("call {call_id}: INVITE {b_call_id} to {target} via {transport} {address}",
-                      call_id=self.call_id, b_call_id=branch.call_id, target=dest.request_uri,
-                      transport=dest.transport, address=dest.address)
-        self._busy += 1
-        try:
-            self._send_branch_invite(branch, request)
-        finally:
-            self._busy -= 1
-        return branch
-
-    def callee_aor(self, dest: Destination) -> str | None:
-        return dest.binding.aor if dest.binding is not None else None
-
-    def _send_branch_invite(self, branch: Branch, request: Request) -> None:
-        dest = branch.dest
-        branch.state = BranchState.CALLING
-        branch.tx = self.services.layer.send_request(
-            request, dest.address, dest.transport, dest.flow, context=(self, branch))
-        if branch.state is BranchState.FAILED:
-            return  # the transport failed synchronously
-        self._start_branch_timer_c(branch)
-        if branch.cancel_at_once:
-            self.cancel_branch(branch)
-
-    def _start_branch_timer_c(self, branch: Branch) -> None:
-        self._stop_branch_timer(branch)
-        delay = self.services.settings.timer_c
-        if delay and delay > 0:
-            branch.timer_c = self.services.clock.callLater(delay, self.run, self._timer_c, branch)
-
-    def _timer_c(self, branch: Branch) -> None:
-        """§16.8: CANCEL a branch that rang too long; it counts as 408, not 487."""
-        branch.timer_c = None
-        if branch.state not in (BranchState.CALLING, BranchState.PROCEEDING):
-            return
-        self.log.info("call {call_id}: Timer C fired for {b}", call_id=self.call_id,
-                      b=branch.call_id)
-        silent = branch.state is BranchState.CALLING
-        branch.timed_out = True
-        self.cancel_branch(branch)
-        if silent:  # nothing heard at all: as if a 408 had come
-            self._branch_ended(branch, 408, died=True)
-
-    def cancel_branch(self, branch: Branch) -> None:
-        if branch.state in (BranchState.CALLING, BranchState.PROCEEDING) and branch.tx is not None:
-            branch.state = BranchState.CANCELLING
-            self.services.layer.cancel(branch.tx)
-
-    def abandon_silent_branches(self) -> None:
-        """Give up on branches that never answered at all (a sleeping phone's old contact).
-
-        Their CANCEL waits in the transaction layer for a provisional that
-        will likely never come; for the caller they count as 480.
-        """
-        for branch in self.branches:
-            if branch.state is BranchState.CALLING:
-                self.cancel_branch(branch)
-                branch.state = BranchState.FAILED
-                branch.status = 480
-                self._stop_branch_timer(branch)
-
-    def _cancel_branches(self, keep: Branch | None = None) -> None:
-        for branch in self.branches:
-            if branch is not keep:
-                self.cancel_branch(branch)
-
-    # -- B-leg responses --------------------------------------------------------------
-
-    def branch_response(self, branch: Branch, response: Response) -> None:
-        status = response.status
-        if status < 200:
-            self._branch_provisional(branch, response)
-        elif status < 300:
-            self._branch_success(branch, response)
-        else:
-            self._branch_failure(branch, response)
-
-    def _branch_provisional(self, branch: Branch, response: Response) -> None:
-        if branch.state is BranchState.CALLING:
-            branch.state = BranchState.PROCEEDING
-        if response.status == 100:
-            return
-        if branch.state is BranchState.PROCEEDING:
-            self._start_branch_timer_c(branch)
-        if branch.dialog is None and response.to.tag and branch.request is not None:
-            branch.dialog = Dialog.uac(branch.request, response)
-        if self.state is not CallState.PROCEEDING or branch.state is not BranchState.PROCEEDING:
-            return
-        if response.body or not self.ringing_sent or response.status != 180:
-            self.ringing_sent = self.ringing_sent or response.status == 180
-            self.respond_a(response.status, response.reason, body=response.body,
-                           headers=copy_headers(response))
+    # -- the answer ------------------------------------------------------------------
 
     def _branch_success(self, branch: Branch, response: Response) -> None:
         if branch.request is None:
@@ -362,129 +219,13 @@ class Call:
             self.wakeup.answered(branch)
         self.respond_a(response.status, response.reason, body=response.body,
                        headers=copy_headers(response))
+        if self.state is not CallState.PROCEEDING:
+            return  # the caller went away while we answered it (a_leg_failed)
         self._move(CallInput.ANSWER)
         self._stop_timer("ring")
         self._start_timer("max_duration", self.services.settings.max_duration,
                           lambda: self.hangup("max-duration"))
         self._start_timer("ack", self.services.settings.ack_timeout, self._no_ack)
-
-    def _branch_failure(self, branch: Branch, response: Response) -> None:
-        if branch.state is BranchState.FAILED:
-            return
-        status = response.status
-        if status in (401, 407) and self._answer_challenge(branch, response):
-            return
-        if 300 <= status < 400 and self._recurse(branch, response):
-            branch.final = response
-            self._branch_ended(branch, status)
-            return
-        branch.final = response
-        if status == 487 and branch.timed_out:
-            status = 408
-        self._branch_ended(branch, status)
-
-    def _answer_challenge(self, branch: Branch, response: Response) -> bool:
-        """A trunk's 401/407 answered once with its credentials; True if retried."""
-        if branch.trunk is None or self.state is not CallState.PROCEEDING:
-            return False
-        if branch.state not in (BranchState.CALLING, BranchState.PROCEEDING):
-            return False  # being cancelled: let the challenge end it
-        credentials = self.services.trunk_credentials.get(branch.trunk)
-        retry = branch.authenticated_retry(response, credentials) if credentials else None
-        if retry is None:
-            return False
-        self.log.info("call {call_id}: answering the {status} of trunk {trunk}",
-                      call_id=self.call_id, status=response.status, trunk=branch.trunk)
-        branch.dialog = None
-        self._send_branch_invite(branch, retry)
-        return True
-
-    def _recurse(self, branch: Branch, response: Response) -> bool:
-        """Try a 3xx's Contacts ourselves when allowed (``recurse_redirects``).
-
-        Off by default: a redirect names a destination no router chose, so
-        following it could send a call (and its cost) anywhere.
-        """
-        settings = self.services.settings
-        if not settings.recurse_redirects or self.state is not CallState.PROCEEDING:
-            return False
-        tried = {b.dest.request_uri for b in self.branches}
-        uris = redirect_targets(response.contacts, tried, settings.max_redirects - self.redirects)
-        if not uris:
-            return False
-        self.redirects += len(uris)
-        self.log.info("call {call_id}: {status} from {target}; trying {uris}",
-                      call_id=self.call_id, status=response.status,
-                      target=branch.dest.request_uri, uris=" ".join(uris))
-        for uri in uris:
-            self._busy += 1
-            d = resolve_uri(uri, self.services.reactor)
-            d.addCallback(lambda dest: self.run(self._redirected_to, dest))
-            d.addErrback(lambda failure: self.log.info(
-                "call {call_id}: cannot reach a redirect target: {error}",
-                call_id=self.call_id, error=failure.getErrorMessage()))
-            d.addBoth(lambda _: self.run(self._resolved))
-        return True
-
-    def _redirected_to(self, dest: Destination) -> None:
-        self.fork(dest)
-
-    def _resolved(self) -> None:
-        self._busy -= 1
-        self.check_done()
-
-    def _branch_ended(self, branch: Branch, status: int, died: bool = False) -> None:
-        if branch.state is BranchState.FAILED:
-            return
-        branch.state = BranchState.FAILED
-        branch.status = status
-        branch.died = died
-        self._stop_branch_timer(branch)
-        if status >= 600 and self.state is CallState.PROCEEDING:
-            self.pending.clear()
-            self._fail_with(branch, status)
-            return
-        self._next_serial(branch.trunk)
-        self.check_done()
-
-    def _stop_branch_timer(self, branch: Branch) -> None:
-        if branch.timer_c is not None and branch.timer_c.active():
-            branch.timer_c.cancel()
-        branch.timer_c = None
-
-    def branch_timeout(self, branch: Branch) -> None:
-        self._branch_ended(branch, 408, died=True)
-
-    def branch_transport_error(self, branch: Branch) -> None:
-        self._branch_ended(branch, 503, died=True)
-
-    def check_done(self) -> None:
-        """Answer the caller once no branch, serial target or wake-up is left."""
-        if self.state is not CallState.PROCEEDING or self._busy:
-            return
-        if any(b.active for b in self.branches) or self.pending:
-            return
-        if self.wakeup is not None and self.wakeup.waiting:
-            return
-        if not self.branches:
-            self.fail(480, "Temporarily Unavailable", by="callee")
-            return
-        status = best_final(_UNANSWERED_CHALLENGE.get(b.status or 408, b.status or 408)
-                            for b in self.branches)
-        chosen = next((b for b in reversed(self.branches)
-                       if _UNANSWERED_CHALLENGE.get(b.status or 408, b.status) == status), None)
-        self._fail_with(chosen, status)
-
-    def _fail_with(self, branch: Branch | None, status: int) -> None:
-        """The caller's final error, carrying the branch response's reason and headers."""
-        final = branch.final if branch is not None else None
-        if final is None or final.status != status:
-            self.fail(status, by="callee")
-            return
-        headers = copy_headers(final)
-        if 300 <= status < 400 or status == 485:
-            headers += [("Contact", value) for value in final.headers.lines("Contact")]
-        self.fail(status, final.reason, by="callee", headers=headers)
 
     def _ring_timeout(self) -> None:
         if self.state in (CallState.PROCEEDING, CallState.ROUTING):
@@ -512,6 +253,9 @@ class Call:
             self.ended_by = "timeout" if status == 408 else "caller"
             self.pending.clear()
             self._cancel_branches()
+            branch = self.answered
+            if branch is not None and branch.dialog is not None and branch.final is not None:
+                self._ack_and_bye(branch, branch.dialog, branch.final)
             self.final_status = status
             self.final_reason = "Request Timeout" if status == 408 else "Caller Unreachable"
             self._move(CallInput.FAIL)
@@ -537,21 +281,41 @@ class Call:
         self.log.warn("call {call_id}: no ACK from the caller; hanging up", call_id=self.call_id)
         self.hangup("no-ack")
 
-    # -- ACK and BYE towards the B-leg ------------------------------------------------------
+    # -- ACK and BYE ------------------------------------------------------------------------
+
+    def hop(self, leg: str, dialog: Dialog | None = None) -> Hop:
+        """(address, transport, flow) of in-dialog requests into ``leg``'s dialog."""
+        if leg == "a":
+            src = self.a_source
+            original: Hop = (src.address, src.transport, src.flow)
+            sticky = self.caller is not None
+            dialog = dialog or self.a_dialog
+        else:
+            branch = self.answered
+            assert branch is not None
+            dest = branch.dest
+            original, sticky = (dest.address, dest.transport, dest.flow), dest.binding is not None
+            dialog = dialog or branch.dialog
+        if dialog is None:
+            return original
+        return dialog_hop(dialog.next_hop, original, sticky)
+
+    def _branch_hop(self, branch: Branch, dialog: Dialog) -> Hop:
+        dest = branch.dest
+        return dialog_hop(dialog.next_hop, (dest.address, dest.transport, dest.flow),
+                          dest.binding is not None)
 
     def _ack_branch(self, branch: Branch, body: bytes, content_type: str | None) -> None:
         if branch.dialog is None or branch.request is None:
             return
         ack = branch.dialog.create_ack(branch.cseq, body=body, content_type=content_type)
-        dest = branch.dest
-        self.services.layer.send_ack(ack, dest.address, dest.transport, dest.flow, tx=branch.tx)
+        self.services.layer.send_ack(ack, *self._branch_hop(branch, branch.dialog), tx=branch.tx)
 
     def _resend_ack(self, branch: Branch) -> None:
         if branch.dialog is not None and branch.dialog.ack is not None:
-            dest = branch.dest
             ack = branch.dialog.ack
             ack.headers.remove("Via")
-            self.services.layer.send_ack(ack, dest.address, dest.transport, dest.flow)
+            self.services.layer.send_ack(ack, *self._branch_hop(branch, branch.dialog))
 
     def _ack_and_bye(self, branch: Branch, dialog: Dialog, response: Response) -> None:
         """ACK a 2xx nobody will take (§13.2.2.4), then BYE its dialog.
@@ -561,21 +325,19 @@ class Call:
         body, content_type = b"", None
         if response.body and branch.request is not None and not branch.request.body:
             body, content_type = refusing_answer(response.body), "application/sdp"
-        dest = branch.dest
+        hop = self._branch_hop(branch, dialog)
         ack = dialog.create_ack(response.cseq.number, body=body, content_type=content_type)
-        self.services.layer.send_ack(ack, dest.address, dest.transport, dest.flow, tx=branch.tx)
+        self.services.layer.send_ack(ack, *hop, tx=branch.tx)
         bye = dialog.create_request("BYE")
         dialog.terminate()
-        self.services.layer.send_request(bye, dest.address, dest.transport, dest.flow,
-                                         context=(self, "bye"))
+        self.services.layer.send_request(bye, *hop, context=(self, "bye"))
 
     def _bye_branch(self, branch: Branch) -> None:
         if branch.dialog is None or branch.dialog.state is DialogState.TERMINATED:
             return
         bye = branch.dialog.create_request("BYE")
         branch.dialog.terminate()
-        dest = branch.dest
-        self.services.layer.send_request(bye, dest.address, dest.transport, dest.flow,
+        self.services.layer.send_request(bye, *self._branch_hop(branch, branch.dialog),
                                          context=(self, "bye"))
 
     def _bye_a(self) -> None:
@@ -583,9 +345,7 @@ class Call:
             return
         bye = self.a_dialog.create_request("BYE")
         self.a_dialog.terminate()
-        src = self.a_source
-        self.services.layer.send_request(bye, src.address, src.transport, src.flow,
-                                         context=(self, "bye"))
+        self.services.layer.send_request(bye, *self.hop("a"), context=(self, "bye"))
 
     def hangup(self, reason: str) -> None:
         """End an answered call from our side (timers, errors): BYE both legs."""
@@ -597,7 +357,8 @@ class Call:
         try:
             self._bye_a()
             if self.answered is not None:
-                if not self.a_acked and self.answered.final is not None:
+                if not self.a_acked and self.answered.final is not None \
+                        and self.answered.dialog is not None:
                     # The caller never ACKed: the callee's 2xx still needs its ACK.
                     self.a_acked = True
                     self._ack_and_bye(self.answered, self.answered.dialog,

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from twisted.internet.interfaces import IReactorTime
-
 from b2bua.registrar.events import BindingEvents
+from b2bua.sip.transaction import Clock
 from b2bua.store.bindings import Binding
 
 
@@ -51,7 +50,7 @@ class CallServices:
     """Collaborators shared by every call of the process."""
 
     layer: Any                                   # TransactionLayer
-    clock: IReactorTime
+    clock: Clock                                 # the reactor; a task.Clock in tests
     reactor: Any                                 # for resolving host names
     events: BindingEvents
     list_bindings: Callable[[str], list[Binding]]     # aor -> live bindings

@@ -63,16 +63,6 @@ class DialogRelay:
             return call.a_dialog
         return call.answered.dialog if call.answered is not None else None
 
-    def destination_of(self, leg: str) -> tuple[Any, str, Any]:
-        """Where requests into ``leg``'s dialog go: (address, transport, flow)."""
-        call = self.call
-        if leg == "a":
-            src = call.a_source
-            return src.address, src.transport, src.flow
-        assert call.answered is not None
-        dest = call.answered.dest
-        return dest.address, dest.transport, dest.flow
-
     def contact_of(self, leg: str) -> str:
         """Our Contact towards ``leg``."""
         call = self.call
@@ -128,7 +118,7 @@ class DialogRelay:
                                     content_type=request.content_type,
                                     extra=copy_headers(request, REQUEST_HEADERS))
         out.headers.set("Max-Forwards", str(min(69, (mf if mf is not None else 70) - 1)))
-        address, transport, flow = self.destination_of(far)
+        address, transport, flow = self.call.hop(far)
         client = self.call.services.layer.send_request(out, address, transport, flow,
                                                        context=(self.call, "relay"))
         self.pending[client] = Relayed(tx, request.method, leg, out.cseq.number)
@@ -186,5 +176,5 @@ class DialogRelay:
         if pending is None or dialog is None:
             return
         out = dialog.create_ack(pending[0], body=ack.body, content_type=ack.content_type)
-        address, transport, flow = self.destination_of(far)
+        address, transport, flow = self.call.hop(far)
         self.call.services.layer.send_ack(out, address, transport, flow, tx=pending[1])

@@ -272,8 +272,8 @@ class CallTable:
 
     def response_received(self, tx: Any, response: Response) -> None:
         context = tx.context
-        if not isinstance(context, tuple):
-            return
+        if not isinstance(context, tuple) or tx.request.method == "CANCEL":
+            return  # a CANCEL shares its INVITE's context; the INVITE's answer counts
         call, what = context
         if what == "relay":
             call.run(call.relay_response, tx, response)
@@ -291,8 +291,8 @@ class CallTable:
         if isinstance(context, Call):      # the A-leg INVITE's server transaction
             context.run(context.a_leg_failed, status)
             return
-        if not isinstance(context, tuple):
-            return
+        if not isinstance(context, tuple) or tx.request.method == "CANCEL":
+            return  # the INVITE it cancels still ends (Timer B / 487) on its own
         call, what = context
         if what == "relay":
             call.run(call.relay_failed, tx, status)

@@ -52,7 +52,7 @@ def binding_destination(binding: Binding, flow: object | None) -> Destination:
     if isinstance(uri, SipUri) and uri.transport:
         transport = uri.transport.upper() if flow is None else transport
     if flow is None and isinstance(uri, SipUri) and contact_host == binding.source_host:
-        address = (contact_host, uri.port or DEFAULT_PORT.get(transport, 5060))
+        address: Address = (contact_host or "", uri.port or DEFAULT_PORT.get(transport, 5060))
     elif binding.source_host and binding.source_port:
         address = (binding.source_host, binding.source_port)
     elif isinstance(uri, SipUri):
@@ -112,3 +112,31 @@ def redirect_targets(contacts: list[NameAddr], tried: set[str], limit: int) -> l
         if text not in out:
             out.append(text)
     return out[:max(limit, 0)]
+
+
+Hop = tuple[Address, str, object | None]
+"""Where to send a message: (address, transport, flow)."""
+
+
+def dialog_hop(next_hop: object, original: Hop, sticky: bool) -> Hop:
+    """Where an in-dialog request (or a 2xx's ACK) goes (§12.2.1.1).
+
+    ``sticky`` legs (a phone: a registered contact, or a caller who
+    authenticated as a local user) are reached where they are reachable, the
+    NAT-ed address and connection we know.  Otherwise the dialog's next hop
+    (top Route, else the remote target) when it is an IP address; the original
+    connection is kept when that is where it points.  A host name would need a
+    lookup: the original address serves instead.
+    """
+    if sticky or not isinstance(next_hop, SipUri):
+        return original
+    host = _bare(next_hop.params.get("maddr") or next_hop.host)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return original
+    transport = uri_transport(next_hop)
+    address = (host, next_hop.port or DEFAULT_PORT.get(transport, 5060))
+    if address == tuple(original[0]) and transport == original[1].upper():
+        return original
+    return address, transport, None

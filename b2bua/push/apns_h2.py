@@ -92,7 +92,7 @@ class StreamState:
 def read_headers(stream: StreamState, headers: list[Header]) -> None:
     for name, value in headers:
         if name == b":status":
-            stream.status = int(value)
+            stream.status = int(value) if value.isdigit() else 0
         elif name == b"apns-id":
             stream.apns_id = value.decode("ascii", "replace")
         elif name == b"retry-after" and value.isdigit():

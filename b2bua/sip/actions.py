@@ -1,8 +1,11 @@
-"""What the sans-IO core hands outwards: messages to send and diagnostic events.
+"""What the sans-IO core hands outwards: sends and diagnostic events.
 
-The transaction layer turns :class:`SendMessage` into one
-``transport_send(data, dest, transport, flow)`` call. The diagnostic events
-go to an optional ``observer`` so that the adapter, not the core, logs them.
+A send is one ``transport_send(data, dest, transport, flow)`` call made by the
+transaction layer with bytes serialised once per message (retransmissions
+reuse them); :class:`SendMessage` describes one such send for code that wants
+a value rather than a call (an adapter queue, a trace). The diagnostic events
+go to the layer's optional ``observer`` so that the adapter, not the core,
+logs them.
 """
 
 from __future__ import annotations

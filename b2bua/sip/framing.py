@@ -73,14 +73,16 @@ class StreamFramer:
         if n == 0:
             return bool(buf)
         run = buf[:n]
-        pings = run.count(_PING)
-        events.extend(KeepAlive() for _ in range(pings))
+        end = 0
+        while (found := run.find(_PING, end)) >= 0:   # left to right, no overlaps
+            events.append(KeepAlive())
+            end = found + 4
         if n < len(buf):
             self._buffer = buf[n:]
             return True
-        # Still between messages: keep what could complete a ping later on.
-        tail = run[run.rfind(_PING) + 4:] if pings else run
-        self._buffer = tail[-3:]
+        # Still between messages: keep what could complete a ping later on
+        # (no ping starts earlier than 3 bytes before the end of the run).
+        self._buffer = run[end:][-3:]
         return False
 
     def _find_head(self, events: list[FrameEvent]) -> bool:

@@ -195,7 +195,10 @@ class SipNetwork(service.Service):
         if self.connections.get(key) is conn:
             del self.connections[key]
         if self.on_connection_lost is not None:
-            self.on_connection_lost(conn)
+            try:
+                self.on_connection_lost(conn)
+            except Exception:
+                self.log.failure("error forgetting the flow {flow}", flow=repr(conn))
 
     # -- outgoing -----------------------------------------------------------
 
