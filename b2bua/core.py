@@ -146,7 +146,8 @@ class SipCore:
         if self.registrar is None:
             self.respond(tx, 405, extra=[("Allow", ALLOW)])
             return
-        result = defer.maybeDeferred(self.registrar.handle, request, source)
+        result: defer.Deferred[Response] = defer.maybeDeferred(
+            self.registrar.handle, request, source)  # type: ignore[call-overload]
         result.addCallback(self._send_registrar_response, tx)
         result.addErrback(self._registrar_failed, tx)
 

@@ -198,7 +198,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
 
     network.on_connection_lost = connection_lost
 
-    notifier = _push_notifier(config, reactor, bindings)
+    notifier, push_clients = _push_notifier(config, reactor, bindings)
     chain_holder = _RouterChainHolder(_router_chain(config, store, clock))
     services = CallServices(
         layer=layer, clock=clock, reactor=reactor, events=events,
@@ -220,6 +220,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     root.metrics.attach(root)
 
     _Housekeeping(registrar, bindings).setServiceParent(root)
+    for client in push_clients:     # a warm APNs connection, PINGed, closed gracefully
+        client.setServiceParent(root)
     if config.metrics.listen:
         web_service(root, config.metrics.listen, config.metrics.allow).setServiceParent(root)
     network.setServiceParent(root)
@@ -283,7 +285,9 @@ def _create_users(config: Config, store: Store) -> None:
             log.info("created user {name} from the config", name=entry.name)
 
 
-def _push_notifier(config: Config, reactor: object, bindings: BindingWriter) -> PushNotifierRegistry:
+def _push_notifier(config: Config, reactor: object,
+                   bindings: BindingWriter) -> tuple[PushNotifierRegistry, list[Any]]:
+    """The provider registry the calls push through, and the clients to run as services."""
     def token_dead(token: str) -> None:
         bindings.remove_push_token(token)
 
@@ -298,9 +302,10 @@ def _push_notifier(config: Config, reactor: object, bindings: BindingWriter) -> 
             timings=ApnsTimings(push_timeout=apns.timeout, ping_interval=apns.ping_interval))
     except PushConfigError as exc:
         raise ServiceBuildError(str(exc)) from None
-    if client is not None:
-        registry.register("i", ApnsNotifier(client))
-    return registry
+    if client is None:
+        return registry, []
+    registry.register("i", ApnsNotifier(client))
+    return registry, [client]
 
 
 def _router_chain(config: Config, store: Store, clock: object,

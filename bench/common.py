@@ -38,8 +38,8 @@ TRUNK = ('[[trunk]]\nname = "sipp"\nuri = "sip:127.0.0.1:5999"\n'
 STATIC = '[[router]]\nplugin = "static"\ntarget = "sip:127.0.0.1:{port}"\n'
 
 __all__ = ["Child", "HOST", "REPO", "SippResult", "cpu_seconds", "free_port", "machine",
-           "median", "rss_kb", "run_uac", "sippy_available", "start_ours", "start_sippy",
-           "start_uas", "table", "uas_scenario"]
+           "current_calls", "finish_uac", "median", "rss_kb", "run_uac", "sippy_available",
+           "start_ours", "start_sippy", "start_uac", "start_uas", "table", "uas_scenario"]
 
 
 # -- /proc ---------------------------------------------------------------------------
@@ -308,32 +308,57 @@ def read_stat(path: Path) -> list[dict[str, str]]:
         return []
 
 
-def run_uac(workdir: Path, target_port: int, calls: int, rate: float, hold_ms: int = 0,
-            cpu: int | None = 1, timeout_s: float = 120.0, name: str = "uac",
-            extra: Sequence[str] = ()) -> SippResult:
-    """SIPp's built-in UAC: ``calls`` calls at ``rate``/s, each held ``hold_ms``."""
+def start_uac(workdir: Path, target_port: int, calls: int, rate: float, hold_ms: int = 0,
+              cpu: int | None = 1, timeout_s: float = 120.0, name: str = "uac",
+              extra: Sequence[str] = ()) -> Child:
+    """SIPp's built-in UAC, not waited for: ``calls`` calls at ``rate``/s, each held
+    ``hold_ms``.  Its screen goes to ``NAME_screen.txt``, its 1 s stats to ``NAME_stat.csv``."""
     stat = workdir / f"{name}_stat.csv"
     stat.unlink(missing_ok=True)
     args = [sipp(), "-sn", "uac", f"{HOST}:{target_port}", "-i", HOST, "-p", str(free_port()),
             "-m", str(calls), "-r", str(rate), "-rp", "1000", "-d", str(hold_ms),
             *SIPP_TUNING, "-timeout", "%ds" % int(timeout_s), "-trace_stat", "-stf", str(stat),
-            "-fd", "1", *extra]
+            "-fd", "1", "-trace_err", "-error_file", str(workdir / f"{name}_errors.log"), *extra]
+    with open(workdir / f"{name}_screen.txt", "w") as out:
+        proc = subprocess.Popen(pinned(cpu, args), cwd=str(workdir), stdout=out,
+                                stderr=subprocess.STDOUT)
+    return Child(name, proc, target_port, workdir)
+
+
+def current_calls(uac: Child) -> int:
+    """Calls the UAC has open now, from the last line of its 1 s statistics."""
+    rows = read_stat(uac.workdir / f"{uac.name}_stat.csv")
+    return int(rows[-1].get("CurrentCall") or 0) if rows else 0
+
+
+def finish_uac(uac: Child, calls: int, timeout_s: float) -> SippResult:
+    """Wait for a UAC (at most ``timeout_s``; then SIGINT, as pressing 'q') and read it."""
     began = time.monotonic()
-    proc = subprocess.run(pinned(cpu, args), cwd=str(workdir), capture_output=True, text=True,
-                          timeout=timeout_s + 30)
+    try:
+        uac.proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:       # SIPp's own -timeout does not always fire
+        uac.proc.send_signal(signal.SIGINT)
+        try:
+            uac.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            uac.stop()
     seconds = time.monotonic() - began
-    rows = read_stat(stat)
+    rows = read_stat(uac.workdir / f"{uac.name}_stat.csv")
     retrans = [int(r.get("Retransmissions(P)") or 0) for r in rows]
     rts = [_duration_ms(r.get("ResponseTime1(P)", "")) for r in rows]
-    screen = proc.stdout
+    screen = (uac.workdir / f"{uac.name}_screen.txt").read_text(errors="replace")
     ok, failed = _counter(screen, "Successful call"), _counter(screen, "Failed call")
     total_retrans = int(rows[-1].get("Retransmissions(C)") or 0) if rows else sum(retrans)
-    if not rows and not screen:
-        failed = calls
-    # Calls SIPp never finished (timeout) count as failed.
-    failed = max(failed, calls - ok)
-    return SippResult(calls, ok, failed, total_retrans, retrans, rts, seconds, proc.returncode,
-                      screen[-4000:])
+    failed = max(failed, calls - ok)       # calls SIPp never finished count as failed
+    return SippResult(calls, ok, failed, total_retrans, retrans, rts, seconds,
+                      uac.proc.returncode, screen[-4000:])
+
+
+def run_uac(workdir: Path, target_port: int, calls: int, rate: float, hold_ms: int = 0,
+            cpu: int | None = 1, timeout_s: float = 120.0, name: str = "uac") -> SippResult:
+    """``start_uac`` then ``finish_uac``: the run, bounded by ``timeout_s``."""
+    uac = start_uac(workdir, target_port, calls, rate, hold_ms, cpu, timeout_s, name)
+    return finish_uac(uac, calls, timeout_s)
 
 
 # -- output --------------------------------------------------------------------------

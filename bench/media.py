@@ -57,17 +57,15 @@ def ringback_run(reactor: Any, streams: int, seconds: float
     ports = PortAllocator(40000, 40000 + 2 * streams + 100)
     senders = [RingbackSender.listen(reactor, ports, HOST, PCMU, "us", sink_address)
                for _ in range(streams)]
-    for sender in senders:  # spread starts over one frame, as calls arrive at random
-        sender.start()
-        yield task.deferLater(reactor, 0.02 / streams, lambda: None)
+    for index, sender in enumerate(senders):  # spread over one frame, as calls arrive
+        reactor.callLater(0.02 * index / streams, sender.start)
     yield task.deferLater(reactor, 0.5, lambda: None)  # settle
     sent0 = sum(s.packets_sent for s in senders)
     cpu0, wall0 = cpu(), time.perf_counter()
     yield task.deferLater(reactor, seconds, lambda: None)
     cpu1, wall1 = cpu(), time.perf_counter()
     sent = sum(s.packets_sent for s in senders) - sent0
-    for sender in senders:
-        yield sender.stop()
+    yield defer.gatherResults([sender.stop() for sender in senders])
     sink.close()
     elapsed = wall1 - wall0
     return {"cpu_per_stream_s": (cpu1 - cpu0) / (streams * elapsed),

@@ -44,7 +44,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate, trustRootFromCertificates
+from twisted.internet.ssl import Certificate, CertificateOptions, trustRootFromCertificates
 from twisted.python.failure import Failure
 
 KEY_ID = "ABC123DEFG"
@@ -251,10 +251,9 @@ class FakeApns:
     # -- control --------------------------------------------------------------------
 
     def start(self) -> "FakeApns":
-        server = PrivateCertificate.loadPEM(  # type: ignore[no-untyped-call]
-            self.pki.server_cert_file.read_bytes() + self.pki.server_key_file.read_bytes())
-        options: dict[str, Any] = dict(
-            privateKey=server.privateKey.original, certificate=server.original,
+        options: dict[str, Any] = dict(  # cryptography objects: pyOpenSSL's own are deprecated
+            privateKey=serialization.load_pem_private_key(self.pki.server_key_file.read_bytes(), None),
+            certificate=x509.load_pem_x509_certificate(self.pki.server_cert_file.read_bytes()),
             acceptableProtocols=[b"h2"])
         if self.auth == "certificate":
             ca = Certificate.loadPEM(self.pki.ca_file.read_bytes())
@@ -391,6 +390,11 @@ _STATUS_OF = {"MethodNotAllowed": 405, "BadPath": 404, "PayloadTooLarge": 413,
               "MissingProviderToken": 403, "InvalidProviderToken": 403, "ExpiredProviderToken": 403}
 
 
+def _common_name(peer: Any) -> str:
+    names = peer.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
 class _ServerH2Connection(H2Connection):
     """Counts open inbound streams without h2's per-stream rescan (see the client's twin)."""
 
@@ -444,7 +448,7 @@ class FakeApnsProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.client_subject is None and self.fake.auth == "certificate":
             peer = self.wire.getPeerCertificate()
-            self.client_subject = peer.get_subject().CN if peer is not None else ""
+            self.client_subject = _common_name(peer) if peer is not None else ""
         try:
             events = self._h2.receive_data(data)
         except ProtocolError:

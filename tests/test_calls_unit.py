@@ -857,3 +857,15 @@ def test_a_phone_is_reached_where_it_sent_from_not_its_private_contact() -> None
     w.in_dialog(call, "b", "BYE", cseq=2)
     (bye,) = w.layer.sent("BYE")
     assert bye.dest == (PHONE_IP, 5060)
+
+
+def test_caller_cancel_while_a_router_thinks_stops_the_router() -> None:
+    waiting: defer.Deferred = defer.Deferred()
+    w = World()
+    w.chain.decision = None
+    w.chain.route = lambda view: waiting  # type: ignore[method-assign]
+    a_tx = w.invite()
+    w.table.cancel_received(a_tx, a_tx.request)
+    assert finals(a_tx) == [487]
+    assert waiting.called                       # cancelled, quietly
+    assert w.layer.requests == [] and len(w.cdrs) == 1

@@ -54,7 +54,8 @@ def make_sender(country: str = "us", codec: G711Law = PCMU, **options: Any
 
 @pytest.mark.parametrize("country,frames,bursts", [
     ("us", 300, 1), ("ca", 300, 1), ("uk", 150, 2), ("gb", 150, 2), ("eu", 250, 1),
-    ("de", 250, 1), ("fr", 250, 1), ("es", 225, 1), ("se", 300, 1), ("au", 150, 2)])
+    ("de", 250, 1), ("fr", 250, 1), ("es", 225, 1), ("se", 300, 1), ("au", 150, 2), ("nz", 150, 2), ("be", 200, 1),
+    ("pt", 300, 1), ("at", 300, 1)])
 def test_cadence_periods(country: str, frames: int, bursts: int) -> None:
     for codec in (PCMU, PCMA):
         cadence = encoded_cadence(country, codec)

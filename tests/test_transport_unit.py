@@ -17,6 +17,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 
 from b2bua.config_schema import ListenAddress
 from b2bua.sip.addressing import Source, response_destination, stamp_via
@@ -85,7 +86,7 @@ class FakeStreamPort:
 class FakeReactor(Clock):
     """A Clock that can 'listen': UDP protocols get a FakeUdpPort as transport."""
 
-    def __init__(self, busy: set[tuple[str, int]] = frozenset()) -> None:  # type: ignore[assignment]
+    def __init__(self, busy: frozenset[tuple[str, int]] = frozenset()) -> None:
         super().__init__()
         self.busy = busy
         self.udp: dict[tuple[str, int], FakeUdpPort] = {}
@@ -114,7 +115,8 @@ class FakeReactor(Clock):
         self.tcp.append(fake)
         return fake
 
-    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30) -> None:  # noqa: N802
+    def connectTCP(self, host: str, port: int, factory: Any,  # noqa: N802
+                   timeout: float = 30) -> None:
         self.connects.append((host, port))
 
 
@@ -229,7 +231,7 @@ def test_stream_idle_timeout_closes_and_connection_lost_forgets() -> None:
     assert not wire.disconnecting
     reactor.advance(2)
     assert wire.disconnecting
-    proto.connectionLost(error.ConnectionDone())
+    proto.connectionLost(Failure(error.ConnectionDone()))
     assert network.connections == {} and reactor.getDelayedCalls() == []
     with pytest.raises(TransportError):
         proto.send(b"late")
@@ -242,7 +244,7 @@ def test_network_send_uses_the_flow_then_the_connection_table() -> None:
     network.send(b"by flow", ("203.0.113.1", 9), "TCP", proto)
     network.send(b" by address", PHONE, "TCP", None)
     assert wire.value() == b"by flow by address"
-    proto.connectionLost(error.ConnectionDone())
+    proto.connectionLost(Failure(error.ConnectionDone()))
     network.send(b"queued", PHONE, "tcp", proto)  # flow gone: a new connection is opened
     assert reactor.connects == [PHONE]
     assert network.connections[("TCP", PHONE)]._pending == [b"queued"]
@@ -303,7 +305,7 @@ def test_udp_send_picks_the_listener_and_reports_errors() -> None:
 
 
 def test_listen_failure_names_the_address_and_closes_the_others() -> None:
-    reactor = FakeReactor(busy={("127.0.0.1", 5062)})
+    reactor = FakeReactor(busy=frozenset({("127.0.0.1", 5062)}))
     network = SipNetwork(reactor, [ListenAddress.parse("udp:127.0.0.1:5060"),
                                    ListenAddress.parse("tcp:127.0.0.1:5062")], sink=Sink())
     with pytest.raises(ListenError, match=r"tcp:127\.0\.0\.1:5062: Address already in use"):
@@ -380,6 +382,12 @@ def test_endpoint_sends_nothing_when_no_answer_is_due(data: bytes) -> None:
     endpoint, wire, seen = make_endpoint()
     endpoint.bytes_received(data, UDP_SOURCE)
     assert wire.sent == [] and seen == []
+
+
+def test_endpoint_drops_what_is_not_a_sip_error() -> None:
+    endpoint, wire, _ = make_endpoint()
+    endpoint.reject(RuntimeError("not a SipError"), UDP_SOURCE)
+    assert wire.sent == []
 
 
 def test_endpoint_stamps_the_top_via_and_passes_the_request_on() -> None:

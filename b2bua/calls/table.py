@@ -109,6 +109,8 @@ class CallTable:
         d = self.chain.route(view)
         d.addCallback(lambda decision: call.run(self._routed, decision, call))
         d.addErrback(self._call_error, call)
+        if not d.called:  # a router answers later: a caller who gives up stops it
+            call.on_finished.append(lambda _: d.cancel())
 
     def _looped(self, tx: Any, request: Request) -> bool:
         """482 for an INVITE that is one of our own B-legs come back, or a copy of a
@@ -193,6 +195,8 @@ class CallTable:
             self.b_legs[branch.call_id] = call
 
     def _call_error(self, failure: Any, call: Call) -> None:
+        if failure.check(defer.CancelledError) and call.finished:
+            return  # we stopped the router ourselves
         self.log.failure("call {call_id} failed", failure, call_id=call.call_id)
         call.crashed()
 

@@ -78,13 +78,21 @@ class RingbackTone:
         return samples
 
 
-# US/Canada levels from the North American precise tone plan (-19 dBm0 per frequency).
+# Levels: -19 dBm0 per frequency for the dual tones (the North American precise tone plan's
+# audible ring level); -16 dBm0 for the single tones, a middle level rather than any one
+# national plan's figure.
 TONES: dict[str, RingbackTone] = {
     "us": RingbackTone((440.0, 480.0), (2.0, 4.0), -19.0),
     "ca": RingbackTone((440.0, 480.0), (2.0, 4.0), -19.0),
     "uk": RingbackTone((400.0, 450.0), (0.4, 0.2, 0.4, 2.0), -19.0),
-    "au": RingbackTone((400.0, 450.0), (0.4, 0.2, 0.4, 2.0), -19.0),
+    "nz": RingbackTone((400.0, 450.0), (0.4, 0.2, 0.4, 2.0), -19.0),
+    "au": RingbackTone((413.0, 438.0), (0.4, 0.2, 0.4, 2.0), -19.0),
     "eu": RingbackTone((425.0,), (1.0, 4.0)),
+    "at": RingbackTone((420.0,), (1.0, 5.0)),
+    "be": RingbackTone((425.0,), (1.0, 3.0)),
+    "fi": RingbackTone((425.0,), (1.0, 4.0)),
+    "pl": RingbackTone((425.0,), (1.0, 4.0)),
+    "pt": RingbackTone((425.0,), (1.0, 5.0)),
     "de": RingbackTone((425.0,), (1.0, 4.0)),
     "nl": RingbackTone((425.0,), (1.0, 4.0)),
     "it": RingbackTone((425.0,), (1.0, 4.0)),

@@ -28,7 +28,7 @@ class ApnsResponse:
 
 
 class ApnsH2Connection(H2Connection):
-    """h2, with two changes for a long-lived connection carrying many short streams.
+    """h2, with three changes for a long-lived connection carrying many short streams.
 
     * h2 closes its state machine on a received GOAWAY (python-hyper/h2#1181) and then
       rejects the responses the server still owes for streams <= last_stream_id (RFC 9113
@@ -38,6 +38,7 @@ class ApnsH2Connection(H2Connection):
       knows that count (its streams awaiting an answer; a stream is closed in h2 when it
       leaves that table), so h2 asks it; every 256 streams h2's own scan runs once to forget
       closed streams and keep memory flat.
+    * Header literals are not Huffman-coded (see ``__init__``).
     """
 
     def __init__(self, config: H2Configuration, open_streams: Callable[[], int]) -> None:

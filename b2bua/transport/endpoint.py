@@ -58,9 +58,13 @@ class SipEndpoint:
         if self.on_message is not None:
             self.on_message(message, source)
 
-    def reject(self, exc: SipError, source: Source) -> None:
+    def reject(self, exc: Exception, source: Source) -> None:
         """Answer a request we could not parse, or drop it when no reply can be routed."""
-        request = getattr(exc, "message", None)
+        if not isinstance(exc, SipError):
+            self.log.info("dropped a message from {peer}: {error}", peer=source.address,
+                          error=repr(exc))
+            return
+        request = exc.message
         if (not exc.routable or not isinstance(request, Request) or request.method == "ACK"
                 or not request.headers.get("Call-ID")):
             # No Call-ID: the answer would itself be malformed (RFC 3261 §8.2.6).
