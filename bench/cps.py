@@ -64,6 +64,7 @@ class Step:
     calls: int
     ok: int
     failed: int
+    late_1xx: int
     retrans: int
     growing: bool
     latency_end_ms: float
@@ -122,7 +123,7 @@ def ramp(name: str, start: Starter, run: int, rates: list[int], first: int, work
                 settle(server.pid)
                 result, cpu, wall = one_step(server, uas_port, workdir, rate, opts)
                 step = Step(run, name, rate, result.calls, result.ok, result.failed,
-                            result.retransmissions, result.retrans_growing(),
+                            result.late_1xx, result.retransmissions, result.retrans_growing(),
                             round(result.latency_end_ms(), 1),
                             round(cpu / result.calls * 1000, 3), round(cpu / wall, 2), attempt,
                             False)
@@ -148,8 +149,9 @@ def ramp(name: str, start: Starter, run: int, rates: list[int], first: int, work
 
 
 def _step_line(s: Step) -> str:
-    return (f"  run {s.run} {s.server:5} {s.rate:5d}/s: {s.ok}/{s.calls} ok, {s.failed} failed, "
-            f"{s.retrans} retrans{' (growing)' if s.growing else ''}, INVITE->200 at end "
+    late = f" ({s.late_1xx} only for a 180 after the 200)" if s.late_1xx else ""
+    return (f"  run {s.run} {s.server:5} {s.rate:5d}/s: {s.ok}/{s.calls} ok, {s.failed} failed"
+            f"{late}, {s.retrans} retrans{' (growing)' if s.growing else ''}, INVITE->200 at end "
             f"{s.latency_end_ms} ms, {s.cpu_ms_per_call} ms CPU/call, load {s.cpu_load}"
             f"{'' if s.passed else '  FAIL'}")
 
@@ -189,6 +191,68 @@ def memory(name: str, start: Starter, cpu: int | None, workdir: Path, opts: argp
     out["kb_per_call"] = round((out["rss_large_kb"] - out["rss_small_kb"]) / (large - small), 2)
 
 
+def profile(opts: argparse.Namespace) -> int:
+    """Our B2BUA under ``--profile-rate`` calls/s, sampled by py-spy; print the top functions.
+
+    py-spy (``pip install py-spy``) samples without pausing the process (--nonblocking) at
+    250 Hz; the raw (collapsed-stack) file is kept at ``--profile``.  Self time of a function
+    is the share of samples in which it was the innermost frame (line numbers merged)."""
+    import collections
+    import re
+    import shutil
+    import subprocess
+
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("py-spy is not installed (pip install py-spy)")
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="bench-cps-profile-"))
+    uas_scenario(workdir)
+    uas_port = free_port()
+    seconds, rate = opts.profile_seconds, opts.profile_rate
+    calls = int(rate * (seconds + 8))
+    try:
+        with start_ours(workdir / "ours", uas_port, cpu=opts.cpu, log_level=opts.log_level) \
+                as server, start_uas(workdir, uas_port, None, seconds + 60, cpu=opts.sipp_cpu):
+            uac = start_uac(workdir, server.port, calls, rate, cpu=opts.sipp_cpu,
+                            timeout_s=seconds + 40)
+            time.sleep(3)
+            cpu0 = cpu_seconds(server.pid)
+            command = [spy, "record", "--pid", str(server.pid), "-d", str(int(seconds)), "-r",
+                       "250", "--nonblocking", "-f", "raw", "-o", opts.profile]
+            if opts.profile_idle:
+                command.append("--idle")
+            subprocess.run(command, capture_output=True, timeout=seconds + 30, check=True)
+            cpu = cpu_seconds(server.pid) - cpu0
+            result = finish_uac(uac, calls, seconds + 40)
+    finally:
+        if not opts.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in Path(opts.profile).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    print(f"profile: {rate} calls/s for {seconds:g} s, {result.ok}/{result.calls} calls ok, "
+          f"{result.failed} failed; {cpu / (rate * seconds) * 1000:.2f} ms CPU/call "
+          f"(with py-spy attached); {total} samples -> {opts.profile}")
+    print(table([(i, "%.1f %%" % (100 * n / total), f)
+                 for i, (f, n) in enumerate(own.most_common(opts.profile_top), 1)],
+                ["#", "self", "function (file)"]))
+    print()
+    print(table([("%.1f %%" % (100 * n / total), f) for f, n in inclusive.most_common(200)
+                 if "b2bua/" in f or "_logger.py" in f or "sqlite_utils" in f][:25],
+                ["inclusive", "function (file)"]))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -210,7 +274,16 @@ def main() -> int:
     parser.add_argument("--hold", type=float, default=30.0, help="s the calls are held")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument("--profile", metavar="RAW_FILE",
+                        help="instead: profile our B2BUA under load with py-spy")
+    parser.add_argument("--profile-rate", type=int, default=100)
+    parser.add_argument("--profile-seconds", type=float, default=20.0)
+    parser.add_argument("--profile-top", type=int, default=15)
+    parser.add_argument("--profile-idle", action="store_true",
+                        help="count idle samples too (time blocked, e.g. in SQLite)")
     opts = parser.parse_args()
+    if opts.profile:
+        return profile(opts)
     if opts.quick:
         opts.runs, opts.step_seconds, opts.retries = 1, 3.0, 0
         if opts.mem_calls == "1000,3000":
@@ -263,10 +336,11 @@ def main() -> int:
 def report(opts: argparse.Namespace, servers: dict[str, Starter], steps: list[Step],
            best: dict[str, list[int]], mem: dict[str, dict[str, Any]], elapsed: float) -> int:
     print()
-    print(table([(s.run, s.server, s.rate, s.calls, s.failed, s.retrans,
+    print(table([(s.run, s.server, s.rate, s.calls, s.failed, s.late_1xx, s.retrans,
                   "yes" if s.growing else "no", s.latency_end_ms, s.cpu_ms_per_call,
                   s.cpu_load, "pass" if s.passed else "FAIL") for s in steps],
-                ["run", "b2bua", "calls/s", "calls", "failed", "retrans", "growing",
+                ["run", "b2bua", "calls/s", "calls", "failed", "180 after 200", "retrans",
+                 "growing",
                  "INVITE->200 end ms", "CPU ms/call", "load", "step"]))
     summary: dict[str, dict[str, Any]] = {}
     for name in servers:

@@ -3,9 +3,10 @@
     python bench/media.py [--seconds 5] [--runs 3] [--streams 250,500,1000,2000]
 
 Ringback: N senders, each on its own port like real calls, paced by the real reactor, sending
-to a sink socket nobody reads.  Reported per N: CPU seconds this process used per stream per
-second (user + system), the packets actually sent against the 50 per stream-second due, and
-the streams one core would sustain at that cost (1 / CPU per stream-second).  Relay: a
+to a sink socket nobody reads.  Reported per N: CPU this process used (user + system) per
+stream-second and per packet sent, the share of a core used, the packets actually sent
+against the 50 per stream-second due (below 100% the host did not give us enough CPU), and
+the streams one core would sustain at that cost per packet.  Relay: a
 separate process floods the caller port of a bridged relay; reported: packets forwarded per
 second, CPU microseconds per packet and the packets per second one core would sustain.
 Each figure is the median of ``--runs`` runs.
@@ -69,6 +70,7 @@ def ringback_run(reactor: Any, streams: int, seconds: float
     sink.close()
     elapsed = wall1 - wall0
     return {"cpu_per_stream_s": (cpu1 - cpu0) / (streams * elapsed),
+            "cpu_per_packet": (cpu1 - cpu0) / max(sent, 1),
             "load": (cpu1 - cpu0) / elapsed,
             "delivered": sent / (streams * elapsed * 50)}
 
@@ -143,16 +145,17 @@ def main(reactor: Any, options: argparse.Namespace) -> Generator[defer.Deferred[
           " wall-clock figures;\nthe CPU-time ones hold better)"
           % ((os.cpu_count() or 0,) + os.getloadavg()))
     print("ringback (us tone, PCMU, %d s x %d runs, median)" % (options.seconds, options.runs))
-    print("%8s %22s %8s %10s %16s" % ("streams", "CPU us/stream-second", "load",
-                                      "delivered", "streams/core"))
+    print("%8s %12s %14s %6s %10s %13s" % ("streams", "CPU us/s per", "CPU us per", "load",
+                                           "delivered", "streams/core"))
+    print("%8s %12s %14s %6s %10s %13s" % ("", "stream", "packet sent", "", "", ""))
     for streams in options.streams:
         runs = []
         for _ in range(options.runs):
             runs.append((yield ringback_run(reactor, streams, options.seconds)))
-        per_stream = median(runs, "cpu_per_stream_s")
-        print("%8d %22.0f %8.2f %9.1f%% %16.0f" % (
-            streams, per_stream * 1e6, median(runs, "load"),
-            100 * median(runs, "delivered"), 1 / per_stream))
+        per_packet = median(runs, "cpu_per_packet")
+        print("%8d %12.0f %14.1f %6.2f %9.1f%% %13.0f" % (
+            streams, median(runs, "cpu_per_stream_s") * 1e6, per_packet * 1e6,
+            median(runs, "load"), 100 * median(runs, "delivered"), 1 / (50 * per_packet)))
     print()
     print("relay (one direction flood, 172-byte RTP, %d s x %d runs, median)"
           % (options.seconds, options.runs))

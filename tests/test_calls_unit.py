@@ -869,3 +869,16 @@ def test_caller_cancel_while_a_router_thinks_stops_the_router() -> None:
     assert finals(a_tx) == [487]
     assert waiting.called                       # cancelled, quietly
     assert w.layer.requests == [] and len(w.cdrs) == 1
+
+
+def test_caller_bye_before_its_ack_still_acks_the_callee_first() -> None:
+    w = World()
+    a_tx = w.invite()
+    b_tx = w.layer.invites[0]
+    w.respond(b_tx, 200, body=SDP_B)
+    call = w.call(a_tx)
+    w.in_dialog(call, "a", "BYE", cseq=2)
+    ((ack, _),) = w.layer.acks
+    (bye,) = w.layer.sent("BYE")
+    assert ack.call_id == bye.request.call_id == b_tx.request.call_id
+    assert call.state is CallState.ENDED

@@ -356,17 +356,20 @@ class Call(Forking):
                       reason=reason)
         try:
             self._bye_a()
-            if self.answered is not None:
-                if not self.a_acked and self.answered.final is not None \
-                        and self.answered.dialog is not None:
-                    # The caller never ACKed: the callee's 2xx still needs its ACK.
-                    self.a_acked = True
-                    self._ack_and_bye(self.answered, self.answered.dialog,
-                                      self.answered.final)
-                else:
-                    self._bye_branch(self.answered)
+            self._end_b_leg()
         finally:
             self._move(CallInput.HANGUP)
+
+    def _end_b_leg(self) -> None:
+        """BYE the answered callee; its 2xx gets its ACK first if the caller's never came."""
+        branch = self.answered
+        if branch is None:
+            return
+        if not self.a_acked and branch.final is not None and branch.dialog is not None:
+            self.a_acked = True
+            self._ack_and_bye(branch, branch.dialog, branch.final)
+        else:
+            self._bye_branch(branch)
 
     def hung_up_by(self, leg: str) -> None:
         """A BYE from ``leg`` (already answered 200): BYE the other leg, end the call."""
@@ -376,8 +379,7 @@ class Call(Forking):
         if leg == "a":
             if self.a_dialog is not None:
                 self.a_dialog.terminate()
-            if self.answered is not None:
-                self._bye_branch(self.answered)
+            self._end_b_leg()
         else:
             if self.answered is not None and self.answered.dialog is not None:
                 self.answered.dialog.terminate()

@@ -10,6 +10,8 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Iterable
 
+from b2bua.sip.errors import SipError
+
 Address = tuple[str, int]
 # What recvfrom hands a DatagramProtocol: IPv6 sockets add flow info and scope id.
 SourceAddress = tuple[str, int] | tuple[str, int, int, int]
@@ -19,16 +21,8 @@ _FIXED = struct.Struct("!BBHII")
 _EXTENSION = struct.Struct("!HH")
 
 
-class MediaError(Exception):
-    """Base of media errors; like ``b2bua.sip.errors.SipError`` it carries the status to answer."""
-
-    status: int = 500
-    reason: str = "Server Internal Error"
-
-    def __init__(self, reason: str | None = None) -> None:
-        if reason is not None:
-            self.reason = reason
-        super().__init__(self.reason)
+class MediaError(SipError):
+    """Base of media errors: a ``SipError``, so the edge answers with its ``status``."""
 
 
 class RtpError(MediaError, ValueError):

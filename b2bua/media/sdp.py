@@ -246,7 +246,7 @@ def _media(m_line: Line, lines: list[Line]) -> Media:
     if not 0 <= port_number <= 65535:
         raise SdpError("bad m= port")
     if proto.upper().startswith("RTP/") and not all(
-            f.isdigit() and 0 <= int(f) <= 127 for f in formats):
+            f.isascii() and f.isdigit() and int(f) <= 127 for f in formats):
         raise SdpError("bad RTP payload type in m= line")
     return Media(kind, port_number, proto, tuple(formats), port_count, tuple(lines))
 
@@ -272,7 +272,7 @@ def choose_codec(offer: SessionDescription,
 
     Raises ``NotAcceptable`` (488) when no audio stream over plain RTP offers one.
     """
-    allowed = {c.upper() for c in codecs}
+    allowed = {c.upper() for c in codecs} & CODECS.keys()
     for index, media in enumerate(offer.media):
         if media.kind != "audio" or media.port == 0 or media.proto.upper() not in _RTP_PROTOS:
             continue

@@ -459,6 +459,9 @@ class _Fields:
         return _name_info(name)
 
 
+_BARE_CR_RE = re.compile(r"\r(?!\n)")
+
+
 def parse_message(data: bytes) -> Request | Response:
     """Parse one datagram (or one framed stream message) into a message.
 
@@ -483,6 +486,10 @@ def parse_message(data: bytes) -> Request | Response:
     head = data[:head_end].decode("utf-8", "surrogateescape")
     if "\n " in head or "\n\t" in head:
         head = _FOLD_RE.sub(" ", head)
+    if "\r" in head and head.count("\r") != head.count("\r\n"):
+        # A CR that ends no line is not allowed in a header (RFC 3261 §25.1);
+        # read it as white space rather than let it reach a header value we echo.
+        head = _BARE_CR_RE.sub(" ", head)
     lines = head.split("\n")
     start = lines[0].rstrip("\r")
     fields = _Fields(lines)
