@@ -8,6 +8,8 @@ printed config never shows them. `b2bua.config.load_config` puts the two togethe
 
 from __future__ import annotations
 
+from b2bua.media.tone import TONES
+
 import difflib
 import ipaddress
 import os
@@ -25,7 +27,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 DEFAULT_PORTS: Mapping[str, int] = {"udp": 5060, "tcp": 5060, "tls": 5061}
 #: Ringback tone plans the media layer knows (ITU-T E.180 cadences).
-TONE_COUNTRIES: tuple[str, ...] = ("us", "uk", "eu")
+TONE_COUNTRIES: tuple[str, ...] = tuple(sorted(TONES))  # the cadences b2bua.media.tone knows
 #: APNs endpoints by name; anything else must be an https URL.
 APNS_ENDPOINTS: Mapping[str, tuple[str, int]] = {
     "production": ("api.push.apple.com", 443),

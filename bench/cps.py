@@ -51,7 +51,7 @@ from common import (  # noqa: E402
 TARGET_RATIO = 3.0
 TARGET_CPU_MS = 1.5
 TARGET_KB = 12.0
-DEFAULT_RATES = "50,75,100,150,200,250,300,400,500,600,800,1000,1200,1500"
+DEFAULT_RATES = "50,75,100,125,150,175,200,250,300,350,400,500,600,800,1000,1200,1500"
 
 
 @dataclass
@@ -83,6 +83,10 @@ def starters(opts: argparse.Namespace) -> dict[str, Starter]:
         "ours": lambda wd, port, cpu: start_ours(wd, port, cpu=cpu, log_level=opts.log_level)}
     if not opts.no_sippy and sippy_available():
         found["sippy"] = lambda wd, port, cpu: start_sippy(wd, port, cpu=cpu)
+    if opts.also_log_level:             # the cost of our per-call log lines, in the same run
+        level = opts.also_log_level
+        found[f"ours-{level}"] = lambda wd, port, cpu: start_ours(wd, port, cpu=cpu,
+                                                                  log_level=level)
     return found
 
 
@@ -150,7 +154,7 @@ def ramp(name: str, start: Starter, run: int, rates: list[int], first: int, work
 
 def _step_line(s: Step) -> str:
     late = f" ({s.late_1xx} only for a 180 after the 200)" if s.late_1xx else ""
-    return (f"  run {s.run} {s.server:5} {s.rate:5d}/s: {s.ok}/{s.calls} ok, {s.failed} failed"
+    return (f"  run {s.run} {s.server:10} {s.rate:5d}/s: {s.ok}/{s.calls} ok, {s.failed} failed"
             f"{late}, {s.retrans} retrans{' (growing)' if s.growing else ''}, INVITE->200 at end "
             f"{s.latency_end_ms} ms, {s.cpu_ms_per_call} ms CPU/call, load {s.cpu_load}"
             f"{'' if s.passed else '  FAIL'}")
@@ -267,6 +271,8 @@ def main() -> int:
     parser.add_argument("--cpu", type=int, default=0, help="core for the B2BUA")
     parser.add_argument("--sipp-cpu", type=int, default=1, help="core for SIPp")
     parser.add_argument("--log-level", default="info", help="our service's [log] level")
+    parser.add_argument("--also-log-level", metavar="LEVEL",
+                        help="ramp a third B2BUA: ours with this [log] level (e.g. warn)")
     parser.add_argument("--no-sippy", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--mem-calls", default="1000,3000")
@@ -314,9 +320,10 @@ def main() -> int:
         if not opts.no_memory:
             print(f"memory: {opts.mem_calls[0]} then {opts.mem_calls[1]} calls held "
                   f"{opts.hold:g} s, in parallel", flush=True)
+            names = [name for name in servers if name in ("ours", "sippy")]
             threads = [threading.Thread(target=memory, args=(
                 name, servers[name], opts.cpu if i == 0 else opts.sipp_cpu,
-                workroot / f"mem-{name}", opts, mem[name])) for i, name in enumerate(servers)]
+                workroot / f"mem-{name}", opts, mem[name])) for i, name in enumerate(names)]
             for thread in threads:
                 thread.start()
             for thread in threads:
