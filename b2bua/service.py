@@ -18,9 +18,13 @@ from twisted.internet import defer, ssl
 from twisted.logger import Logger
 
 from b2bua.calls.context import CallServices, CallSettings, TrunkCredentials
+from b2bua.calls.early_media import MediaSettings
 from b2bua.calls.table import CallTable
 from b2bua.config import Config, load_config
 from b2bua.logs import apply_log_settings
+from b2bua.media.g711 import PCMA, PCMU
+from b2bua.media.ports import PortAllocator
+from b2bua.media.tone import encoded_cadence
 from b2bua.metrics import Metrics
 from b2bua.config_schema import RouterEntry
 from b2bua.core import SipCore
@@ -208,7 +212,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         write_cdr=store.cdrs.write, settings=_call_settings(config),
         trunk_credentials={t.name: TrunkCredentials(t.username, t.password)
                            for t in config.trunks if t.username},
-        metrics=root.metrics)
+        metrics=root.metrics, media=_media_settings(config, reactor))
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
                       store.users.ha1_lookup(config.sip.realm))
     core.layer, core.registrar, core.calls = layer, registrar, calls
@@ -334,6 +338,25 @@ def _contact_factory(sent_by: dict[str, str]) -> Callable[[str], str]:
             ";transport=" + transport.lower()
         return f"<sip:b2bua@{host}{suffix}>"
     return contact_for
+
+
+def _media_settings(config: Config, reactor: object) -> MediaSettings | None:
+    """RTP for calls: only when a tone (ringback 183) or the relay is configured."""
+    media = config.media
+    tone = config.push.ringback == "183"
+    if not media.enabled or not (tone or media.relay):
+        return None
+    sip_host = next((l.host for l in config.sip.listen if l.transport == "udp"),
+                    config.sip.listen[0].host)
+    bind = media.bind_address or ("" if sip_host in ("0.0.0.0", "::") else sip_host)
+    advertised = (media.advertised_address or config.sip.advertised_address or bind
+                  or "127.0.0.1")
+    for codec in (PCMU, PCMA):
+        encoded_cadence(media.country, codec)   # build the tone once, not on the first call
+    return MediaSettings(reactor=reactor, ports=PortAllocator(media.rtp_port_min,
+                                                              media.rtp_port_max),
+                         advertised_address=advertised, bind_address=bind,
+                         country=media.country, tone=tone, relay_all=media.relay)
 
 
 def _call_settings(config: Config) -> CallSettings:

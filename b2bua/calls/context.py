@@ -62,3 +62,4 @@ class CallServices:
     settings: CallSettings = field(default_factory=CallSettings)
     trunk_credentials: dict[str, TrunkCredentials] = field(default_factory=dict)
     metrics: Any | None = None                    # b2bua.metrics.Metrics
+    media: Any | None = None                      # b2bua.calls.early_media.MediaSettings
