@@ -39,7 +39,8 @@ STATIC = '[[router]]\nplugin = "static"\ntarget = "sip:127.0.0.1:{port}"\n'
 
 __all__ = ["Child", "HOST", "REPO", "SippResult", "cpu_seconds", "free_port", "machine",
            "current_calls", "finish_uac", "median", "rss_kb", "run_uac", "sippy_available",
-           "start_ours", "start_sippy", "start_uac", "start_uas", "table", "uas_scenario"]
+           "start_ours", "start_sippy", "start_uac", "start_uas", "table", "uas_scenario",
+           "what_if_launcher"]
 
 
 # -- /proc ---------------------------------------------------------------------------
@@ -142,6 +143,29 @@ def _wait_ready(child: Child, timeout: float, log: Path | None) -> Child:
         time.sleep(0.1)
     child.stop()
     raise RuntimeError(f"{child.name} did not answer OPTIONS on {child.port} in {timeout}s")
+
+
+def what_if_launcher(rcvbuf: int | None = None, flush_delay: float | None = None
+                     ) -> list[str] | None:
+    """twistd with a default changed in the service process, for what-if runs (no change to
+    b2bua/): ``rcvbuf`` sets SO_RCVBUF on every Twisted UDP port; ``flush_delay`` replaces
+    the BindingWriter's default flush delay.  None when nothing is changed."""
+    if rcvbuf is None and flush_delay is None:
+        return None
+    lines = ["import socket, sys"]
+    if rcvbuf is not None:
+        lines += ["from twisted.internet import udp",
+                  "_create = udp.Port.createInternetSocket",
+                  "def _big(self):",
+                  "    s = _create(self)",
+                  f"    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, {int(rcvbuf)})",
+                  "    return s",
+                  "udp.Port.createInternetSocket = _big"]
+    if flush_delay is not None:
+        lines += ["import b2bua.store.writer as w",
+                  f"w.BindingWriter.__init__.__defaults__ = ({float(flush_delay)!r},)"]
+    lines += ["sys.argv[0] = 'twistd'", "from twisted.scripts.twistd import run", "run()"]
+    return [sys.executable, "-c", "\n".join(lines)]
 
 
 def start_ours(workdir: Path, target_port: int, cpu: int | None = 0, extra: str = "",
@@ -278,13 +302,14 @@ class SippResult:
 
     def retrans_growing(self) -> bool:
         """Retransmissions that rise through the run (the server falls behind), as opposed
-        to one burst from a noisy neighbour: more than 0.5 % of calls retransmitted AND the
-        second half of the run has more than twice the first half's."""
+        to one burst from a noisy neighbour that is over by the end: more than 0.5 % of the
+        calls retransmitted, the second half of the run has more than twice the first
+        half's, and the last two seconds still have some."""
         series = self.retrans_series
-        if sum(series) <= max(3, 0.005 * self.calls) or len(series) < 2:
+        if sum(series) <= max(3, 0.005 * self.calls) or len(series) < 3:
             return False
         half = len(series) // 2
-        return sum(series[half:]) > 2 * sum(series[:half]) + 2
+        return sum(series[half:]) > 2 * sum(series[:half]) + 2 and sum(series[-2:]) > 0
 
     def latency_end_ms(self) -> float:
         """Mean INVITE->200 time over the last two periods (of placing calls) with answers."""

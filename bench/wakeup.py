@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     HOST, REPO, Child, finish_uac, free_port, machine, median, read_stat, start_ours, start_uac,
-    start_uas, table, uas_scenario,
+    start_uas, table, uas_scenario, what_if_launcher,
 )
 
 from b2bua.sip.digest import build_authorization, choose_challenge  # noqa: E402
@@ -56,6 +56,9 @@ PASSWORD = "bench-pw"
 SDP = (b"v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
        b"m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
 Timed = tuple[int, Any]     # (kernel receive time in ns, parsed message)
+# Linux: SO_TIMESTAMPNS (= SCM_TIMESTAMPNS) gives a struct timespec per datagram; Python 3.11
+# does not name it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 class Endpoint:
@@ -63,7 +66,7 @@ class Endpoint:
 
     def __init__(self, server: tuple[str, int]) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_TIMESTAMPNS, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.bind((HOST, 0))
         self.port: int = self.sock.getsockname()[1]
         self.server = server
@@ -88,7 +91,7 @@ class Endpoint:
             data, ancillary, _, _ = self.sock.recvmsg(65535, socket.CMSG_SPACE(16))
             stamp = time.time_ns()
             for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SO_TIMESTAMPNS:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                     seconds, nanos = struct.unpack("qq", value[:16])
                     stamp = seconds * 1_000_000_000 + nanos
             try:
@@ -236,16 +239,6 @@ timeout = 5
 """
 
 
-def launcher(flush_delay: float | None) -> list[str] | None:
-    """twistd, or (what-if) twistd with the binding writer's default flush delay replaced."""
-    if flush_delay is None:
-        return None
-    code = ("import sys; import b2bua.store.writer as w; "
-            f"w.BindingWriter.__init__.__defaults__ = ({flush_delay!r},); "
-            "sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()")
-    return [sys.executable, "-c", code]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -277,7 +270,7 @@ def main() -> int:
                        f'target = "sip:127.0.0.1:{uas_port}"\n')
             with start_ours(work / "b2bua", uas_port, cpu=opts.cpu, extra=extra,
                             routers=routers, log_level=opts.log_level,
-                            python=launcher(opts.flush_delay)) as server:
+                            python=what_if_launcher(flush_delay=opts.flush_delay)) as server:
                 address = (HOST, server.port)
                 phones = {u: Phone(u, "tok" + secrets.token_hex(16), address)
                           for u in wake_users + base_users}
@@ -308,10 +301,12 @@ def measure(opts: argparse.Namespace, server: Child, uas_port: int, work: Path,
                                opts.background, cpu=opts.sipp_cpu, timeout_s=bound + 30,
                                name="background")
         time.sleep(3)                               # background traffic in steady state
-    runs = []
+    runs: list[dict[str, Any]] = []
     try:
         for run in range(opts.runs):
-            wake, base, errors = [], [], []
+            wake: list[dict[str, float]] = []
+            base: list[float] = []
+            errors: list[str] = []
             users = range(run * opts.count, (run + 1) * opts.count)
             for i in users:
                 moved = Endpoint(address)

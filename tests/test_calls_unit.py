@@ -246,7 +246,8 @@ def test_call_is_two_dialogs_and_max_forwards_is_decremented() -> None:
     assert b.max_forwards == 9
     assert b.headers.get("Subject") == "hello"
     assert b.headers.get("P-Asserted-Identity") == "<sip:+4930123@carrier>"  # from a trunk
-    assert "Record-Route" not in b.headers and "sip:4930123@" not in (b.headers.get("Contact") or "")
+    assert "Record-Route" not in b.headers
+    assert "sip:4930123@" not in (b.headers.get("Contact") or "")
     assert b.headers.get("Via").count("branch") == 1 and a.top_via.branch not in str(b.headers)
     call = w.answer(a_tx)
     ok = a_tx.responses[-1]
@@ -459,7 +460,8 @@ def test_6xx_ends_the_fork_at_once() -> None:
 def test_unanswered_challenge_becomes_403_and_all_timeouts_408() -> None:
     w = World()
     a_tx = w.invite()
-    w.respond(w.layer.invites[0], 407, extra=[("Proxy-Authenticate", 'Digest realm="x", nonce="n"')])
+    w.respond(w.layer.invites[0], 407,
+              extra=[("Proxy-Authenticate", 'Digest realm="x", nonce="n"')])
     assert finals(a_tx) == [403]                 # not a trunk: no credentials to give
     w2 = World()
     a2 = w2.invite()
@@ -882,3 +884,21 @@ def test_caller_bye_before_its_ack_still_acks_the_callee_first() -> None:
     (bye,) = w.layer.sent("BYE")
     assert ack.call_id == bye.request.call_id == b_tx.request.call_id
     assert call.state is CallState.ENDED
+
+
+def test_relayed_request_that_cannot_be_sent_is_answered_503() -> None:
+    w = World()
+    a_tx = w.invite()
+    call = w.answer(a_tx)
+    send = w.layer.send_request
+
+    def failing(request: Request, dest: Any, transport: str, flow: object = None,
+                *, context: object = None) -> FakeTx:
+        tx = send(request, dest, transport, flow, context=context)
+        w.table.transport_error(tx)          # reported before send_request returns
+        return tx
+
+    w.layer.send_request = failing  # type: ignore[method-assign]
+    info = w.in_dialog(call, "a", "INFO", cseq=3)
+    assert info.statuses == [503] and call.relay.pending == {}
+    assert call.state is CallState.ANSWERED  # an INFO that failed ends nothing

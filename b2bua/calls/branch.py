@@ -96,7 +96,8 @@ class Branch:
                                a_request.body)
         return self.request
 
-    def authenticated_retry(self, response: Response, credentials: TrunkCredentials) -> Request | None:
+    def authenticated_retry(self, response: Response,
+                            credentials: TrunkCredentials) -> Request | None:
         """The INVITE again with digest credentials for a 401/407, once."""
         if self.auth_tried or self.request is None:
             return None

@@ -30,6 +30,7 @@ from b2bua.sip.message import Request, Response, generate_tag, make_response
 if TYPE_CHECKING:
     from b2bua.calls.wakeup import WakeUp
 
+
 class Call(Forking):
     """One call through the B2BUA."""
 
@@ -125,8 +126,7 @@ class Call(Forking):
         for name in list(self._timers):
             self._stop_timer(name)
         for branch in self.branches:
-            if not branch.active:
-                self._stop_branch_timer(branch)
+            self._stop_branch_timer(branch)  # what is still out ends in its transaction
         if self.wakeup is not None and not self.wakeup.keeps_call_alive_after_end:
             self.wakeup.stop()
         for callback in self.on_finished:
@@ -268,7 +268,7 @@ class Call(Forking):
             return
         if ack.cseq.number == self.a_request.cseq.number:
             self._stop_timer("ack")
-            if not self.a_acked:  # retransmissions are answered by the layer
+            if not self.a_acked:  # the layer repeats it to 2xx retransmissions
                 self.a_acked = True
                 self._ack_branch(self.answered, ack.body, ack.content_type)
         else:

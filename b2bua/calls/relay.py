@@ -43,6 +43,7 @@ class Relayed:
     method: str
     leg: str          # the leg the original came from: "a" or "b"
     cseq: int         # the CSeq number of the request we sent
+    done: bool = False
 
 
 class DialogRelay:
@@ -54,6 +55,7 @@ class DialogRelay:
         self.call = call
         self.pending: dict[Any, Relayed] = {}          # our client tx -> what it relays
         self.pending_acks: dict[str, tuple[int, Any]] = {}  # far leg -> (cseq, client tx)
+        self._sending: Relayed | None = None
 
     # -- the two sides -------------------------------------------------------------------
 
@@ -119,9 +121,15 @@ class DialogRelay:
                                     extra=copy_headers(request, REQUEST_HEADERS))
         out.headers.set("Max-Forwards", str(min(69, (mf if mf is not None else 70) - 1)))
         address, transport, flow = self.call.hop(far)
-        client = self.call.services.layer.send_request(out, address, transport, flow,
-                                                       context=(self.call, "relay"))
-        self.pending[client] = Relayed(tx, request.method, leg, out.cseq.number)
+        entry = Relayed(tx, request.method, leg, out.cseq.number)
+        self._sending = entry   # a transport error is reported before send_request returns
+        try:
+            client = self.call.services.layer.send_request(out, address, transport, flow,
+                                                           context=(self.call, "relay"))
+        finally:
+            self._sending = None
+        if not entry.done:
+            self.pending[client] = entry
 
     # -- responses -----------------------------------------------------------------------
 
@@ -155,9 +163,10 @@ class DialogRelay:
 
     def failed(self, client_tx: Any, status: int) -> None:
         """A relayed request timed out or could not be sent."""
-        entry = self.pending.pop(client_tx, None)
-        if entry is None:
+        entry = self.pending.pop(client_tx, None) or self._sending
+        if entry is None or entry.done:
             return
+        entry.done = True
         call = self.call
         call.services.layer.send_response(entry.server_tx, make_response(
             entry.server_tx.request, status,

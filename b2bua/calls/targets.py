@@ -69,7 +69,7 @@ def uri_transport(uri: SipUri) -> str:
     return "TLS" if uri.scheme == "sips" else "UDP"
 
 
-def resolve_uri(uri_text: str, reactor: object) -> defer.Deferred:
+def resolve_uri(uri_text: str, reactor: object) -> defer.Deferred[Destination]:
     """A Deferred Destination for a URI target; host names resolved by the reactor."""
     uri = parse_uri(uri_text)
     if not isinstance(uri, SipUri):
@@ -80,7 +80,7 @@ def resolve_uri(uri_text: str, reactor: object) -> defer.Deferred:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        d = reactor.resolve(host)  # type: ignore[attr-defined]
+        d: defer.Deferred[str] = reactor.resolve(host)  # type: ignore[attr-defined]
         return d.addCallback(lambda ip: Destination(uri_text, (ip, port), transport))
     return defer.succeed(Destination(uri_text, (host, port), transport))
 
