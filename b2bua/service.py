@@ -189,7 +189,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
                          max_message_size=config.sip.max_message_size)
     endpoint = SipEndpoint(network, server_header=config.sip.user_agent)
     network.sink = endpoint
-    timers = Timers(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4)
+    timers = Timers(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4,
+                    timer_c=config.calls.timer_c)
     sent_by = _sent_by(config)
     layer = TransactionLayer(reactor, network.send, core, timers, sent_by=sent_by)
     endpoint.on_message = layer.message_received
@@ -214,7 +215,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
                            for t in config.trunks if t.username},
         metrics=root.metrics, media=_media_settings(config, reactor))
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
-                      store.users.ha1_lookup(config.sip.realm))
+                      store.users.ha1_lookup(config.sip.realm), throttle)
     core.layer, core.registrar, core.calls = layer, registrar, calls
     root.network, root.core, root.layer = network, core, layer
     root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings

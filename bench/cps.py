@@ -132,12 +132,13 @@ def ramp(name: str, start: Starter, run: int, rates: list[int], first: int, work
             rate = rates[index]
             for attempt in range(1, opts.retries + 2):
                 settle(server.pid)
-                result, cpu, wall = one_step(server, uas_port, workdir, rate, opts)
+                result, cpu, _ = one_step(server, uas_port, workdir, rate, opts)
+                # load: the share of the core used while calls were being placed
                 step = Step(run, name, rate, result.calls, result.ok, result.failed,
                             result.late_1xx, result.retransmissions, result.retrans_growing(),
                             round(result.latency_end_ms(), 1),
-                            round(cpu / result.calls * 1000, 3), round(cpu / wall, 2), attempt,
-                            False)
+                            round(cpu / result.calls * 1000, 3),
+                            round(cpu * rate / result.calls, 2), attempt, False)
                 step.passed = (result.failed_ratio < 0.001 and not step.growing
                                and step.latency_end_ms <= opts.max_latency)
                 steps.append(step)

@@ -27,7 +27,7 @@ from b2bua.config_schema import TrunkConfig
 from b2bua.registrar.events import BindingEvents
 from b2bua.routing import Reject, Targets, ToTrunk
 from b2bua.sip.addressing import Source
-from b2bua.sip.digest import DigestAuthenticator, build_authorization
+from b2bua.sip.digest import DigestAuthenticator, FailureThrottle, build_authorization
 from b2bua.sip.message import (
     Request, Response, generate_branch, generate_tag, make_response, parse_message,
 )
@@ -314,6 +314,22 @@ def test_local_user_with_credentials_is_routed() -> None:
     assert a_tx.statuses == [100]
     assert w.chain.views[0].authenticated_user == "1111" and w.chain.views[0].trunk is None
     assert "Proxy-Authorization" not in w.layer.invites[0].request.headers
+
+
+def test_repeated_bad_invite_credentials_are_throttled_even_for_the_right_password() -> None:
+    w = World()
+    w.table.throttle = FailureThrottle(w.clock, max_failures=3, window=60, block_time=300)
+
+    def invite_with(password: str) -> list[int]:
+        value = build_authorization(w.auth.challenges()[0], "INVITE", "sip:2000@203.0.113.1",
+                                    "1111", password, generate_tag())
+        return w.invite(ip=PHONE_IP, extra=f"Proxy-Authorization: {value}\r\n").statuses
+
+    assert [invite_with("wrong") for _ in range(3)] == [[407]] * 3
+    assert invite_with("secret") == [403]          # blocked: guessing is pointless
+    assert w.chain.views == []
+    w.clock.advance(301)
+    assert invite_with("secret") == [100]
 
 
 # -- loops ------------------------------------------------------------------------------

@@ -19,10 +19,12 @@ from twisted.logger import Logger
 
 from b2bua.calls.branch import Branch, BranchState
 from b2bua.calls.context import CallServices
+from b2bua.calls.early_media import EarlyMedia, try_start
 from b2bua.calls.forking import Forking
 from b2bua.calls.relay import DialogRelay, copy_headers
 from b2bua.calls.state import FINAL_STATES, CallInput, CallState, next_state
 from b2bua.calls.targets import Destination, Hop, dialog_hop
+from b2bua.media.rtp import MediaError
 from b2bua.sip.addressing import Source
 from b2bua.sip.dialog import Dialog, DialogState
 from b2bua.sip.message import Request, Response, generate_tag, make_response
@@ -52,6 +54,7 @@ class Call(Forking):
         self.pending: list[Destination] = []     # serial targets still to try
         self.answered: Branch | None = None
         self.wakeup: WakeUp | None = None
+        self.media: EarlyMedia | None = None       # anchored RTP (tone and/or relay)
         self.route_text = ""
         self.callee: str | None = None
         self.ringing_sent = False
@@ -129,6 +132,8 @@ class Call(Forking):
             self._stop_branch_timer(branch)  # what is still out ends in its transaction
         if self.wakeup is not None and not self.wakeup.keeps_call_alive_after_end:
             self.wakeup.stop()
+        if self.media is not None:
+            self.media.stop()
         for callback in self.on_finished:
             callback(self)
 
@@ -168,11 +173,32 @@ class Call(Forking):
         return response
 
     def send_ringback(self) -> None:
-        """Ringback for the caller at once (a push wake-up may take seconds)."""
+        """Ringback for the caller at once (a push wake-up may take seconds).
+
+        With ``[push] ringback = "183"`` and an anchored call: 183 with our
+        SDP answer and a tone on the relay; otherwise 180 (the caller's side
+        plays its own tone).
+        """
         if self.ringing_sent or self.state is not CallState.PROCEEDING:
             return
         self.ringing_sent = True
+        media_settings = self.services.media
+        if self.media is not None and media_settings is not None and media_settings.tone:
+            self.respond_a(183, "Session Progress", body=self.media.caller_sdp,
+                           headers=[("Content-Type", "application/sdp")])
+            self.media.play_tone()
+            return
         self.respond_a(180, "Ringing")
+
+    def anchor_media(self, for_tone: bool = False) -> None:
+        """Anchor RTP through our relay: for the tone, or for every call (``relay``)."""
+        settings = self.services.media
+        if self.media is not None or settings is None:
+            return
+        if not (settings.relay_all or (for_tone and settings.tone)):
+            return
+        self.media = try_start(settings, self.a_request.body, self.a_source.address[0],
+                               self.call_id)
 
     def fail(self, status: int, reason: str | None = None, by: str = "b2bua",
              headers: list[tuple[str, str]] | None = None) -> None:
@@ -217,7 +243,14 @@ class Call(Forking):
         self.pending.clear()
         if self.wakeup is not None:
             self.wakeup.answered(branch)
-        self.respond_a(response.status, response.reason, body=response.body,
+        body = response.body
+        if self.media is not None and body:
+            try:
+                body = self.media.answered(body, branch.dest.address[0])
+            except MediaError as exc:
+                self.log.warn("call {call_id}: callee SDP unusable for the relay ({reason})",
+                              call_id=self.call_id, reason=exc.reason)
+        self.respond_a(response.status, response.reason, body=body,
                        headers=copy_headers(response))
         if self.state is not CallState.PROCEEDING:
             return  # the caller went away while we answered it (a_leg_failed)

@@ -24,6 +24,7 @@ from b2bua.sip.message import Request, Response
 
 if TYPE_CHECKING:
     from b2bua.calls.context import CallServices
+    from b2bua.calls.early_media import EarlyMedia
     from b2bua.calls.wakeup import WakeUp
 
 # A challenge of a callee we hold no credentials for means nothing to the caller.
@@ -45,6 +46,7 @@ class Forking:
     redirects: int
     trunk: str | None
     on_branch: list[Any]
+    media: EarlyMedia | None
     _busy: int
 
     @property
@@ -69,6 +71,9 @@ class Forking:
     def _move_routed(self) -> None:
         raise NotImplementedError
 
+    def anchor_media(self, for_tone: bool = False) -> None:
+        raise NotImplementedError
+
     def _branch_success(self, branch: Branch, response: Response) -> None:
         raise NotImplementedError
 
@@ -81,6 +86,7 @@ class Forking:
             return
         self.route_text = self.route_text or route
         self._move_routed()
+        self.anchor_media()
         self._busy += 1
         try:
             if parallel:
@@ -116,6 +122,8 @@ class Forking:
         request = branch.build_invite(self.a_request, contact, max(max_forwards, 0),
                                       settings.pass_identity and self.trunk is not None,
                                       self.callee_aor(dest))
+        if self.media is not None:
+            request.body = self.media.callee_offer   # the callee talks to our relay
         self.branches.append(branch)
         for callback in self.on_branch:
             callback(self, branch)
@@ -206,6 +214,13 @@ class Forking:
         if branch.dialog is None and response.to.tag and branch.request is not None:
             branch.dialog = Dialog.uac(branch.request, response)
         if self.state is not CallState.PROCEEDING or branch.state is not BranchState.PROCEEDING:
+            return
+        if self.media is not None:
+            # The caller already has our relay's SDP: the callee's early media stays
+            # behind the relay; a plain 180 is enough to say it rings.
+            if not self.ringing_sent:
+                self.ringing_sent = True
+                self.respond_a(180, "Ringing")
             return
         if response.body or not self.ringing_sent or response.status != 180:
             self.ringing_sent = self.ringing_sent or response.status == 180

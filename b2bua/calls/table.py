@@ -34,8 +34,10 @@ class CallTable:
     log = Logger()
 
     def __init__(self, services: CallServices, chain: Any, trunks: list[Any],
-                 authenticator: Any = None, lookup_ha1: Callable[..., Any] | None = None) -> None:
+                 authenticator: Any = None, lookup_ha1: Callable[..., Any] | None = None,
+                 throttle: Any = None) -> None:
         self.services = services
+        self.throttle = throttle                  # FailureThrottle shared with the registrar
         self.chain = chain
         self.trunks = list(trunks)
         self.authenticator = authenticator
@@ -66,12 +68,24 @@ class CallTable:
             return None
         values = request.headers.get_all("Proxy-Authorization")
         stale = False
+        ip = source.address[0]
+        username = ""
         for value in values:
             result = self.authenticator.verify(value, "INVITE", self.lookup_ha1)
+            username = result.username or username
+            if self.throttle is not None and self.throttle.is_blocked(ip, username):
+                layer.send_response(tx, make_response(
+                    request, 403, "Too Many Failed Authentications", to_tag=generate_tag(),
+                    extra=[("Server", server)]))
+                return None
             if result.status is AuthStatus.OK:
+                if self.throttle is not None:
+                    self.throttle.record_success(ip, username)
                 return str(result.username)
             stale = stale or result.status is AuthStatus.STALE
         if values and not stale:
+            if self.throttle is not None:
+                self.throttle.record_failure(ip, username)
             self.log.info("INVITE {call_id} from {peer}: bad credentials",
                           call_id=request.call_id, peer=source.address)
         extra = [("Proxy-Authenticate", v) for v in self.authenticator.challenges(stale)]

@@ -60,9 +60,14 @@ class WakeUp:
         pushable = [b for b in bindings if b.push_token and b.push_provider]
         if pushable and services.notifier is not None:
             self.waiting = True
-            self.subscription = services.events.subscribe(self.aor, self.binding_event)
-            self.timer = services.clock.callLater(services.settings.wake_timeout, self._expired)
+            # Both go through call.run: an exception here ends this call (500), nothing else.
+            self.subscription = services.events.subscribe(
+                self.aor, lambda event: call.run(self.binding_event, event))
+            self.timer = services.clock.callLater(services.settings.wake_timeout,
+                                                  call.run, self._expired)
         destinations = [binding_destination(b, services.flow_for(b)) for b in bindings]
+        if self.waiting:
+            call.anchor_media(for_tone=True)   # 183 + tone, if configured, before any branch
         call.routed(destinations, route=f"user {self.user}")
         if self.waiting:
             call.send_ringback()
@@ -85,7 +90,7 @@ class WakeUp:
         self.log.info("call {call_id}: push to {user} via {provider}", call_id=self.call.call_id,
                       user=self.user, provider=binding.push_provider)
         d = notifier.notify_incoming_call(target, facts)
-        d.addCallback(self._push_done)
+        d.addCallback(lambda outcome: self.call.run(self._push_done, outcome))
         d.addErrback(self._push_error)
 
     def _push_error(self, failure: Any) -> None:
