@@ -15,7 +15,8 @@ A run ramps one fresh B2BUA through ``--rates``, ``--step-seconds`` of calls per
 step passes when < 0.1 % of its calls failed, retransmissions did not grow through the step
 (``SippResult.retrans_growing``) and the INVITE->200 time at its end stayed under
 ``--max-latency`` ms (a queue that grows without bound).  A failed step is retried once
-(``--retries``) so one burst from a noisy neighbour does not end the ramp.  The run's figure
+(``--retries``) so one burst from a noisy neighbour does not end the ramp, unless it failed
+both ways at once (growing retransmissions and a long INVITE->200: plain overload).  The run's figure
 is its highest passing rate; runs after the first start two rates below the best so far.
 Runs alternate which B2BUA goes first, so the machine's noise falls on both.
 
@@ -143,8 +144,9 @@ def ramp(name: str, start: Starter, run: int, rates: list[int], first: int, work
                                and step.latency_end_ms <= opts.max_latency)
                 steps.append(step)
                 print(_step_line(step), flush=True)
-                if step.passed or not server.alive():
-                    break
+                overloaded = step.growing and step.latency_end_ms > opts.max_latency
+                if step.passed or overloaded or not server.alive():
+                    break               # a clear overload is not retried: it would fail again
             if not server.alive():
                 print(f"  {name} died", flush=True)
                 break
@@ -210,7 +212,7 @@ def profile(opts: argparse.Namespace) -> int:
     """Our B2BUA under ``--profile-rate`` calls/s, sampled by py-spy; print the top functions.
 
     py-spy (``pip install py-spy``) samples without pausing the process (--nonblocking) at
-    250 Hz; the raw (collapsed-stack) file is kept at ``--profile``.  Self time of a function
+    1000 Hz; the raw (collapsed-stack) file is kept at ``--profile``.  Self time of a function
     is the share of samples in which it was the innermost frame (line numbers merged)."""
     import collections
     import re
@@ -234,7 +236,7 @@ def profile(opts: argparse.Namespace) -> int:
             time.sleep(3)
             cpu0 = cpu_seconds(server.pid)
             command = [spy, "record", "--pid", str(server.pid), "-d", str(int(seconds)), "-r",
-                       "250", "--nonblocking", "-f", "raw", "-o", opts.profile]
+                       "1000", "--nonblocking", "-f", "raw", "-o", opts.profile]
             if opts.profile_idle:
                 command.append("--idle")
             subprocess.run(command, capture_output=True, timeout=seconds + 30, check=True)

@@ -326,7 +326,7 @@ def measure(opts: argparse.Namespace, server: Child, uas_port: int, work: Path,
                          "invite_max": max(invite, default=float("nan")),
                          "wake_200_p50": percentile(reg200, 50),
                          "base_p50": percentile(base, 50), "base_p99": percentile(base, 99),
-                         "invite_ms": invite, "baseline_ms": base})
+                         "invite_ms": invite, "wake_200_ms": reg200, "baseline_ms": base})
             print("run %d: %d wake-ups, REGISTER->INVITE p50 %.2f ms p99 %.2f ms; REGISTER->200 "
                   "alone p50 %.2f ms p99 %.2f ms%s" % (
                       run + 1, len(wake), runs[-1]["invite_p50"], runs[-1]["invite_p99"],

@@ -244,10 +244,12 @@ class Call(Forking):
         if self.wakeup is not None:
             self.wakeup.answered(branch)
         body = response.body
-        if self.media is not None and body:
+        if self.media is not None:
+            # The caller keeps the SDP of our 183: the 200 repeats it, whatever happens.
             try:
                 body = self.media.answered(body, branch.dest.address[0])
             except MediaError as exc:
+                body = self.media.caller_sdp
                 self.log.warn("call {call_id}: callee SDP unusable for the relay ({reason})",
                               call_id=self.call_id, reason=exc.reason)
         self.respond_a(response.status, response.reason, body=body,

@@ -70,12 +70,23 @@ class EarlyMedia:
                                           payload_type=answer.payload_type)
 
     def answered(self, callee_sdp: bytes, callee_host: str) -> bytes:
-        """The callee answered: relay its audio; returns the body for the caller's 200."""
-        self.anchored.relay.connect_callee(callee_sdp, self.anchored.media_index,
-                                           hosts=(callee_host,))
+        """The callee answered: relay its audio; returns the body for the caller's 200.
+
+        An unusable callee answer (port 0, bad SDP) raises ``MediaError`` as before, but
+        only after the tone is stopped: the call is answered, ringback must not go on.
+        """
+        relay = self.anchored.relay
+        if not callee_sdp:   # a 2xx without the answer it owes us: at least stop the tone
+            relay.bridge()
+            return self.caller_sdp
+        try:
+            relay.connect_callee(callee_sdp, self.anchored.media_index, hosts=(callee_host,))
+        except MediaError:
+            relay.bridge()   # no callee address: stops the tone, drops the caller's RTP
+            raise
         return self.caller_sdp
 
-    def stop(self) -> defer.Deferred:
+    def stop(self) -> defer.Deferred[None]:
         d = defer.maybeDeferred(self.anchored.relay.stop)
         d.addErrback(lambda f: self.log.failure("stopping the relay failed", f))
         return d
