@@ -160,6 +160,8 @@ class Call(Forking):
         if 100 < status < 300:
             extra.append(("Contact", self.a_contact))
         extra += headers or []
+        if body and not any(name.lower() == "content-type" for name, _ in extra):
+            extra.append(("Content-Type", "application/sdp"))
         response = make_response(self.a_request, status, reason,
                                  to_tag=None if status == 100 else self.a_tag, extra=extra)
         response.body = body
