@@ -12,18 +12,21 @@ start it (twistd, static route, a trunk that accepts 127.0.0.1 so no auth, SQLit
 /tmp/sippy-venv) as ``b2bua -f -s UAS -a 127.0.0.1 -A 0 -u`` with ``SIPLOG_BEND=none``.
 
 A run ramps one fresh B2BUA through ``--rates``, ``--step-seconds`` of calls per step; a
-step passes when < 0.1 % of its calls failed, retransmissions did not grow through the step
-(``SippResult.retrans_growing``) and the INVITE->200 time at its end stayed under
-``--max-latency`` ms (a queue that grows without bound).  A failed step is retried once
-(``--retries``) so one burst from a noisy neighbour does not end the ramp, unless it failed
-both ways at once (growing retransmissions and a long INVITE->200: plain overload).  The run's figure
-is its highest passing rate; runs after the first start two rates below the best so far.
-Runs alternate which B2BUA goes first, so the machine's noise falls on both.
+step passes when < 0.1 % of its calls failed (calls SIPp aborted only because a 180 came
+after the 200 are reported apart, see ``SippResult.failed_ratio``), retransmissions did not
+grow through the step (``SippResult.retrans_growing``) and the INVITE->200 time at its end
+stayed under ``--max-latency`` ms (a queue that grows without bound).  A failed step is
+retried once (``--retries``) so one burst from a noisy neighbour does not end the ramp,
+unless it failed both ways at once (growing retransmissions and a long INVITE->200: plain
+overload).  The run's figure is its highest passing rate; runs after the first start two
+rates below the best so far.  Runs alternate which B2BUA goes first, so the machine's noise
+falls on both.  ``--variant`` adds what-if copies of ours to the same ramps.
 
 CPU per call: utime+stime of the B2BUA (/proc/PID/stat, all threads) over a step / calls,
 quoted at each run's highest passing step.  Memory per concurrent call: RSS with
 ``--mem-calls`` (1000, 3000) calls held ``--hold`` s each (the two B2BUAs in parallel, on
-different cores), (RSS3000 - RSS1000) / 2000.
+different cores), (RSS3000 - RSS1000) / (calls up at the second reading - at the first).
+``--profile FILE`` profiles ours under load with py-spy instead (see ``profile``).
 
 Prints the step table, the per-run and median figures, the memory table and a one-line
 summary; exits 0 when all three targets are met, 1 when one is missed, 2 on error.
