@@ -18,8 +18,6 @@ from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredic
 def apply_log_settings(settings: Any, publisher: Any = globalLogPublisher,
                        stream: Any = None) -> None:
     level: LogLevel = settings.log_level
-    if level is LogLevel.info and settings.format == "text":
-        return
     predicate = LogLevelFilterPredicate(defaultLogLevel=level)
     current = list(getattr(publisher, "_observers", ()))
     for observer in current:

@@ -10,6 +10,7 @@ Nothing SIP-specific is decided here beyond stream framing.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Callable, Protocol as TypingProtocol
 
 from twisted.application import service
@@ -39,6 +40,21 @@ class ListenError(Exception):
 class MessageSink(TypingProtocol):
     def bytes_received(self, data: bytes, source: Source) -> None: ...
     def reject(self, error: Exception, source: Source) -> None: ...
+
+
+# A burst (or a pause of the event loop) must not overflow the kernel's queue: the
+# default ~208 KB dropped SIP messages at 225 calls/s in bench/cps.py; 4 MiB dropped none.
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+def _grow_receive_buffer(port: object, size: int) -> None:
+    sock = getattr(port, "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError:
+        pass  # capped by net.core.rmem_max: the kernel keeps what it allows
 
 
 class SipDatagramProtocol(protocol.DatagramProtocol):
@@ -127,6 +143,7 @@ class SipNetwork(service.Service):
             proto = SipDatagramProtocol(self, local)
             port = reactor.listenUDP(addr.port, proto, interface=addr.host,  # type: ignore[attr-defined]
                                      maxPacketSize=self.max_message_size)
+            _grow_receive_buffer(port, UDP_RECEIVE_BUFFER)
             bound = port.getHost()
             local = (addr.host, bound.port)
             proto.local = local
