@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +183,32 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def apns_and_trunk_toml(pki: Any, fake: Any) -> str:
+    """[apns] pointing at a fake APNs, and a trunk that lets SIPp callers on 127.0.0.1 in."""
+    return f"""
+[apns]
+enabled = true
+auth = "token"
+key_file = "{pki.key_file}"
+key_id = "{pki.key_id}"
+team_id = "{pki.team_id}"
+endpoint = "{fake.url}"
+ca_file = "{pki.ca_file}"
+timeout = 5
+
+[[trunk]]
+name = "carrier"
+uri = "sip:127.0.0.1:5999"
+accept_from = ["127.0.0.1/32"]
+"""
+
+
+def sipp_args(service_port: int, scenario: str, port: int, *extra: str,
+              timeout: float = 30) -> list[str]:
+    """A one-call SIPp command line (starting with "sipp") for a scenario in tests/scenarios."""
+    require_sipp()
+    return ["sipp", f"127.0.0.1:{service_port}", "-sf", str(SCENARIOS / scenario), "-i",
+            "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin", "-timeout", f"{int(timeout)}s",
+            "-timeout_error", *extra]

@@ -185,7 +185,7 @@ def test_relative_paths_are_taken_from_the_config_folder(tmp_path: Path) -> None
     (folder / "tls" / "server.pem").write_text("cert")
     (tmp_path / "server.key").write_text("key")
     (folder / "AuthKey.p8").write_text("key")
-    path = write(folder, f"""
+    path = write(folder, """
 [sip]
 listen = ["tls:0.0.0.0:5061", "udp:[::]"]
 [tls]
@@ -195,7 +195,7 @@ private_key = "../server.key"
 path = "../var/b2bua.sqlite3"
 [apns]
 enabled = true
-key_file = "${{KEY}}"
+key_file = "${KEY}"
 key_id = "ABC123DEFG"
 team_id = "DEF123GHIJ"
 endpoint = "https://[::1]:2197"

@@ -35,7 +35,8 @@ from b2bua.media.rtp import RtpPacket, pack_header
 from b2bua.media.sdp import NotAcceptable, SessionDescription
 from b2bua.sip.message import Request, Response, parse_message
 from tests.fake_apns import FakeApns, Reply, make_pki
-from tests.support import SCENARIOS, free_port, require_sipp, start_sipp, stop_process
+from tests.support import (apns_and_trunk_toml, free_port, sipp_args, start_sipp,
+                           stop_process)
 
 TOKEN = "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
 SIP_T1 = 0.5
@@ -86,27 +87,11 @@ country = "eu"
 rtp_port_min = {rtp_low}
 rtp_port_max = {rtp_low + 19}
 
-[apns]
-enabled = true
-auth = "token"
-key_file = "{pki.key_file}"
-key_id = "{pki.key_id}"
-team_id = "{pki.team_id}"
-endpoint = "{fake.url}"
-ca_file = "{pki.ca_file}"
-timeout = 5
-
-[[trunk]]
-name = "carrier"
-uri = "sip:127.0.0.1:5999"
-accept_from = ["127.0.0.1/32"]
-"""
+{apns_and_trunk_toml(pki, fake)}"""
 
 
 def _sipp(svc: Any, scenario: str, port: int, *extra: str) -> list[str]:
-    require_sipp()
-    return ["sipp", f"127.0.0.1:{svc.port}", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
-            "-p", str(port), "-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error", *extra]
+    return sipp_args(svc.port, scenario, port, *extra)
 
 
 def _register(svc: Any, contact_port: int) -> defer.Deferred:

@@ -19,7 +19,8 @@ import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
 from tests.fake_apns import FakeApns, Reply, make_pki
-from tests.support import SCENARIOS, free_port, require_sipp, start_sipp, stop_process
+from tests.support import (apns_and_trunk_toml, free_port, sipp_args, start_sipp,
+                           stop_process)
 
 TOKEN = "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
 
@@ -33,28 +34,11 @@ password = "secret"
 [push]
 wake_timeout = {wake_timeout}
 
-[apns]
-enabled = true
-auth = "token"
-key_file = "{pki.key_file}"
-key_id = "{pki.key_id}"
-team_id = "{pki.team_id}"
-endpoint = "{fake.url}"
-ca_file = "{pki.ca_file}"
-timeout = 5
-
-[[trunk]]
-name = "carrier"
-uri = "sip:127.0.0.1:5999"
-accept_from = ["127.0.0.1/32"]
-"""
+{apns_and_trunk_toml(pki, fake)}"""
 
 
 def _sipp(svc: Any, scenario: str, port: int, *extra: str, timeout: float = 30) -> list[str]:
-    require_sipp()
-    return ["sipp", f"127.0.0.1:{svc.port}", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
-            "-p", str(port), "-m", "1", "-nostdin", "-timeout", f"{int(timeout)}s",
-            "-timeout_error", *extra]
+    return sipp_args(svc.port, scenario, port, *extra, timeout=timeout)
 
 
 def _run(cmd: list[str], timeout: float = 40) -> defer.Deferred:

@@ -12,7 +12,7 @@ import ssl as stdlib_ssl
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Protocol
 
 from OpenSSL.crypto import Error as OpenSSLError
 from twisted.internet.defer import Deferred, succeed
