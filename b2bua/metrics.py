@@ -58,12 +58,9 @@ class ServiceCollector(Collector):
             started = CounterMetricFamily("b2bua_calls_started", "Calls accepted for routing")
             started.add_metric([], calls.calls_started)
             yield started
-            finished = CounterMetricFamily("b2bua_calls_completed",
-                                           "Calls ended, by the final status the caller got",
-                                           labels=["status"])
-            for status, count in sorted(calls.completed.items()):
-                finished.add_metric([str(status)], count)
-            yield finished
+            yield _by_label("b2bua_calls_completed",
+                            "Calls ended, by the final status the caller got", "status",
+                            calls.completed)
         layer = svc.layer
         if layer is not None:
             yield GaugeMetricFamily("b2bua_transactions_alive", "Live SIP transactions",
@@ -77,11 +74,10 @@ class ServiceCollector(Collector):
                 yield family
         core = svc.core
         if core is not None:
-            requests = CounterMetricFamily("b2bua_requests", "SIP requests received, by method",
-                                           labels=["method"])
-            for method, count in sorted(core.requests_by_method.items()):
-                requests.add_metric([method], count)
-            yield requests
+            yield _by_label("b2bua_requests", "SIP requests received, by method", "method",
+                            core.requests_by_method)
+            yield _by_label("b2bua_registrations", "REGISTER requests answered, by status",
+                            "status", core.register_statuses)
         endpoint = svc.endpoint
         if endpoint is not None:
             errors = CounterMetricFamily("b2bua_parse_errors", "Messages that failed to parse")
@@ -95,13 +91,14 @@ class ServiceCollector(Collector):
             yield GaugeMetricFamily("b2bua_bindings_with_push_token",
                                     "Registered contacts with a push token",
                                     value=sum(1 for b in live if b.push_token))
-        if core is not None:
-            registrations = CounterMetricFamily("b2bua_registrations",
-                                                "REGISTER requests answered, by status",
-                                                labels=["status"])
-            for status, count in sorted(core.register_statuses.items()):
-                registrations.add_metric([str(status)], count)
-            yield registrations
+
+
+def _by_label(name: str, help_text: str, label: str, counts: dict[Any, int]) -> Any:
+    """A counter family from one of the plain ``{label value: count}`` dicts the parts keep."""
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([str(value)], count)
+    return family
 
 
 def status_document(service: B2buaService) -> dict[str, Any]:

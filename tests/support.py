@@ -14,12 +14,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -212,3 +214,17 @@ def sipp_args(service_port: int, scenario: str, port: int, *extra: str,
     return ["sipp", f"127.0.0.1:{service_port}", "-sf", str(SCENARIOS / scenario), "-i",
             "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin", "-timeout", f"{int(timeout)}s",
             "-timeout_error", *extra]
+
+
+def http_get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text exposition (0 when absent), parsed strictly."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0

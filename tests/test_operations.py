@@ -7,13 +7,12 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 import uuid
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import free_port, require_sipp, run_sipp, start_sipp, stop_process
+from tests.support import (free_port, http_get, metric_value, require_sipp, run_sipp,
+                           start_sipp, stop_process)
 
 STATIC = '[[router]]\nplugin = "static"\ntarget = "sip:127.0.0.1:{port}"\n'
 TRUNK = '[[trunk]]\nname = "sipp"\nuri = "sip:127.0.0.1:5999"\naccept_from = ["127.0.0.1/32"]\n'
@@ -22,19 +21,6 @@ TRUNK = '[[trunk]]\nname = "sipp"\nuri = "sip:127.0.0.1:5999"\naccept_from = ["1
 def _metrics_config(metrics_port: int, drain: float = 10) -> str:
     return (f'[metrics]\nlisten = "tcp:{metrics_port}:interface=127.0.0.1"\n\n'
             f'[calls]\ndrain_time = {drain}\n\n' + TRUNK)
-
-
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.read().decode()
-
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
 
 
 def _invite(port: int, timeout: float = 3.0) -> int | None:
@@ -65,8 +51,8 @@ def test_metrics_parse_and_move_with_a_call(start_service) -> None:
     require_sipp()
     uas_port, mport = free_port(), free_port()
     svc = start_service(_metrics_config(mport), routers=STATIC.format(port=uas_port))
-    before = _get(f"http://127.0.0.1:{mport}/metrics")
-    assert _metric(before, "b2bua_calls_started_total") == 0
+    before = http_get(f"http://127.0.0.1:{mport}/metrics")
+    assert metric_value(before, "b2bua_calls_started_total") == 0
     uas = start_sipp(["-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_port), "-m", "1"])
     try:
         caller = run_sipp(["-sn", "uac", f"127.0.0.1:{svc.port}", "-i", "127.0.0.1", "-p",
@@ -74,11 +60,11 @@ def test_metrics_parse_and_move_with_a_call(start_service) -> None:
         assert caller.returncode == 0, caller.stdout[-2000:]
     finally:
         stop_process(uas)
-    after = _get(f"http://127.0.0.1:{mport}/metrics")
-    assert _metric(after, "b2bua_calls_started_total") == 1
-    assert _metric(after, "b2bua_calls_completed_total", status="200") == 1
-    assert _metric(after, "b2bua_requests_total", method="INVITE") == 1
-    status = json.loads(_get(f"http://127.0.0.1:{mport}/status"))
+    after = http_get(f"http://127.0.0.1:{mport}/metrics")
+    assert metric_value(after, "b2bua_calls_started_total") == 1
+    assert metric_value(after, "b2bua_calls_completed_total", status="200") == 1
+    assert metric_value(after, "b2bua_requests_total", method="INVITE") == 1
+    status = json.loads(http_get(f"http://127.0.0.1:{mport}/status"))
     assert status["calls"] == [] and status["accepting_calls"] is True
 
 
@@ -93,7 +79,7 @@ def test_sigterm_lets_a_call_finish_and_refuses_new_ones(start_service) -> None:
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:        # wait until the call is up
-            calls = json.loads(_get(f"http://127.0.0.1:{mport}/status"))["calls"]
+            calls = json.loads(http_get(f"http://127.0.0.1:{mport}/status"))["calls"]
             if calls and calls[0]["state"] == "answered":
                 break
             time.sleep(0.05)

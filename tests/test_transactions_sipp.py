@@ -7,26 +7,12 @@ a second one (one call per INVITE in the metrics, however often it was sent).
 
 from __future__ import annotations
 
-import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import SCENARIOS, free_port, run_sipp, start_sipp, stop_process
+from tests.support import (SCENARIOS, free_port, http_get, metric_value, run_sipp,
+                           start_sipp, stop_process)
 
 CALLS = 20
-
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
 
 
 def test_calls_and_options_complete_with_ten_percent_loss(start_service) -> None:
@@ -35,7 +21,7 @@ def test_calls_and_options_complete_with_ten_percent_loss(start_service) -> None
         f'[metrics]\nlisten = "tcp:{mport}:interface=127.0.0.1"\n\n'
         '[[trunk]]\nname = "sipp"\nuri = "sip:127.0.0.1:5999"\naccept_from = ["127.0.0.1/32"]\n',
         routers=f'[[router]]\nplugin = "static"\ntarget = "sip:127.0.0.1:{uas_port}"\n')
-    before = _metric(_scrape(mport), "b2bua_requests_total", method="OPTIONS")  # readiness pings
+    before = metric_value(http_get(f"http://127.0.0.1:{mport}/metrics"), "b2bua_requests_total", method="OPTIONS")  # readiness pings
     uas = start_sipp(["-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_port), "-nostdin"])
     try:
         caller = run_sipp(["-sn", "uac", f"127.0.0.1:{svc.port}", "-i", "127.0.0.1", "-p",
@@ -50,13 +36,13 @@ def test_calls_and_options_complete_with_ten_percent_loss(start_service) -> None
         assert pings.returncode == 0, pings.stdout[-3000:]
     finally:
         stop_process(uas)
-    text = _scrape(mport)
-    assert _metric(text, "b2bua_calls_started_total") == CALLS       # one per call, not per send
+    text = http_get(f"http://127.0.0.1:{mport}/metrics")
+    assert metric_value(text, "b2bua_calls_started_total") == CALLS       # one per call, not per send
     # A call whose last BYE SIPp's loss model swallowed stays up until our ACK/BYE timers
     # end it: every call is either completed with 200 or still held, none failed.
-    completed = _metric(text, "b2bua_calls_completed_total", status="200")
-    assert completed + _metric(text, "b2bua_calls_active") == CALLS, [
+    completed = metric_value(text, "b2bua_calls_completed_total", status="200")
+    assert completed + metric_value(text, "b2bua_calls_active") == CALLS, [
         line for line in text.splitlines() if line.startswith("b2bua_calls")]
-    assert _metric(text, "b2bua_requests_total", method="INVITE") == CALLS
-    assert _metric(text, "b2bua_requests_total", method="OPTIONS") - before == CALLS
-    assert _metric(text, "b2bua_transaction_retransmissions_absorbed_total") > 0
+    assert metric_value(text, "b2bua_requests_total", method="INVITE") == CALLS
+    assert metric_value(text, "b2bua_requests_total", method="OPTIONS") - before == CALLS
+    assert metric_value(text, "b2bua_transaction_retransmissions_absorbed_total") > 0
