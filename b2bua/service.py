@@ -199,6 +199,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     timers = Timers(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4,
                     timer_c=config.calls.timer_c)
     sent_by = _sent_by(config)
+    contact_for = _contact_factory(sent_by)
     layer = TransactionLayer(reactor, network.send, core, timers, sent_by=sent_by)
     endpoint.on_message = layer.message_received
 
@@ -216,7 +217,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         layer=layer, clock=clock, reactor=reactor, events=events,
         list_bindings=lambda aor: bindings.list_for_aor(aor, clock.seconds()),
         aor_for=registrar.aor_for, flow_for=registrar.flow_for,
-        contact_for=_contact_factory(sent_by), notifier=notifier,
+        contact_for=contact_for, notifier=notifier,
         write_cdr=store.cdrs.write, settings=_call_settings(config),
         trunk_credentials={t.name: TrunkCredentials(t.username, t.password)
                            for t in config.trunks if t.username},
@@ -237,7 +238,6 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     if config.metrics.listen:
         web_service(root, config.metrics.listen, config.metrics.allow).setServiceParent(root)
     network.setServiceParent(root)
-    contact_for = _contact_factory(sent_by)
     for trunk in config.trunks:
         if trunk.register:
             contact = contact_for(trunk.transport).replace("sip:b2bua@", f"sip:{trunk.username}@")

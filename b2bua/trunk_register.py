@@ -143,8 +143,9 @@ class TrunkRegistration(service.Service):
         self.expires_at = now + expires
         self.log.info("trunk {trunk}: registered for {expires} s", trunk=self.trunk.name,
                       expires=expires)
-        # Refresh well before the end: at 90 %, but never less than 5 s early.
-        self._schedule(max(1.0, min(expires * 0.9, expires - 5)))
+        # Refresh well before the end: at 90 %, but never less than 5 s early, and never
+        # sooner than retry_min (a registrar granting 0 s must not get a REGISTER loop).
+        self._schedule(max(self.retry_min, min(expires * 0.9, expires - 5)))
 
     def _failed(self, status: int) -> None:
         self.state = RegistrationState.FAILED

@@ -247,7 +247,9 @@ def test_network_send_uses_the_flow_then_the_connection_table() -> None:
     proto.connectionLost(Failure(error.ConnectionDone()))
     network.send(b"queued", PHONE, "tcp", proto)  # flow gone: a new connection is opened
     assert reactor.connects == [PHONE]
-    assert network.connections[("TCP", PHONE)]._pending == [b"queued"]
+    network.send(b" and more", PHONE, "TCP")   # still connecting: queued, no second connect
+    assert reactor.connects == [PHONE]
+    assert network.connections[("TCP", PHONE)]._pending == [b"queued", b" and more"]
     with pytest.raises(TransportError):
         network.send(b"x", PHONE, "TLS")  # no client TLS configuration
     assert ("TLS", PHONE) not in network.connections
@@ -406,16 +408,6 @@ def test_endpoint_reads_a_bare_cr_in_a_header_value_as_white_space() -> None:
     data = options(extra="Require: foo,\rbar\r\n")
     endpoint.bytes_received(data, UDP_SOURCE)
     assert [m.require for m, _ in seen] == [["foo", "bar"]]
-
-
-def test_endpoint_transport_send_routes_a_response_by_its_via() -> None:
-    endpoint, wire, _ = make_endpoint()
-    response = parse_message(b"SIP/2.0 200 OK\r\n"
-                             b"Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKr;received=192.0.2.1"
-                             b";rport=6000\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\n"
-                             b"Call-ID: r@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
-    endpoint.transport_send(response, None, None)
-    assert wire.sent[0][1:3] == (("192.0.2.1", 6000), "UDP")
 
 
 # -- addressing --------------------------------------------------------------------------

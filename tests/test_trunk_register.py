@@ -103,3 +103,14 @@ def test_stopping_cancels_the_refresh() -> None:
                                          extra=[("Expires", "60")]))
     reg.stopService()
     assert clock.getDelayedCalls() == []
+
+
+def test_a_zero_expiry_grant_does_not_make_a_register_loop() -> None:
+    clock, layer = Clock(), FakeLayer()
+    reg = _registration(clock, layer)
+    reg.response_received(make_response(layer.sent[-1][0], 200, extra=[("Expires", "0")]))
+    count = len(layer.sent)
+    clock.advance(4.9)
+    assert len(layer.sent) == count
+    clock.advance(0.2)
+    assert len(layer.sent) == count + 1

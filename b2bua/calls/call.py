@@ -186,8 +186,7 @@ class Call(Forking):
         self.ringing_sent = True
         media_settings = self.services.media
         if self.media is not None and media_settings is not None and media_settings.tone:
-            self.respond_a(183, "Session Progress", body=self.media.caller_sdp,
-                           headers=[("Content-Type", "application/sdp")])
+            self.respond_a(183, "Session Progress", body=self.media.caller_sdp)
             self.media.play_tone()
             return
         self.respond_a(180, "Ringing")
@@ -448,9 +447,6 @@ class Call(Forking):
 
     def relay_failed(self, client_tx: Any, status: int) -> None:
         self.relay.failed(client_tx, status)
-
-    def is_dialog_terminated(self) -> bool:
-        return self.a_dialog is not None and self.a_dialog.state is DialogState.TERMINATED
 
 
 def refusing_answer(offer: bytes) -> bytes:

@@ -91,7 +91,7 @@ class WakeUp:
                       user=self.user, provider=binding.push_provider)
         d = notifier.notify_incoming_call(target, facts)
         d.addCallback(lambda outcome: self.call.run(self._push_done, outcome))
-        d.addErrback(self._push_error)
+        d.addErrback(lambda failure: self.call.run(self._push_error, failure))
 
     def _push_error(self, failure: Any) -> None:
         self.log.failure("call {call_id}: push failed", failure, call_id=self.call.call_id)

@@ -15,11 +15,11 @@ from typing import Callable
 
 from twisted.logger import Logger
 
-from b2bua.sip.addressing import Address, Source, response_destination, stamp_via
+from b2bua.sip.addressing import Source, response_destination, stamp_via
 from b2bua.sip.errors import SipError
 from b2bua.sip.headers import Via
 from b2bua.sip.message import (
-    Message, Request, Response, generate_tag, make_response, parse_message,
+    Message, Request, generate_tag, make_response, parse_message,
 )
 from b2bua.transport.network import SipNetwork, TransportError
 
@@ -36,12 +36,10 @@ class SipEndpoint:
         self.on_message = on_message
         self.server_header = server_header
         self.parse_errors = 0
-        self.messages_in = 0
 
     # -- incoming -------------------------------------------------------------
 
     def bytes_received(self, data: bytes, source: Source) -> None:
-        self.messages_in += 1
         try:
             message = parse_message(data)
             if isinstance(message, Request):
@@ -85,26 +83,6 @@ class SipEndpoint:
                               source.local)
         except TransportError:
             pass
-
-    # -- outgoing -------------------------------------------------------------
-
-    def transport_send(self, message: Message, dest: Address | None, transport: str | None,
-                       flow: object | None = None, local: Address | None = None) -> None:
-        """Serialise ``message`` and send it; raises TransportError on failure."""
-        data = message.to_bytes()
-        if dest is None:
-            if not isinstance(message, Response):
-                raise TransportError("a request needs a destination")
-            top = message.top_via
-            if top is None:
-                raise TransportError("response without Via")
-            dest = response_destination(top)
-            transport = transport or top.transport
-        self._write(data, dest, transport or "UDP", flow, local)
-
-    def _write(self, data: bytes, dest: Address, transport: str, flow: object | None,
-               local: Address | None) -> None:
-        self.network.send(data, dest, transport, flow, local)
 
 
 def stamp_request(request: Request, source: Source) -> Via:

@@ -103,7 +103,6 @@ class SipNetwork(service.Service):
         self.idle_timeout = idle_timeout
         self.ports: list[IListeningPort] = []
         self._udp: dict[Address, protocol.DatagramProtocol] = {}
-        self._udp_ports: dict[Address, IListeningPort] = {}
         # Live stream connections by the peer's address, per transport.
         self.connections: dict[tuple[str, Address], SipStreamProtocol] = {}
         self.stream_factory = SipStreamFactory(self)
@@ -133,7 +132,6 @@ class SipNetwork(service.Service):
             port.stopListening()
         self.ports.clear()
         self._udp.clear()
-        self._udp_ports.clear()
         self.running = 0
 
     def _listen(self, addr: ListenAddress) -> IListeningPort:
@@ -148,7 +146,6 @@ class SipNetwork(service.Service):
             local = (addr.host, bound.port)
             proto.local = local
             self._udp[local] = proto
-            self._udp_ports[local] = port
             return port
         if addr.transport == "tcp":
             return reactor.listenTCP(addr.port, self.stream_factory.for_transport("TCP"),  # type: ignore[attr-defined]
@@ -166,7 +163,6 @@ class SipNetwork(service.Service):
         waits = [defer.maybeDeferred(p.stopListening) for p in self.ports]
         self.ports.clear()
         self._udp.clear()
-        self._udp_ports.clear()
         for conn in list(self.connections.values()):
             if conn.transport is not None:  # an outbound one may still be connecting
                 conn.transport.loseConnection()
@@ -231,7 +227,7 @@ class SipNetwork(service.Service):
             return
         if transport in ("TCP", "TLS"):
             conn = self.connections.get((transport, dest))
-            if conn is None or not conn.connected:
+            if conn is None or conn.closed:  # one still connecting queues the bytes
                 conn = self._connect(transport, dest)
             conn.send(data)
             return
@@ -276,9 +272,6 @@ class SipNetwork(service.Service):
             self.reactor.connectTCP(dest[0], dest[1], client, timeout=10)  # type: ignore[attr-defined]
         return conn
 
-    def udp_local(self, family_of: str = "127.0.0.1") -> Address | None:
-        proto = self._pick_udp(family_of)
-        return getattr(proto, "local", None)
 
 
 class _OutboundFactory(protocol.ClientFactory):
