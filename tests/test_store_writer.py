@@ -67,6 +67,39 @@ def test_upsert_is_visible_at_once_and_durable_after_the_flush(store: Store) -> 
     assert sql.commits == 1
 
 
+def test_applied_now_and_durable_later(store: Store) -> None:
+    """upsert_now/remove_by_id_now change the reads at once; durable() fires
+    after the one commit that holds them, and is None when nothing waits."""
+    clock = Clock()
+    writer, sql = writer_for(store, clock)
+    assert writer.durable() is None
+    change = writer.upsert_now(with_token(make()))
+    other = writer.upsert_now(make("sip:1111@10.0.0.9:5060")).binding
+    assert other.id is not None and writer.remove_by_id_now(other.id)
+    assert not writer.remove_by_id_now(other.id)
+    assert [b.contact for b in writer.list_for_aor(AOR, NOW)] == [make().contact]
+    durable = writer.durable()
+    assert durable is not None
+    fired = results(durable)
+    assert fired == [] and store.bindings.list_all() == []
+    clock.advance(0.010)
+    assert fired == [None] and sql.commits == 1
+    assert store.bindings.list_all() == [change.binding]
+    assert writer.durable() is None
+
+
+def test_durable_errbacks_when_the_commit_fails(store: Store) -> None:
+    clock = Clock()
+    writer, sql = writer_for(store, clock)
+    sql.fail = True
+    writer.upsert_now(make())
+    durable = writer.durable()
+    assert durable is not None
+    fired = results(durable)
+    clock.advance(0.010)
+    assert isinstance(fired[0], Failure) and writer.list_for_aor(AOR, NOW) == []
+
+
 def test_a_burst_of_registers_is_one_transaction(store: Store) -> None:
     clock = Clock()
     writer, sql = writer_for(store, clock)

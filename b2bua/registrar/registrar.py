@@ -12,7 +12,11 @@ packet's source, the listener it came in on, Path, and the stream connection
 (the *flow*).  Flows are live objects, so they stay in process memory keyed by
 binding id, never in SQLite.  With a ``BindingWriter`` the writes are batched
 and ``handle`` returns a Deferred that fires with the 200 only once the
-binding is durable; the binding events are published at that same moment.
+binding is durable.  The binding events are published as soon as the change
+is applied in memory, before the commit: a call waiting for this phone forks
+its INVITE without waiting for the disk (if the commit then fails the
+REGISTER gets a 500 and the phone registers again; the INVITE was sent to a
+phone that is really there).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -49,7 +53,6 @@ from b2bua.sip.message import Request, Response, generate_tag, make_response
 from b2bua.sip.uri import SipUri
 from b2bua.store.bindings import (
     Binding,
-    BindingChange,
     BindingStore,
     merge_binding,
     normalise_aor,
@@ -64,7 +67,7 @@ _PUSH_FIELDS = ("push_provider", "push_package", "push_topic", "push_token", "pu
 
 @dataclass(frozen=True)
 class _Outcome:
-    """What one Contact did, known once the write is durable."""
+    """What one Contact did to the bindings."""
 
     kind: BindingEventKind
     binding: Binding
@@ -180,22 +183,23 @@ class Registrar:
                                  self.default_expires, self.log)
         incoming = [self._incoming(request, source, aor, user, c, now) for c in register.contacts]
         plan = self._plan(request, register, incoming, aor, now)
-        ops: list[Any] = []
+        outcomes: list[_Outcome] = []
         removed: set[int | None] = set()
         for target in plan if register.star else ():
-            ops.extend(self._remove(old, removed) for old in target.bindings)
+            outcomes.extend(self._remove(old, removed) for old in target.bindings)
         for contact, binding, target in zip(register.contacts, incoming, plan):
             if contact.expires == 0:
-                ops.extend(self._remove(old, removed) for old in target.bindings
-                           if old.id not in removed)
+                outcomes.extend(self._remove(old, removed) for old in target.bindings
+                                if old.id not in removed)
             else:
                 keep_push = not (register.null_push and contact.push is None)
-                ops.append(self._upsert(binding, target, keep_push, source))
-        if not any(isinstance(op, Deferred) for op in ops):
-            return self._accepted(request, source, aor, ops, register.feature_caps)
-        done = gatherResults([_deferred(lambda op=op: op) for op in ops], consumeErrors=True)
-        return done.addCallbacks(
-            lambda results: self._accepted(request, source, aor, results, register.feature_caps),
+                outcomes.append(self._upsert(binding, target, keep_push, source))
+        self._publish(outcomes, source, aor)
+        durable = self.bindings.durable()
+        if durable is None:
+            return self._accepted(request, aor, register.feature_caps)
+        return durable.addCallbacks(
+            lambda _: self._accepted(request, aor, register.feature_caps),
             lambda failure: self._write_failed(request, failure))
 
     # -- authentication (steps 3 and 4) ------------------------------------------------
@@ -275,13 +279,13 @@ class Registrar:
 
     # -- writing ------------------------------------------------------------------------
 
-    def _remove(self, old: Binding, removed: set[int | None]) -> Any:
+    def _remove(self, old: Binding, removed: set[int | None]) -> _Outcome:
         removed.add(old.id)
-        return _then(self.bindings.remove_by_id(_id(old)),
-                     lambda _: _Outcome(BindingEventKind.REMOVED, old))
+        self.bindings.remove_by_id_now(_id(old))
+        return _Outcome(BindingEventKind.REMOVED, old)
 
     def _upsert(self, incoming: Binding, target: _Target, keep_push: bool,
-                source: Source) -> Any:
+                source: Source) -> _Outcome:
         """Write one binding.  Rows whose contact is the same URI spelt otherwise
         (RFC 3261 §19.1.4) are folded into it: deleted, their token carried over.
         (Rows with the very same contact text the store drops by itself.)"""
@@ -289,36 +293,28 @@ class Registrar:
         if target.replaced is None and same_uri and keep_push and not incoming.push_token:
             donor = same_uri[0]
             incoming = replace(incoming, **{name: getattr(donor, name) for name in _PUSH_FIELDS})
-        writes: list[Any] = [self.bindings.remove_by_id(_id(b)) for b in same_uri]
-        writes.append(self.bindings.upsert_change(incoming, keep_push))
         old_flows = {b.id: self.flow_for(b) for b in target.bindings}
-
-        def outcome(change: BindingChange) -> _Outcome:
-            new = change.binding
-            previous = change.replaced or (same_uri[0] if same_uri else None)
-            if previous is None:
-                previous = next((b for b in change.removed if not b.expired(new.updated_at)), None)
-            old_flow = old_flows.get(previous.id) if previous is not None else None
-            if previous is not None and old_flow is None:
-                old_flow = self.flow_for(previous)
-            kind = BindingEventKind.REFRESHED
-            if (previous is None or previous.expired(new.updated_at)
-                    or not uri_equal(previous.contact, new.contact)
-                    or _route(previous) != _route(new) or old_flow is not source.flow):
-                kind = BindingEventKind.ADDED
-            return _Outcome(kind, new, previous, (*change.removed, *same_uri))
-
-        if not any(isinstance(w, Deferred) for w in writes):
-            return outcome(writes[-1])
-        done = gatherResults([_deferred(lambda w=w: w) for w in writes], consumeErrors=True)
-        return done.addCallback(lambda results: outcome(results[-1]))
+        for b in same_uri:
+            self.bindings.remove_by_id_now(_id(b))
+        change = self.bindings.upsert_now(incoming, keep_push)
+        new = change.binding
+        previous = change.replaced or (same_uri[0] if same_uri else None)
+        if previous is None:
+            previous = next((b for b in change.removed if not b.expired(new.updated_at)), None)
+        old_flow = old_flows.get(previous.id) if previous is not None else None
+        if previous is not None and old_flow is None:
+            old_flow = self.flow_for(previous)
+        kind = BindingEventKind.REFRESHED
+        if (previous is None or previous.expired(new.updated_at)
+                or not uri_equal(previous.contact, new.contact)
+                or _route(previous) != _route(new) or old_flow is not source.flow):
+            kind = BindingEventKind.ADDED
+        return _Outcome(kind, new, previous, (*change.removed, *same_uri))
 
     # -- answering (step 8) -----------------------------------------------------------------
 
-    def _accepted(self, request: Request, source: Source, aor: str, results: Iterable[Any],
-                  feature_caps: str | None) -> Response:
-        now = self.clock.seconds()
-        outcomes = [o for o in results if isinstance(o, _Outcome)]
+    def _publish(self, outcomes: list[_Outcome], source: Source, aor: str) -> None:
+        """Track the flows and tell the subscribers (waiting calls) what changed."""
         for outcome in outcomes:
             self._track_flow(outcome, source)
         for outcome in outcomes:
@@ -330,6 +326,10 @@ class Registrar:
                     transport=source.transport, peer=source.address,
                     push=short_token(binding.push_token) if binding.push_token else None)
             self.events.publish(BindingEvent(outcome.kind, aor, binding, outcome.previous))
+
+    def _accepted(self, request: Request, aor: str, feature_caps: str | None) -> Response:
+        """The 200 (step 8): every live binding of the AOR."""
+        now = self.clock.seconds()
         extra = [("Contact", contact_value(b, now)) for b in self.bindings.list_for_aor(aor, now)]
         extra.append(("Date", email.utils.formatdate(now, usegmt=True)))
         paths = request.headers.get_all("Path")
@@ -392,13 +392,6 @@ def _deferred(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
     except Exception:
         return fail()
     return result if isinstance(result, Deferred) else succeed(result)
-
-
-def _then(result: Any, fn: Callable[[Any], Any]) -> Any:
-    """``fn(result)`` now, or once the Deferred ``result`` fires."""
-    if isinstance(result, Deferred):
-        return result.addCallback(fn)
-    return fn(result)
 
 
 def _id(binding: Binding) -> int:

@@ -232,6 +232,15 @@ class BindingStore:
             stored = self._write([change.binding], [b.id for b in change.removed if b.id])
         return replace(change, binding=stored[0])
 
+    # Every write here is durable when it returns (see ``LocationService``).
+    upsert_now = upsert_change
+
+    def remove_by_id_now(self, binding_id: int) -> bool:
+        return self.remove_by_id(binding_id)
+
+    def durable(self) -> None:
+        return None
+
     def write(self, puts: Iterable[Binding], deletes: Iterable[int] = ()) -> list[Binding]:
         """Delete then insert/replace rows in one transaction; return the puts with ids.
 

@@ -50,6 +50,9 @@ class LocationService(Protocol):
     def upsert_change(
         self, binding: Binding, keep_push: bool = True
     ) -> Deferred[BindingChange]: ...
+    def upsert_now(self, binding: Binding, keep_push: bool = True) -> BindingChange: ...
+    def remove_by_id_now(self, binding_id: int) -> bool: ...
+    def durable(self) -> Deferred[None] | None: ...
     def remove(self, aor: str, contact: str) -> Deferred[bool]: ...
     def remove_by_id(self, binding_id: int) -> Deferred[bool]: ...
     def remove_all(self, aor: str) -> Deferred[int]: ...
@@ -115,6 +118,28 @@ class BindingWriter:
 
     def upsert_change(self, binding: Binding, keep_push: bool = True) -> Deferred[BindingChange]:
         return self._wait(self._apply_upsert(binding, keep_push))
+
+    # -- writes applied now, durable later (the registrar publishes its binding
+    #    events at once, so a waiting call forks without waiting for the disk,
+    #    and answers the REGISTER only after ``durable()``) ----------------------
+
+    def upsert_now(self, binding: Binding, keep_push: bool = True) -> BindingChange:
+        """Apply ``binding`` at once (reads see it); committed at the next flush."""
+        change = self._apply_upsert(binding, keep_push)
+        self._schedule()
+        return change
+
+    def remove_by_id_now(self, binding_id: int) -> bool:
+        binding = self._by_id.get(binding_id)
+        if binding is not None:
+            self._delete(binding)
+            self._schedule()
+        return binding is not None
+
+    def durable(self) -> Deferred[None] | None:
+        """A Deferred that fires once every change applied so far is committed
+        (errback if that commit fails); None when nothing is waiting for disk."""
+        return self._wait(None) if self._dirty else None
 
     def remove(self, aor: str, contact: str) -> Deferred[bool]:
         rows = self._by_aor.get(normalise_aor(aor), {})
@@ -219,9 +244,12 @@ class BindingWriter:
     def _wait(self, result: Any) -> Deferred[Any]:
         waiter: Deferred[Any] = Deferred()
         self._waiters.append((waiter, result))
+        self._schedule()
+        return waiter
+
+    def _schedule(self) -> None:
         if self._call is None:
             self._call = self._clock.callLater(self._flush_delay, self._flush)
-        return waiter
 
     def _flush(self) -> None:
         if self._call is not None and self._call.active():
