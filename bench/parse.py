@@ -1,17 +1,23 @@
-"""Parse + serialise throughput of the SIP message layer.
+"""Parse (and parse + serialise) throughput of the SIP message layer.
 
-Run: python bench/parse.py [--seconds 0.5] [--runs 7]
+Run: python bench/parse.py [--seconds 0.5] [--runs 7] [--sippy PYTHON]
 Prints messages per second (median and best of the runs) for a typical
-INVITE, a 200 OK and a REGISTER; the target is >= 50,000/s for the INVITE
-on one core. The last line times a plain Python loop, to compare machines.
+INVITE, a 200 OK and a REGISTER, parsed alone and parsed then serialised;
+the target is >= 50,000 INVITE parses/s on one core. When sippy is
+installed (default: /tmp/sippy-venv, or $SIPPY_VENV) its parser is timed on
+the same messages in the same run, in its own interpreter. The last line
+times a plain Python loop, to compare machines. Exit 0 when the target is
+met, 1 when not.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import timeit
@@ -66,19 +72,66 @@ REGISTER = (
     b"Content-Length: 0\r\n\r\n")
 
 
-def rate(data: bytes, seconds: float) -> float:
-    """Parse + serialise ``data`` in a loop for about ``seconds``; ops/s."""
+def rate(data: bytes, seconds: float, serialise: bool) -> float:
+    """Parse (+ serialise) ``data`` in a loop for about ``seconds``; ops/s."""
     n = 0
     batch = 500
     start = time.perf_counter()
     deadline = start + seconds
     while True:
-        for _ in range(batch):
-            parse_message(data).to_bytes()
+        if serialise:
+            for _ in range(batch):
+                parse_message(data).to_bytes()
+        else:
+            for _ in range(batch):
+                parse_message(data)
         n += batch
         now = time.perf_counter()
         if now >= deadline:
             return n / (now - start)
+
+
+#: run in sippy's interpreter: messages on stdin, "name parse/s both/s" lines out
+SIPPY_SCRIPT = """
+import json, statistics, sys, time
+from sippy.SipRequest import SipRequest
+from sippy.SipResponse import SipResponse
+seconds, runs, msgs = json.load(sys.stdin)
+def rate(cls, text, serialise):
+    n, start = 0, time.perf_counter()
+    while True:
+        for _ in range(200):
+            m = cls(buf=text)
+            if serialise:
+                str(m)
+        n += 200
+        now = time.perf_counter()
+        if now >= start + seconds:
+            return n / (now - start)
+for name, text in msgs:
+    cls = SipResponse if text.startswith("SIP/") else SipRequest
+    rate(cls, text, True)
+    print(name, *(statistics.median(rate(cls, text, s) for _ in range(runs))
+                  for s in (False, True)))
+"""
+
+
+def sippy_rates(python: str, messages: list[tuple[str, bytes]], seconds: float,
+                runs: int) -> dict[str, tuple[float, float]]:
+    """sippy's (parse/s, parse+serialise/s) per message, or {} without sippy."""
+    if not os.path.exists(python):
+        return {}
+    payload = json.dumps([seconds, runs, [(n, d.decode("latin-1")) for n, d in messages]])
+    done = subprocess.run([python, "-c", SIPPY_SCRIPT], input=payload, capture_output=True,
+                          text=True, timeout=600)
+    if done.returncode != 0:
+        print("sippy: " + (done.stderr.strip().splitlines() or ["failed"])[-1])
+        return {}
+    out = {}
+    for line in done.stdout.splitlines():
+        name, parse, both = line.rsplit(" ", 2)
+        out[name] = (float(parse), float(both))
+    return out
 
 
 def reference_loop_us() -> float:
@@ -90,17 +143,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.5, help="length of one run")
     parser.add_argument("--runs", type=int, default=7, help="runs per message (median)")
+    parser.add_argument("--sippy", default=os.path.join(
+        os.environ.get("SIPPY_VENV", "/tmp/sippy-venv"), "bin", "python"),
+        help="python of a venv with sippy installed (skipped when missing)")
     args = parser.parse_args()
-    print("%-10s %8s %12s %12s %10s" % ("message", "bytes", "median/s", "best/s", "us/msg"))
-    for name, data in (("INVITE", INVITE), ("200 OK", OK200), ("REGISTER", REGISTER)):
-        rate(data, 0.1)  # warm-up
-        rates = [rate(data, args.seconds) for _ in range(args.runs)]
-        median = statistics.median(rates)
-        print("%-10s %8d %12s %12s %10.1f" % (
-            name, len(data), format(int(median), ","), format(int(max(rates)), ","),
-            1e6 / median))
+    messages = [("INVITE", INVITE), ("200 OK", OK200), ("REGISTER", REGISTER)]
+    ours: dict[str, tuple[float, float]] = {}
+    for name, data in messages:
+        rate(data, 0.1, True)  # warm-up
+        ours[name] = tuple(statistics.median(  # type: ignore[assignment]
+            rate(data, args.seconds, serialise) for _ in range(args.runs))
+            for serialise in (False, True))
+    sippy = sippy_rates(args.sippy, messages, args.seconds, args.runs)
+    print("%-10s %6s %12s %12s %12s %12s" % (
+        "message", "bytes", "parse/s", "sippy", "+serialise/s", "sippy"))
+    for name, data in messages:
+        theirs = sippy.get(name)
+        print("%-10s %6d %12s %12s %12s %12s" % (
+            name, len(data), format(int(ours[name][0]), ","),
+            format(int(theirs[0]), ",") if theirs else "-",
+            format(int(ours[name][1]), ","), format(int(theirs[1]), ",") if theirs else "-"))
     print("python %s; sum(range(1000)) takes %.1f us here" % (
         platform.python_version(), reference_loop_us()))
+    invite = ours["INVITE"][0]
+    versus = (", sippy %s/s (%.2fx)" % (format(int(sippy["INVITE"][0]), ","),
+                                        invite / sippy["INVITE"][0]) if "INVITE" in sippy else "")
+    print("summary: INVITE parses %s/s (target >= 50,000)%s; median of %d runs" % (
+        format(int(invite), ","), versus, args.runs))
+    sys.exit(0 if invite >= 50_000 else 1)
 
 
 if __name__ == "__main__":

@@ -329,6 +329,15 @@ class Via:
             raise ParseError("Bad Via parameter") from None
         return cls(transport.upper(), host, port_n, parsed, name.upper() + "/" + version)
 
+    @staticmethod
+    def check(text: str) -> None:
+        """Raise ParseError unless ``text`` is a valid Via, without building
+        one: lower Vias of a request are only copied, so they are checked
+        at parse time and built on first use."""
+        m = _VIA_FAST_RE.match(text)
+        if m is None or (m.group(3) is not None and int(m.group(3)) > 65535):
+            Via.parse(text)
+
     @property
     def branch(self) -> str | None:
         return self.params.get("branch")

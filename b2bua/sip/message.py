@@ -236,12 +236,15 @@ class Message:
     @property
     def top_via(self) -> Via:
         cache = self.headers._cache
-        vias = cache.get("via")
-        if vias is None:
-            vias = self.via
-        if not vias:
-            raise ParseError("Missing Via", routable=False)
-        return vias[0]
+        top = cache.get("top_via")
+        if top is None:
+            vias = cache.get("via")
+            if vias is None:
+                vias = self.via
+            if not vias:
+                raise ParseError("Missing Via", routable=False)
+            top = cache["top_via"] = vias[0]
+        return top
 
     @property
     def call_id(self) -> str:
@@ -426,8 +429,7 @@ class _Fields:
         append = fields.append
         get = _EXACT_NAME_INFO.get
         single = SINGLE_HEADERS
-        for i in range(1, len(lines)):
-            line = lines[i]
+        for line in lines[1:]:
             name, colon, value = line.partition(":")
             info = get(name)
             if info is None:
@@ -438,9 +440,8 @@ class _Fields:
             value = value.strip(" \t\r")
             append((key, info[1], value))
             if key in single:
-                if key not in seen:
-                    seen[key] = value
-                elif seen[key] != value and self.error is None:
+                first = seen.setdefault(key, value)
+                if first is not value and first != value and self.error is None:
                     self.error = ParseError("Conflicting %s headers" % info[1])
             elif key == "via":
                 vias.append(value)
@@ -534,16 +535,21 @@ def _check_common(message: Message, fields: _Fields) -> ParseError | None:
 
 
 def _parse_vias(headers: Headers, lines: list[str]) -> tuple[bool, bool]:
-    """Parse and cache every Via: (top Via good, all good)."""
-    parsed = []
+    """Parse and cache the top Via, check the others: (top good, all good).
+
+    Only the top Via is read by a server; the others are built on first use."""
+    first = True
     for line in lines:
         for value in (split_header_values(line) if "," in line else (line,)):
             try:
-                parsed.append(Via.parse(value))
+                if first:
+                    headers._cache["top_via"] = Via.parse(value)
+                    first = False
+                else:
+                    Via.check(value)
             except ParseError:
-                return bool(parsed), False
-    headers._cache["via"] = parsed
-    return bool(parsed), bool(parsed)
+                return not first, False
+    return not first, not first
 
 
 def _parse_request(start: str, headers: Headers, body: bytes, fields: _Fields) -> Request:
