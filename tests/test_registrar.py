@@ -742,8 +742,13 @@ def test_digest_credentials_reads_quoted_and_escaped_values() -> None:
     request = parse_message(edit(Authorization='Digest  username="a\\"b", realm="r", nonce=n')
                             .encode())
     assert isinstance(request, Request)
-    assert digest_credentials(request, "r") == (request.headers.get("Authorization"), 'a"b')
+    assert digest_credentials(request, "r") == (
+        {"username": 'a"b', "realm": "r", "nonce": "n"}, 'a"b')
     assert digest_credentials(request, "other") is not None  # the first Digest one
+    broken = 'Digest username="c", realm="r", nonce="n'
+    unparsable = parse_message(edit(Authorization=broken).encode())
+    assert isinstance(unparsable, Request)
+    assert digest_credentials(unparsable, "r") == (broken, "c")  # the authenticator refuses it
     basic = parse_message(edit(Authorization="Basic dXNlcjpwYXNz").encode())
     assert isinstance(basic, Request) and digest_credentials(basic, "r") is None
 

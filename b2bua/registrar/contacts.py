@@ -26,6 +26,7 @@ from b2bua.registrar.push_token import (
     parse_rfc8599,
     parse_x_mpush,
 )
+from b2bua.sip.digest import MalformedCredentials, parse_credentials
 from b2bua.sip.errors import SipError
 from b2bua.sip.headers import NameAddr, unquote
 from b2bua.sip.message import Request
@@ -231,21 +232,29 @@ def same_for_removal(old: Binding, removal: Binding) -> bool:
 _PARAM = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*,?')
 
 
-def digest_credentials(request: Request, realm: str) -> tuple[str, str] | None:
-    """The Digest ``Authorization`` value for ``realm`` (else the first Digest
-    one) and its username.  A quick look for routing and throttling only: the
-    authenticator parses and checks the value in full."""
-    first: tuple[str, str] | None = None
+def digest_credentials(
+        request: Request, realm: str) -> tuple[str | dict[str, str], str] | None:
+    """The Digest ``Authorization`` credentials for ``realm`` (else the first
+    Digest ones) and their username, for routing and throttling.  The
+    credentials are the parsed parameters, handed to the authenticator so the
+    value is parsed once; a value the strict parser refuses is returned as
+    the raw text (read leniently here) for the authenticator to reject."""
+    first: tuple[str | dict[str, str], str] | None = None
     for value in request.headers.get_all("Authorization"):
         if value[:6].lower() != "digest" or value[6:7] not in (" ", "\t"):
             continue
-        params = dict(_param(match) for match in _PARAM.finditer(value, 7))
+        credentials: str | dict[str, str]
+        try:
+            credentials = params = parse_credentials(value)
+        except MalformedCredentials:
+            credentials = value
+            params = dict(_param(match) for match in _PARAM.finditer(value, 7))
         username = params.get("username")
         if username is None:
             continue
         if params.get("realm") == realm:
-            return value, username
-        first = first or (value, username)
+            return credentials, username
+        first = first or (credentials, username)
     return first
 
 

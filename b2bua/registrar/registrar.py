@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import email.utils
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -292,7 +292,7 @@ class Registrar:
         same_uri = [b for b in target.others if b.contact != incoming.contact]
         if target.replaced is None and same_uri and keep_push and not incoming.push_token:
             donor = same_uri[0]
-            incoming = replace(incoming, **{name: getattr(donor, name) for name in _PUSH_FIELDS})
+            incoming = incoming.evolve(**{name: getattr(donor, name) for name in _PUSH_FIELDS})
         old_flows = {b.id: self.flow_for(b) for b in target.bindings}
         for b in same_uri:
             self.bindings.remove_by_id_now(_id(b))

@@ -34,7 +34,7 @@ import os
 import re
 import struct
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
@@ -224,20 +224,24 @@ class DigestAuthenticator:
 
     def verify(
         self,
-        authorization_header_value: str,
+        credentials: str | Mapping[str, str],
         method: str,
         lookup_ha1: Callable[[str, str], str | None],
     ) -> AuthResult:
-        """Check one Authorization value for a request of ``method``.
+        """Check one Authorization value (or its :func:`parse_credentials`
+        parameters) for a request of ``method``.
 
         ``lookup_ha1(username, algorithm)`` gets "MD5" or "SHA-256" (never a
         ``-sess`` name) and returns the hex HA1, or None for an unknown or
         disabled user.
         """
-        try:
-            params = parse_credentials(authorization_header_value)
-        except MalformedCredentials as error:
-            return AuthResult(AuthStatus.MALFORMED, str(error))
+        if isinstance(credentials, str):
+            try:
+                params = parse_credentials(credentials)
+            except MalformedCredentials as error:
+                return AuthResult(AuthStatus.MALFORMED, str(error))
+        else:
+            params = credentials
         missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in params]
         if missing:
             return AuthResult(AuthStatus.MALFORMED, "missing " + ", ".join(missing))

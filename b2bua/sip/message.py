@@ -40,6 +40,9 @@ _EXACT_NAME_INFO: dict[str, tuple[str, str]] = {
 
 
 def _name_info(name: str) -> tuple[str, str]:
+    info = _EXACT_NAME_INFO.get(name)   # the usual spellings: no lower() needed
+    if info is not None:
+        return info
     low = name.lower()
     info = _NAME_INFO.get(low)
     return info if info is not None else (low, name)
@@ -133,7 +136,8 @@ class Headers:
         key, canonical = _name_info(name)
         for i, (k, _, line) in enumerate(self._fields):
             if k == key:
-                rest = split_header_values(line)[1:] if key in LIST_HEADERS else []
+                rest = (split_header_values(line)[1:]
+                        if key in LIST_HEADERS and "," in line else [])
                 self._fields[i] = (k, canonical, ", ".join([self._check(value)] + rest))
                 self._cache.clear()
                 return
@@ -647,8 +651,14 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
                 value = value + ";tag=" + to_tag
             fields.append((key, name, value))
     response = Response(status, reason, Headers._from_fields(fields))
+    headers = response.headers
+    copied = {f[0] for f in fields}
     for name, value in extra:
-        response.headers.add(name, value)
+        info = _name_info(name)
+        if info[0] in copied:
+            headers.add(name, value)
+        else:   # a header the request did not have: it goes at the end
+            fields.append(info + (Headers._check(value),))
     return response
 
 

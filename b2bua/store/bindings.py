@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from operator import attrgetter
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -80,12 +82,21 @@ class Binding:
     def expired(self, now: float) -> bool:
         return self.expires_at <= now
 
+    def evolve(self, **changes: Any) -> Binding:
+        """``dataclasses.replace`` without running ``__init__`` again (this runs
+        several times per REGISTER and Binding has no field checks to re-run)."""
+        unknown = changes.keys() - _FIELD_NAMES
+        if unknown:
+            raise TypeError("unknown Binding fields: %s" % ", ".join(sorted(unknown)))
+        new = object.__new__(Binding)
+        new.__dict__.update(self.__dict__, **changes)
+        return new
+
     def with_push(self, push: PushFields | None) -> Binding:
         """Copy with the push fields set from ``push`` (None clears them)."""
         if push is None:
-            return replace(self, **_NO_PUSH)
-        return replace(
-            self,
+            return self.evolve(**_NO_PUSH)
+        return self.evolve(
             push_provider=push.provider,
             push_package=push.package,
             push_topic=push.topic,
@@ -98,10 +109,10 @@ class Binding:
 
     def to_values(self) -> tuple[Any, ...]:
         """Column values in table order (the hot path of the writes)."""
-        return tuple(
-            json.dumps(list(self.path)) if name == "path" else getattr(self, name)
-            for name in _COLUMNS
-        )
+        values = _column_values(self)
+        path = self.path
+        return (*values[:_PATH_INDEX], json.dumps(list(path)) if path else "[]",
+                *values[_PATH_INDEX + 1:])
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Binding:
@@ -110,9 +121,12 @@ class Binding:
         return cls(**values)
 
 
+_FIELD_NAMES = frozenset(f.name for f in fields(Binding))
 _PUSH_FIELDS = ("push_provider", "push_package", "push_topic", "push_token", "push_source")
 _NO_PUSH: dict[str, Any] = dict.fromkeys(_PUSH_FIELDS)
 _COLUMNS = tuple(f.name for f in fields(Binding))
+_column_values = attrgetter(*_COLUMNS)
+_PATH_INDEX = _COLUMNS.index("path")
 
 
 @dataclass(frozen=True)
@@ -168,7 +182,7 @@ def merge_binding(
     changes: dict[str, Any] = {"id": old.id if old is not None else None}
     if old is not None and keep_push and not incoming.push_token and old.push_token:
         changes.update((name, getattr(old, name)) for name in _PUSH_FIELDS)
-    binding = replace(incoming, **changes)
+    binding = incoming.evolve(**changes)
     removed = tuple(b for b in existing if b is not old and b.contact == binding.contact)
     is_new = old is None or old.contact != binding.contact or old.expired(now)
     if any(not b.expired(now) for b in removed):
@@ -177,6 +191,7 @@ def merge_binding(
     return BindingChange(binding, is_new, old, removed)
 
 
+@lru_cache(maxsize=65536)
 def normalise_aor(uri: str) -> str:
     """Canonical AOR (RFC 3261 10.3 step 5): no parameters, headers, password
     or display name; unescaped user; lower-case scheme and host."""
@@ -202,7 +217,7 @@ def normalise_aor(uri: str) -> str:
 
 def _normalised(binding: Binding) -> Binding:
     aor = normalise_aor(binding.aor)
-    return binding if aor == binding.aor else replace(binding, aor=aor)
+    return binding if aor == binding.aor else binding.evolve(aor=aor)
 
 
 class BindingStore:
@@ -321,6 +336,6 @@ class BindingStore:
             binding = _normalised(binding)
             cursor = conn.execute(self._insert_sql, binding.to_values())
             if binding.id is None:
-                binding = replace(binding, id=cursor.lastrowid)
+                binding = binding.evolve(id=cursor.lastrowid)
             stored.append(binding)
         return stored

@@ -74,7 +74,8 @@ class User:
         )
 
 
-_SELECT_USER = "SELECT * FROM users WHERE name = ? AND realm = ?"
+_SELECT_USER = ("SELECT name, realm, ha1_md5, ha1_sha256, display_name, enabled, created_at"
+                " FROM users WHERE name = ? AND realm = ?")
 
 
 class UserStore:
@@ -136,12 +137,12 @@ class UserStore:
             raise UnknownUser(f"no user {name!r} in realm {realm!r}")
 
     def get(self, name: str, realm: str) -> User | None:
-        # A plain primary-key SELECT: this runs for every authenticated request.
-        cursor = self._db.execute(_SELECT_USER, (name, realm))
-        row = cursor.fetchone()
+        # A plain primary-key SELECT on the raw connection, columns in User's
+        # order: this runs for every authenticated request.
+        row = self._db.conn.execute(_SELECT_USER, (name, realm)).fetchone()
         if row is None:
             return None
-        return User.from_row(dict(zip((c[0] for c in cursor.description), row)))
+        return User(*row[:5], bool(row[5]), row[6])
 
     def list(self, realm: str | None = None) -> list[User]:
         """All users (of one realm if given), ordered by realm then name."""

@@ -212,13 +212,13 @@ class BindingWriter:
     def _apply_upsert(self, binding: Binding, keep_push: bool) -> BindingChange:
         aor = normalise_aor(binding.aor)
         if aor != binding.aor:
-            binding = replace(binding, aor=aor)
+            binding = binding.evolve(aor=aor)
         change = merge_binding(list(self._by_aor.get(aor, {}).values()), binding, keep_push)
         for removed in change.removed:
             self._delete(removed)
         stored = change.binding
         if stored.id is None:
-            stored = replace(stored, id=self._next_id)
+            stored = stored.evolve(id=self._next_id)
             self._next_id += 1
         self._put(stored)
         return replace(change, binding=stored)
