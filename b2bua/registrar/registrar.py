@@ -24,6 +24,7 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -331,7 +332,7 @@ class Registrar:
         """The 200 (step 8): every live binding of the AOR."""
         now = self.clock.seconds()
         extra = [("Contact", contact_value(b, now)) for b in self.bindings.list_for_aor(aor, now)]
-        extra.append(("Date", email.utils.formatdate(now, usegmt=True)))
+        extra.append(("Date", _http_date(int(now))))
         paths = request.headers.get_all("Path")
         if paths and any(tag.lower() == "path" for tag in request.supported):
             extra.extend(("Path", value) for value in paths)
@@ -399,6 +400,12 @@ def _id(binding: Binding) -> int:
     if binding.id is None:
         raise ValueError("binding %r was never stored" % binding.contact)
     return binding.id
+
+
+@lru_cache(maxsize=4)
+def _http_date(second: int) -> str:
+    """The Date header of a 200 (RFC 3261 §10.3 step 8), formatted once a second."""
+    return email.utils.formatdate(second, usegmt=True)
 
 
 def _call_id(request: Request) -> str | None:

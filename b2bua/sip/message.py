@@ -143,8 +143,11 @@ class Headers:
                 return
         self.add(name, value)
 
-    def set_first_via(self, via: object) -> None:
+    def set_first_via(self, via: Via) -> None:
+        """Write back the top Via (stamped with received/rport); it stays
+        cached, so ``top_via`` does not parse it again."""
         self.replace_first("Via", str(via))
+        self._cache["top_via"] = via
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value (first list element for lists)."""
@@ -663,6 +666,8 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
 
 
 def _has_tag(to_value: str) -> bool:
+    if "tag" not in to_value.lower():
+        return False   # the usual case (a new request): no need to parse
     try:
         return NameAddr.parse(to_value).tag is not None
     except ParseError:
