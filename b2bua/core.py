@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.python.failure import Failure
+from b2bua.logs import Logger
 
 from b2bua.sip.addressing import Source
 from b2bua.sip.errors import SipError
@@ -146,10 +147,16 @@ class SipCore:
         if self.registrar is None:
             self.respond(tx, 405, extra=[("Allow", ALLOW)])
             return
-        result: defer.Deferred[Response] = defer.maybeDeferred(
-            self.registrar.handle, request, source)  # type: ignore[call-overload]
-        result.addCallback(self._send_registrar_response, tx)
-        result.addErrback(self._registrar_failed, tx)
+        try:
+            result = self.registrar.handle(request, source)
+        except Exception:
+            self._registrar_failed(Failure(), tx)
+            return
+        if isinstance(result, defer.Deferred):   # waits for the binding commit
+            result.addCallback(self._send_registrar_response, tx)
+            result.addErrback(self._registrar_failed, tx)
+        else:
+            self._send_registrar_response(result, tx)
 
     def _send_registrar_response(self, response: Response, tx: Any) -> None:
         assert self.layer is not None

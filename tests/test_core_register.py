@@ -1,0 +1,84 @@
+"""SipCore hands REGISTERs to the registrar: answers now, after a commit, or 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from b2bua.core import SipCore
+from b2bua.sip.addressing import Source
+from b2bua.sip.message import Request, Response, make_response, parse_message
+from b2bua.sip.transaction_layer import TransactionLayer
+
+PHONE = Source("UDP", ("192.0.2.7", 5062), ("127.0.0.1", 5060), None)
+REGISTER = (
+    "REGISTER sip:example.com SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 192.0.2.7:5062;branch=z9hG4bK-{n}\r\n"
+    "From: <sip:1111@example.com>;tag=f{n}\r\nTo: <sip:1111@example.com>\r\n"
+    "Call-ID: reg-{n}@phone\r\nCSeq: {n} REGISTER\r\nMax-Forwards: 70\r\n"
+    "Contact: <sip:1111@192.0.2.7:5062>\r\nContent-Length: 0\r\n\r\n")
+
+
+class Registrar:
+    """Answers the way it is told: a Response, a Deferred, or an exception."""
+
+    def __init__(self) -> None:
+        self.mode = "now"
+        self.pending: list[tuple[Deferred[Response], Request]] = []
+
+    def handle(self, request: Request, source: Source) -> Any:
+        if self.mode == "raise":
+            raise RuntimeError("registrar bug")
+        if self.mode == "later":
+            waiting: Deferred[Response] = Deferred()
+            self.pending.append((waiting, request))
+            return waiting
+        return make_response(request, 200, to_tag="t")
+
+
+@pytest.fixture
+def world() -> tuple[SipCore, Registrar, list[Response]]:
+    wire: list[Response] = []
+    core = SipCore(server_header="test")
+    core.layer = TransactionLayer(
+        Clock(), lambda data, dest, transport, flow: wire.append(parse_message(data)), core)
+    registrar = Registrar()
+    core.registrar = registrar  # type: ignore[assignment]
+    return core, registrar, wire
+
+
+def send(core: SipCore, n: int) -> None:
+    assert core.layer is not None
+    core.layer.message_received(parse_message(REGISTER.format(n=n).encode()), PHONE)
+
+
+def test_a_response_at_once_is_sent_at_once(world: Any) -> None:
+    core, _, wire = world
+    send(core, 1)
+    assert [(r.status, r.headers.get("Server")) for r in wire] == [(200, "test")]
+    assert core.register_statuses == {200: 1}
+
+
+def test_a_deferred_response_is_sent_when_it_fires(world: Any) -> None:
+    core, registrar, wire = world
+    registrar.mode = "later"
+    send(core, 1)
+    assert wire == []
+    waiting, request = registrar.pending.pop()
+    waiting.callback(make_response(request, 200, to_tag="t"))
+    assert [r.status for r in wire] == [200]
+
+
+def test_a_failing_registrar_gets_500_and_the_next_register_still_works(world: Any) -> None:
+    core, registrar, wire = world
+    registrar.mode = "raise"
+    send(core, 1)
+    registrar.mode = "later"
+    send(core, 2)
+    registrar.pending.pop()[0].errback(RuntimeError("commit failed"))
+    registrar.mode = "now"
+    send(core, 3)
+    assert [r.status for r in wire] == [500, 500, 200]
