@@ -16,7 +16,10 @@ from b2bua.sip.digest import (
     AuthStatus,
     DigestAuthenticator,
     FailureThrottle,
+    _PARAMS_FULL_RE,
+    _SCHEME_RE,
     MalformedCredentials,
+    _parse_params_stepwise,
     build_authorization,
     choose_challenge,
     parse_auth_header,
@@ -448,3 +451,39 @@ def test_throttle_memory_is_bounded() -> None:
         assert throttle.record_failure(f"ip{i}", "u")
     assert throttle.is_blocked("ip99", "u")
     assert not throttle.is_blocked("ip0", "u")  # forgotten, oldest first
+
+
+def _stepwise(value: str) -> tuple[str, dict[str, str]]:
+    """parse_auth_header with its one-pass fast path turned off."""
+    match = _SCHEME_RE.match(value)
+    assert match is not None
+    return match.group(1), _parse_params_stepwise(value, match.end())
+
+
+@given(st.text(alphabet='ab=, \t"\\', max_size=40))
+def test_fast_path_reads_every_value_as_the_stepwise_parser_does(text: str) -> None:
+    value = "Digest " + text
+    try:
+        expected: object = _stepwise(value)
+    except MalformedCredentials as error:
+        expected = type(error)
+    try:
+        got: object = parse_auth_header(value)
+    except MalformedCredentials as error:
+        got = type(error)
+    assert got == expected
+
+
+def test_usual_credentials_take_the_fast_path_and_odd_ones_still_parse() -> None:
+    usual = ('Digest username="1111", realm="example.com", nonce="abc", uri="sip:example.com",'
+             ' response="0123", algorithm=MD5, qop=auth, nc=00000001, cnonce="x\\"y"')
+    assert _PARAMS_FULL_RE.match(usual, len("Digest "))
+    assert parse_auth_header(usual)[1]["cnonce"] == 'x"y'
+    odd = 'Digest a=b=c,d="e"f=g'   # "=" in a value, no separator after a quoted one
+    assert not _PARAMS_FULL_RE.match(odd, len("Digest "))
+    assert parse_auth_header(odd) == ("Digest", {"a": "b=c", "d": "e", "f": "g"})
+    with pytest.raises(MalformedCredentials, match="repeated"):
+        parse_auth_header('Digest a=1, A=2')
+    long_value = "Digest " + "a= " * 3000 + '"'   # no quadratic or worse backtracking
+    with pytest.raises(MalformedCredentials):
+        parse_auth_header(long_value)

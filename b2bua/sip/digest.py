@@ -112,6 +112,13 @@ _PARAM_RE = re.compile(
     r'[\s,]*([^\s=,"]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))', re.S)
 _SEPARATORS_RE = re.compile(r"[\s,]*")
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+# The usual, unambiguous form in one pass: separators between parameters and
+# no "=" in unquoted values (anything else takes the step-by-step path below).
+_PARAM_PAIR_RE = re.compile(
+    r'([^\s=,"]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"=]*))', re.S)
+_PARAM_SHAPE = r'[^\s=,"]+\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^\s,"=]*)'
+_PARAMS_FULL_RE = re.compile(
+    r"[\s,]*(?:%s(?:[\s,]+%s)*)?[\s,]*\Z" % (_PARAM_SHAPE, _PARAM_SHAPE), re.S)
 
 
 def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
@@ -119,16 +126,29 @@ def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
 
     Tolerates spaces around ``=`` and commas and a missing space after a
     comma; rejects unterminated quotes, missing ``=`` and repeated names.
-    One compiled pattern per parameter: this runs for every REGISTER.
+    This runs for every REGISTER: the usual form is checked and split by two
+    regular expressions; anything else goes parameter by parameter.
     """
     match = _SCHEME_RE.match(value)
     if match is None:
         raise MalformedCredentials("no authentication scheme")
-    scheme, pos, end, params = match.group(1), match.end(), len(value), {}
+    scheme, pos, params = match.group(1), match.end(), {}
+    if _PARAMS_FULL_RE.match(value, pos):
+        pairs = _PARAM_PAIR_RE.findall(value, pos)
+        for name, quoted, plain in pairs:
+            params[name.lower()] = plain if not quoted else (
+                _QUOTED_PAIR_RE.sub(r"\1", quoted) if "\\" in quoted else quoted)
+        if len(params) == len(pairs):
+            return scheme, params
+    return scheme, _parse_params_stepwise(value, pos)   # odd spacing, or an error to name
+
+
+def _parse_params_stepwise(value: str, pos: int) -> dict[str, str]:
+    end, params = len(value), {}
     while True:
         pos = _SEPARATORS_RE.match(value, pos).end()  # type: ignore[union-attr]
         if pos >= end:
-            return scheme, params
+            return params
         match = _PARAM_RE.match(value, pos)
         if match is None or (match.group(2) is None and value[match.end():match.end() + 1] == '"'):
             rest = value[pos:pos + 20]
