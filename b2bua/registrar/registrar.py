@@ -55,8 +55,8 @@ from b2bua.sip.uri import SipUri
 from b2bua.store.bindings import (
     Binding,
     BindingStore,
-    merge_binding,
     normalise_aor,
+    same_device,
 )
 from b2bua.store.users import UserStore
 from b2bua.store.writer import LocationService
@@ -380,7 +380,7 @@ class _Target:
 def _target(existing: Sequence[Binding], incoming: Binding, removal: bool) -> _Target:
     if removal:
         return _Target(None, tuple(b for b in existing if same_for_removal(b, incoming)))
-    replaced = merge_binding(existing, incoming, keep_push=True).replaced
+    replaced = same_device(existing, incoming)
     return _Target(replaced, tuple(
         b for b in existing if b is not replaced and uri_equal(b.contact, incoming.contact)
         and not other_instance(b, incoming)))

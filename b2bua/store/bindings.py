@@ -28,6 +28,7 @@ __all__ = [
     "PushFields",
     "merge_binding",
     "normalise_aor",
+    "same_device",
 ]
 
 
@@ -153,7 +154,8 @@ def _other_instance(old: Binding, new: Binding) -> bool:
     )
 
 
-def _same_device(existing: Sequence[Binding], new: Binding) -> Binding | None:
+def same_device(existing: Sequence[Binding], new: Binding) -> Binding | None:
+    """The binding of ``existing`` that ``new`` replaces (the store's identity rule)."""
     if new.instance_id:
         for old in existing:
             if (old.instance_id, old.reg_id) == (new.instance_id, new.reg_id):
@@ -178,7 +180,7 @@ def merge_binding(
     ``X-MPUSH`` on refreshes.  Pass ``keep_push=False`` for ``X-MPUSH: ...:null``.
     """
     now = incoming.updated_at
-    old = _same_device(existing, incoming)
+    old = same_device(existing, incoming)
     changes: dict[str, Any] = {"id": old.id if old is not None else None}
     if old is not None and keep_push and not incoming.push_token and old.push_token:
         changes.update((name, getattr(old, name)) for name in _PUSH_FIELDS)
