@@ -689,6 +689,19 @@ def test_rejecting_router_answers_with_its_status() -> None:
 # -- errors stay inside one call ------------------------------------------------------------------
 
 
+def break_method(monkeypatch: Any, obj: Any, name: str, boom: Any) -> None:
+    """Make ``obj.name`` call ``boom`` instead, for that one (slotted) object only."""
+    cls = type(obj)
+    original = getattr(cls, name)
+
+    def patched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self is obj:
+            return boom(*args, **kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, patched)
+
+
 def test_exception_in_one_call_ends_it_with_500_and_a_log_line(monkeypatch: Any) -> None:
     events: list[dict[str, Any]] = []
     monkeypatch.setattr(Call, "log", Logger(observer=events.append))
@@ -701,7 +714,7 @@ def test_exception_in_one_call_ends_it_with_500_and_a_log_line(monkeypatch: Any)
     def boom(*args: Any) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(broken, "_branch_provisional", boom)
+    break_method(monkeypatch, broken, "_branch_provisional", boom)
     w.respond(broken_b, 180, tag="x")
     assert finals(broken_tx) == [500]
     assert w.layer.cancelled == [broken_b]
@@ -724,7 +737,7 @@ def test_exception_in_a_timer_ends_that_call_only(monkeypatch: Any) -> None:
     def boom() -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(call, "_ring_timeout", boom)
+    break_method(monkeypatch, call, "_ring_timeout", boom)
     call._start_timer("ring", 10, call._ring_timeout)
     w.clock.advance(11)
     assert finals(a_tx) == [500] and call.ended_by == "error"
@@ -739,7 +752,7 @@ def test_exception_in_an_answered_call_byes_both_legs(monkeypatch: Any) -> None:
     def boom(*args: Any) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(call.relay, "request", boom)
+    break_method(monkeypatch, call.relay, "request", boom)
     info = w.in_dialog(call, "a", "INFO", cseq=3)
     assert info.statuses == [500]
     assert call.state is CallState.ENDED and len(w.layer.sent("BYE")) == 2
@@ -755,8 +768,8 @@ def test_exception_in_the_cleanup_still_ends_the_call(monkeypatch: Any) -> None:
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(call, "_branch_provisional", boom)
-    monkeypatch.setattr(call, "respond_a", boom)
+    break_method(monkeypatch, call, "_branch_provisional", boom)
+    break_method(monkeypatch, call, "respond_a", boom)
     w.respond(w.layer.invites[0], 180)
     assert call.finished and w.table.calls == {} and w.cdrs[0].ended_by == "error"
 
@@ -918,3 +931,51 @@ def test_relayed_request_that_cannot_be_sent_is_answered_503() -> None:
     info = w.in_dialog(call, "a", "INFO", cseq=3)
     assert info.statuses == [503] and call.relay.pending == {}
     assert call.state is CallState.ANSWERED  # an INFO that failed ends nothing
+
+
+def test_ip_targets_need_no_lookup_and_match_resolve_uri() -> None:
+    """The synchronous path for IP targets gives what resolve_uri gives."""
+    from b2bua.calls.targets import ip_destination, resolve_uri
+    for uri in ("sip:a@192.0.2.5:5070;transport=tcp", "sips:b@[2001:db8::1]", "sip:192.0.2.9",
+                "sip:c@example.com;maddr=192.0.2.7"):
+        results: list[Any] = []
+        resolve_uri(uri, None).addCallback(results.append)
+        assert ip_destination(uri) == results[0]
+    assert ip_destination("sip:c@example.com") is None
+    assert ip_destination("tel:+4930123") is None and ip_destination("sip:@@bad") is None
+
+
+def test_an_ended_call_is_freed_without_the_cyclic_gc() -> None:
+    """Nothing a call owns points back at it strongly (no per-call reference cycles)."""
+    import gc
+    import weakref
+    w = World()
+    a_tx = w.invite()
+    call = w.answer(a_tx)
+    w.in_dialog(call, "a", "BYE", cseq=2)
+    assert call.finished
+    ref = weakref.ref(call)
+    del call
+    w.layer.requests.clear()     # the fake layer's record of transactions (contexts)
+    a_tx.context = None
+    gc.disable()
+    try:
+        del a_tx
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_one_log_line_per_call_at_info_only_when_it_went_wrong(monkeypatch: Any) -> None:
+    from twisted.logger import LogLevel
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(Call, "log", Logger(observer=events.append))
+    w = World(ring_timeout=10)
+    call = w.answer(w.invite())
+    w.in_dialog(call, "a", "BYE", cseq=2)
+    w.invite()
+    w.clock.advance(11)                      # ring timeout: 480
+    ends = [e for e in events if "ended by" in (e.get("log_format") or "")]
+    assert [(e["log_level"], e["status"]) for e in ends] == [
+        (LogLevel.debug, 200), (LogLevel.info, 480)]
+    assert all(e["log_level"] is LogLevel.debug for e in events if e not in ends)

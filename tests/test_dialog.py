@@ -10,8 +10,9 @@ from twisted.internet.task import Clock
 
 from b2bua.sip.actions import Source
 from b2bua.sip.dialog import (
-    Dialog, DialogDoesNotExist, DialogId, DialogSet, DialogState, OutOfOrder,
+    Dialog, DialogDoesNotExist, DialogId, DialogSet, DialogState, OutOfOrder, tag_param,
 )
+from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Request, Response, make_response, parse_message
 from b2bua.sip.transaction import TxState
 from b2bua.sip.transaction_layer import TransactionLayer
@@ -322,3 +323,29 @@ def test_2xx_after_timer_m_is_reacked_from_the_dialog() -> None:
     assert network.log.count("ACK sip:bob@192.0.2.20:5060 SIP/2.0") == acks + 1
     assert network.last["ACK sip:bob@192.0.2.20:5060 SIP/2.0"] == (
         list(caller.dialogs)[0].ack.to_bytes())  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("value", [
+    "<sip:a@b>;tag=1", "sip:a@b;tag=2", '"Bob" <sip:a@b;tag=x>;tag=3', "Bob <sip:a@b;tag=x>",
+    "<sip:a@b>", "sip:a@b", "<sip:a@b> ; TAG = 5 ; x", "<sip:a@b>;tag", "sip:a@b;foo=1;tag=zz",
+    '"a>b" <sip:x@y>;tag=q', '<sip:a@b>;x="a;tag=no";tag=ok', "sip:a@b;tag=1;tag=2",
+    "<sips:+49301234@[2001:db8::1]:5061;transport=tls>;tag=v6",
+])
+def test_tag_param_reads_the_tag_as_the_parser_does(value: str) -> None:
+    assert tag_param(value) == NameAddr.parse(value).tag
+
+
+def test_dialog_keeps_from_and_to_as_sent() -> None:
+    """The dialog's requests carry the From/To text of the dialog-creating messages."""
+    invite = parse_message(
+        b"INVITE sip:bob@192.0.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKx\r\n"
+        b"From: \"Al\" <sip:al@192.0.2.10>;tag=ftag1\r\nTo: <sip:bob@192.0.2.20>\r\n"
+        b"Call-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:al@192.0.2.10>\r\n\r\n")
+    assert isinstance(invite, Request)
+    ok = make_response(invite, 200, to_tag="me1", extra=[("Contact", "<sip:b2bua@192.0.2.1>")])
+    dialog = Dialog.uas(invite, ok)
+    assert dialog.id == DialogId("c1", "me1", "ftag1")
+    bye = dialog.create_request("BYE")
+    assert bye.headers.get("From") == "<sip:bob@192.0.2.20>;tag=me1"
+    assert bye.headers.get("To") == '"Al" <sip:al@192.0.2.10>;tag=ftag1'
+    assert dialog.remote.tag == "ftag1" and dialog.local.tag == "me1"

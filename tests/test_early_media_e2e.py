@@ -410,10 +410,15 @@ def _invite_body_in_log(path: Path) -> bytes:
     return message.partition("\n\n")[2].strip().encode()
 
 
-def _cdr(svc: Any) -> dict:
-    out = svc.admin("cdr", "--tail", "1", "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)[-1]
+def _cdr(svc: Any, timeout: float = 10) -> dict:
+    """The last CDR, once there is one (written in batches, a moment after the call)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = svc.admin("cdr", "--tail", "1", "--json")
+        assert out.returncode == 0, out.stderr
+        rows = json.loads(out.stdout)
+        if rows or time.monotonic() > deadline:
+            return rows[-1]
 
 
 # -- checks ------------------------------------------------------------------------------

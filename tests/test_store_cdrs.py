@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from twisted.internet.task import Clock
+from twisted.logger import Logger
 
 from b2bua.store import Store
-from b2bua.store.cdrs import Cdr
+from b2bua.store.cdrs import Cdr, CdrWriter
 
 START = 1_700_000_000.0
 
@@ -78,3 +82,103 @@ def test_cdrs_survive_reopening(tmp_path: Path) -> None:
     again = Store.open(path)
     assert again.cdrs.tail(1)[0]["call_id"] == "a-leg-1"
     again.close()
+
+
+# -- CdrWriter: batched writes -------------------------------------------------------------
+
+
+def _ids(store: Store) -> list[str]:
+    return [r["call_id"] for r in store.cdrs.tail(1000)]
+
+
+def test_writer_batches_records_until_its_timer(store: Store) -> None:
+    clock = Clock()
+    writer = CdrWriter(store.cdrs, clock, flush_delay=0.25)
+    for i in range(3):
+        writer.write(woken_call(f"call-{i}"))
+    assert _ids(store) == [] and writer.pending == 3       # nothing on the reactor per call
+    clock.advance(0.24)
+    assert _ids(store) == []
+    clock.advance(0.01)
+    assert _ids(store) == ["call-0", "call-1", "call-2"] and writer.pending == 0
+    assert clock.getDelayedCalls() == []
+    writer.write(woken_call("call-3"))                     # the next batch starts a new timer
+    clock.advance(0.25)
+    assert _ids(store)[-1] == "call-3"
+
+
+def test_writer_flush_writes_everything_at_once_and_stops_its_timer(store: Store) -> None:
+    clock = Clock()
+    writer = CdrWriter(store.cdrs, clock, flush_delay=10)
+    writer.write(woken_call("a"))
+    writer.write(woken_call("b"))
+    assert writer.flush() is True
+    assert _ids(store) == ["a", "b"] and clock.getDelayedCalls() == []
+    assert writer.flush() is True                          # nothing left: nothing done
+
+
+def test_writer_flushes_a_full_batch_at_once(store: Store) -> None:
+    clock = Clock()
+    writer = CdrWriter(store.cdrs, clock, flush_delay=10, max_batch=2)
+    writer.write(woken_call("a"))
+    writer.write(woken_call("b"))
+    assert _ids(store) == ["a", "b"] and clock.getDelayedCalls() == []
+
+
+def test_writer_keeps_a_failed_batch_and_retries_it_first(store: Store,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    writer = CdrWriter(store.cdrs, clock, flush_delay=0.25)
+    writer.log = Logger(observer=lambda event: None)  # type: ignore[misc]
+    real = store.cdrs.write_rows
+    broken = {"on": True}
+
+    def write_rows(rows: list[Any]) -> None:
+        if broken["on"]:
+            raise sqlite3.OperationalError("database is locked")
+        real(rows)
+
+    monkeypatch.setattr(store.cdrs, "write_rows", write_rows)
+    writer.write(woken_call("a"))
+    clock.advance(0.25)
+    assert writer.pending == 1 and _ids(store) == []      # kept, and a retry is scheduled
+    writer.write(woken_call("b"))
+    assert writer.flush() is False and writer.pending == 2
+    broken["on"] = False
+    clock.advance(0.25)
+    assert _ids(store) == ["a", "b"] and writer.pending == 0
+
+
+def test_writer_rejects_an_unencodable_record_without_blocking_the_others(store: Store) -> None:
+    clock = Clock()
+    writer = CdrWriter(store.cdrs, clock)
+    with pytest.raises(TypeError):
+        writer.write(Cdr(call_id="bad", started_at=START, extra={"x": object()}))
+    writer.write(woken_call("good"))
+    writer.flush()
+    assert _ids(store) == ["good"]
+
+
+def test_service_stop_flushes_pending_cdrs(store: Store) -> None:
+    """A clean stop loses no accepted CDR (the housekeeping service stops last)."""
+    from b2bua.service import _Housekeeping
+
+    class Registrar:
+        stopped = False
+
+        def start_purging(self) -> None: ...
+
+        def stop(self) -> None:
+            self.stopped = True
+
+    class Bindings:
+        def flush(self) -> None:
+            return None
+
+    clock = Clock()
+    writer = CdrWriter(store.cdrs, clock, flush_delay=60)
+    housekeeping = _Housekeeping(Registrar(), Bindings(), writer)  # type: ignore[arg-type]
+    housekeeping.startService()
+    writer.write(woken_call("last"))
+    housekeeping.stopService()
+    assert _ids(store) == ["last"] and clock.getDelayedCalls() == []

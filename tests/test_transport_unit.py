@@ -306,6 +306,45 @@ def test_udp_send_picks_the_listener_and_reports_errors() -> None:
         network.send(b"x", ("127.0.0.2", 5070), "SCTP")
 
 
+class FakeSocket:
+    """The socket of a real udp.Port, as the fast send path uses it."""
+
+    def __init__(self, family: int, errors: list[int] | None = None) -> None:
+        self.family = family
+        self.errors = list(errors or [])
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+        if self.errors:
+            raise OSError(self.errors.pop(0), "fake")
+        self.sent.append((data, addr))
+        return len(data)
+
+
+def test_udp_send_writes_to_the_socket_like_twisted_port_write() -> None:
+    """The fast path (no udp.Port.write) keeps its checks and its error handling."""
+    import errno
+    import socket
+    reactor = FakeReactor()
+    network = make_network(listen=("udp:127.0.0.1:5060",), reactor=reactor)
+    port = reactor.udp[("127.0.0.1", 5060)]
+    port.socket = FakeSocket(socket.AF_INET)  # type: ignore[attr-defined]
+    network.send(b"a", ("127.0.0.2", 5070), "UDP")
+    port.socket.errors = [errno.EINTR]          # retried
+    network.send(b"b", ("127.0.0.2", 5070), "UDP")
+    port.socket.errors = [errno.ECONNREFUSED]   # an earlier datagram's ICMP: ignored
+    network.send(b"c", ("127.0.0.2", 5070), "UDP")
+    assert port.socket.sent == [(b"a", ("127.0.0.2", 5070)), (b"b", ("127.0.0.2", 5070))]
+    assert port.written == []
+    for errors, dest in (([errno.EMSGSIZE], ("127.0.0.2", 5070)),
+                         ([errno.ENETUNREACH], ("127.0.0.2", 5070)),
+                         ([], ("example.com", 5070)), ([], ("::1", 5070))):
+        port.socket.errors = errors
+        with pytest.raises(TransportError):
+            network.send(b"x", dest, "UDP")
+    assert len(port.socket.sent) == 2
+
+
 def test_listen_failure_names_the_address_and_closes_the_others() -> None:
     reactor = FakeReactor(busy=frozenset({("127.0.0.1", 5062)}))
     network = SipNetwork(reactor, [ListenAddress.parse("udp:127.0.0.1:5060"),

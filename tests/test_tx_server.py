@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from b2bua.sip.message import make_response
 from b2bua.sip.server_tx import ServerInviteTransaction, ServerNonInviteTransaction
 from b2bua.sip.timers import Timers
@@ -277,6 +279,18 @@ def test_invite_timer_c_answers_408_when_the_tu_is_silent() -> None:
     assert h.tu.kinds() == ["request", "timeout"]
     _answer(h, tx, 200)  # the TU, too late: ignored
     assert h.wire.starts()[-1] == "SIP/2.0 408 Request Timeout"
+
+
+def test_invite_timer_c_is_moved_not_replaced_by_a_provisional() -> None:
+    """Re-arming Timer C postpones the running DelayedCall (no cancel + new call)."""
+    h = Harness()
+    _, tx, _ = _new(h)
+    timer = tx._timeout_timer
+    h.advance(50)
+    _answer(h, tx, 180)
+    assert tx._timeout_timer is timer and timer.active()
+    assert timer.getTime() == pytest.approx(230)
+    assert len([c for c in h.clock.getDelayedCalls() if c.getTime() >= 180]) == 1
 
 
 def test_invite_timer_c_off() -> None:

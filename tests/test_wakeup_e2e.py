@@ -26,7 +26,11 @@ TOKEN = "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
 
 
 def _config(pki: Any, fake: FakeApns, wake_timeout: float = 10) -> str:
+    # debug: _invites_sent counts the per-branch "INVITE ... to sip:" lines (debug since #6)
     return f"""
+[log]
+level = "debug"
+
 [[users]]
 name = "1111"
 password = "secret"
@@ -59,10 +63,16 @@ def _invites_sent(svc: Any, call_id: str) -> int:
                if f"call {call_id}: INVITE " in line and " to sip:" in line)
 
 
-def _cdr(svc: Any) -> list[dict]:
-    out = svc.admin("cdr", "--tail", "5", "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+def _cdr(svc: Any, timeout: float = 10) -> list[dict]:
+    """The last CDRs, once there is one (the service writes them in batches, a
+    moment after the call ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = svc.admin("cdr", "--tail", "5", "--json")
+        assert out.returncode == 0, out.stderr
+        rows = json.loads(out.stdout)
+        if rows or time.monotonic() > deadline:
+            return rows
 
 
 @pytest.fixture

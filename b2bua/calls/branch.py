@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from b2bua.calls.targets import Destination
@@ -38,16 +39,23 @@ ACTIVE = frozenset({BranchState.CALLING, BranchState.PROCEEDING, BranchState.CAN
 
 
 class Branch:
-    """The UAC side of one target."""
+    """The UAC side of one target.
 
-    __slots__ = ("dest", "request", "tx", "dialog", "state", "status", "call_id", "from_tag",
+    The INVITE transaction is held weakly (``tx``): the transaction layer keeps
+    it while it lives, and its context points back at this branch, so a strong
+    reference would make a cycle and keep the INVITE and its 2xx in memory for
+    the whole call.
+    """
+
+    __slots__ = ("dest", "request", "_tx", "dialog", "state", "status", "call_id", "from_tag",
                  "cseq", "timer_c", "auth_tried", "trunk", "died", "created_at", "cancel_at_once",
-                 "final", "timed_out")
+                 "final", "timed_out", "offered")
 
     def __init__(self, dest: Destination, trunk: str | None = None) -> None:
         self.dest = dest
         self.request: Request | None = None
-        self.tx: Any = None
+        """Our INVITE, until the answer is ACKed (then see ``invite``)."""
+        self._tx: Any = None
         self.dialog: Dialog | None = None
         self.state = BranchState.CALLING
         self.status: int | None = None
@@ -66,6 +74,31 @@ class Branch:
         """The final response that ended the branch (its reason and headers may be relayed)."""
         self.timed_out = False
         """Timer C cancelled it: its 487 counts as 408 (§16.8)."""
+        self.offered = False
+        """Our INVITE carried a body (an offer): a 2xx's SDP is then an answer."""
+
+    @property
+    def tx(self) -> Any:
+        """The INVITE's client transaction while the layer (or anyone) still holds it."""
+        ref = self._tx
+        return ref() if ref is not None else None
+
+    @tx.setter
+    def tx(self, tx: Any) -> None:
+        self._tx = weakref.ref(tx) if tx is not None else None
+
+    @property
+    def invite(self) -> Request | None:
+        """Our INVITE: kept until the answer is ACKed, then the live transaction's."""
+        if self.request is not None:
+            return self.request
+        tx = self.tx
+        return tx.request if tx is not None else None
+
+    def settle(self) -> None:
+        """The answer is ACKed: drop what only the INVITE transaction still needs."""
+        self.request = None
+        self.final = None
 
     @property
     def active(self) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from b2bua.logs import Logger
 
 from b2bua.media.rtp import MediaError
 from b2bua.media.ports import PortAllocator

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.logger import Logger
+from b2bua.logs import Logger
 
 from b2bua.calls.best_response import best_final
 from b2bua.calls.branch import Branch, BranchState
@@ -34,8 +34,11 @@ _UNANSWERED_CHALLENGE = {401: 403, 407: 403}
 class Forking:
     """Branch handling of a Call (a mixin: the state it uses lives on the Call)."""
 
+    __slots__ = ("route_text", "ringing_sent", "redirects", "_busy")
+
     log = Logger()
     services: CallServices
+    call_id: str
     state: CallState
     a_request: Request
     branches: list[Branch]
@@ -52,10 +55,6 @@ class Forking:
     @property
     def finished(self) -> bool:
         raise NotImplementedError
-
-    @property
-    def call_id(self) -> str:
-        return self.a_request.call_id
 
     def run(self, step: Any, *args: Any) -> None:
         raise NotImplementedError
@@ -127,9 +126,9 @@ class Forking:
         self.branches.append(branch)
         for callback in self.on_branch:
             callback(self, branch)
-        self.log.info("call {call_id}: INVITE {b_call_id} to {target} via {transport} {address}",
-                      call_id=self.call_id, b_call_id=branch.call_id, target=dest.request_uri,
-                      transport=dest.transport, address=dest.address)
+        self.log.debug("call {call_id}: INVITE {b_call_id} to {target} via {transport} {address}",
+                       call_id=self.call_id, b_call_id=branch.call_id, target=dest.request_uri,
+                       transport=dest.transport, address=dest.address)
         self._busy += 1
         try:
             self._send_branch_invite(branch, request)
@@ -143,6 +142,7 @@ class Forking:
     def _send_branch_invite(self, branch: Branch, request: Request) -> None:
         dest = branch.dest
         branch.state = BranchState.CALLING
+        branch.offered = bool(request.body)
         branch.tx = self.services.layer.send_request(
             request, dest.address, dest.transport, dest.flow, context=(self, branch))
         if branch.state is BranchState.FAILED:
@@ -152,8 +152,13 @@ class Forking:
             self.cancel_branch(branch)
 
     def _start_branch_timer_c(self, branch: Branch) -> None:
-        self._stop_branch_timer(branch)
+        """(Re)start Timer C; each provisional moves the running one (no new DelayedCall)."""
         delay = self.services.settings.timer_c
+        timer = branch.timer_c
+        if timer is not None and timer.active() and delay and delay > 0:
+            timer.reset(delay)
+            return
+        self._stop_branch_timer(branch)
         if delay and delay > 0:
             branch.timer_c = self.services.clock.callLater(delay, self.run, self._timer_c, branch)
 

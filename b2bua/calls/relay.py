@@ -10,10 +10,11 @@ far side's 2xx.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twisted.logger import Logger
+from b2bua.logs import Logger
 
 from b2bua.sip.errors import SipError
 from b2bua.sip.message import Request, Response, make_response
@@ -32,10 +33,34 @@ RESPONSE_HEADERS = ("Content-Type", "Content-Disposition", "Allow", "Supported",
 
 def copy_headers(message: Request | Response,
                  names: tuple[str, ...] = RESPONSE_HEADERS) -> list[tuple[str, str]]:
-    return [(name, value) for name in names for value in message.headers.lines(name)]
+    """Every line of the headers ``names`` in ``message``, grouped in the order of ``names``.
+
+    One pass over the message's lines (a ``lines()`` lookup per name scanned
+    them all once per name: 2 % of a call's CPU).
+    """
+    spelled = _spellings(names)
+    found: dict[str, list[str]] = {}
+    for name, value in message.headers.items():
+        key = name.lower()
+        if key in spelled:
+            found.setdefault(key, []).append(value)
+    if not found:
+        return []
+    return [(spelled[key], value) for key in spelled if key in found for value in found[key]]
 
 
-@dataclass
+_SPELLINGS: dict[tuple[str, ...], dict[str, str]] = {}
+
+
+def _spellings(names: tuple[str, ...]) -> dict[str, str]:
+    """lower-case name -> ``names``' own spelling, in order (cached per tuple)."""
+    spelled = _SPELLINGS.get(names)
+    if spelled is None:
+        spelled = _SPELLINGS[names] = {name.lower(): name for name in names}
+    return spelled
+
+
+@dataclass(slots=True)
 class Relayed:
     """A request we sent into one dialog on behalf of a request from the other."""
 
@@ -49,13 +74,23 @@ class Relayed:
 class DialogRelay:
     """Relays requests between the A-leg and the answered B-leg of one call."""
 
+    __slots__ = ("_call", "pending", "pending_acks", "_sending")
+
     log = Logger()
 
     def __init__(self, call: Call) -> None:
-        self.call = call
+        # Weak: the call owns its relay; a strong reference back would make every
+        # ended call a reference cycle that only the cyclic GC frees.
+        self._call = weakref.ref(call)
         self.pending: dict[Any, Relayed] = {}          # our client tx -> what it relays
         self.pending_acks: dict[str, tuple[int, Any]] = {}  # far leg -> (cseq, client tx)
         self._sending: Relayed | None = None
+
+    @property
+    def call(self) -> Call:
+        call = self._call()
+        assert call is not None  # whoever reaches the relay holds its call
+        return call
 
     # -- the two sides -------------------------------------------------------------------
 

@@ -14,11 +14,11 @@ import ipaddress
 from typing import Any, Callable
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from b2bua.logs import Logger
 
 from b2bua.calls.call import Call
 from b2bua.calls.context import CallServices
-from b2bua.calls.targets import resolve_uri
+from b2bua.calls.targets import ip_destination, resolve_uri
 from b2bua.calls.wakeup import WakeUp
 from b2bua.routing import LocalUser, Reject, RequestView, Targets, ToTrunk
 from b2bua.sip.addressing import Source
@@ -45,19 +45,28 @@ class CallTable:
         self.calls: dict[str, Call] = {}          # A-leg Call-ID -> call
         self.b_legs: dict[str, Call] = {}         # B-leg Call-ID -> call
         self.completed: dict[int, int] = {}       # final status -> count (metrics)
+        self._trunk_of: dict[str, str | None] = {}  # source IP -> trunk (trunk_for)
         self.calls_started = 0
 
     # -- who is calling -----------------------------------------------------
 
     def trunk_for(self, source: Source) -> str | None:
+        """The trunk whose ``accept_from`` holds the source address (asked per INVITE,
+        from the same few addresses: cached until the trunks change)."""
+        host = source.address[0]
+        cache = self._trunk_of
+        if host in cache:
+            return cache[host]
         try:
-            ip = ipaddress.ip_address(source.address[0])
+            ip = ipaddress.ip_address(host)
         except ValueError:
             return None
-        for trunk in self.trunks:
-            if any(ip in net for net in trunk.accept_from):
-                return str(trunk.name)
-        return None
+        found = next((str(t.name) for t in self.trunks
+                      if any(ip in net for net in t.accept_from)), None)
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[host] = found
+        return found
 
     def _authenticate(self, tx: Any, request: Request, source: Source) -> str | None:
         """The local user behind ``request``; None after answering 407/403."""
@@ -116,9 +125,9 @@ class CallTable:
     def _start(self, call: Call, request: Request, source: Source, user: str | None,
                trunk: str | None) -> None:
         call.respond_a(100, "Trying")
-        self.log.info("call {call_id}: INVITE {ruri} from {peer} ({who})",
-                      call_id=request.call_id, ruri=str(request.uri), peer=source.address,
-                      who=f"trunk {trunk}" if trunk else f"user {user}")
+        self.log.debug("call {call_id}: INVITE {ruri} from {peer} ({who} {name})",
+                       call_id=call.call_id, ruri=request.uri, peer=source.address,
+                       who="trunk" if trunk else "user", name=trunk or user)
         view = RequestView.from_request(request, source, authenticated_user=user, trunk=trunk)
         d = self.chain.route(view)
         d.addCallback(lambda decision: call.run(self._routed, decision, call))
@@ -174,12 +183,16 @@ class CallTable:
 
     def _to_uris(self, call: Call, uris: list[str], parallel: bool,
                  trunk: str | None = None) -> None:
-        d = defer.gatherResults([resolve_uri(u, self.services.reactor) for u in uris],
-                                consumeErrors=True)
-
         def go(destinations: list[Any]) -> None:
             if not call.finished:
                 call.routed(destinations, parallel=parallel, trunk=trunk)
+
+        known = [ip_destination(u) for u in uris]
+        if None not in known:   # IP addresses only (the usual trunk): no Deferreds needed
+            call.run(go, known)
+            return
+        d = defer.gatherResults([resolve_uri(u, self.services.reactor) for u in uris],
+                                consumeErrors=True)
 
         def unreachable(failure: Any) -> None:
             self.log.info("call {call_id}: cannot resolve {uris}: {error}",

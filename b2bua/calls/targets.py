@@ -7,12 +7,14 @@ a URI target is reached at its host and port, resolved without blocking.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
 from twisted.internet import defer
 
 from b2bua.sip.addressing import Address
+from b2bua.sip.errors import SipError
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.uri import SipUri, parse_uri
 from b2bua.store.bindings import Binding
@@ -20,7 +22,18 @@ from b2bua.store.bindings import Binding
 DEFAULT_PORT = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
 
 
-@dataclass(frozen=True)
+@functools.lru_cache(maxsize=4096)
+def is_ip_address(host: str) -> bool:
+    """Whether ``host`` is an IP address, not a name (cached: asked per call and per
+    in-dialog request, always about the same few hosts)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
 class Destination:
     """One B-leg target: what goes in the Request-URI and where the bytes go."""
 
@@ -69,6 +82,26 @@ def uri_transport(uri: SipUri) -> str:
     return "TLS" if uri.scheme == "sips" else "UDP"
 
 
+@functools.lru_cache(maxsize=1024)
+def ip_destination(uri_text: str) -> Destination | None:
+    """The Destination of a SIP URI whose host is an IP address, None otherwise.
+
+    Cached (Destinations are immutable): a static route or a trunk names the
+    same few URIs on every call, and parsing them again was pure overhead.
+    """
+    try:
+        uri = parse_uri(uri_text)
+    except SipError:
+        return None     # resolve_uri reports it
+    if not isinstance(uri, SipUri):
+        return None
+    transport = uri_transport(uri)
+    host = _bare(uri.params.get("maddr") or uri.host)
+    if not is_ip_address(host):
+        return None
+    return Destination(uri_text, (host, uri.port or DEFAULT_PORT.get(transport, 5060)), transport)
+
+
 def resolve_uri(uri_text: str, reactor: object) -> defer.Deferred[Destination]:
     """A Deferred Destination for a URI target; host names resolved by the reactor."""
     uri = parse_uri(uri_text)
@@ -77,9 +110,7 @@ def resolve_uri(uri_text: str, reactor: object) -> defer.Deferred[Destination]:
     transport = uri_transport(uri)
     host = _bare(uri.params.get("maddr") or uri.host)
     port = uri.port or DEFAULT_PORT.get(transport, 5060)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
+    if not is_ip_address(host):
         d: defer.Deferred[str] = reactor.resolve(host)  # type: ignore[attr-defined]
         return d.addCallback(lambda ip: Destination(uri_text, (ip, port), transport))
     return defer.succeed(Destination(uri_text, (host, port), transport))
@@ -131,9 +162,7 @@ def dialog_hop(next_hop: object, original: Hop, sticky: bool) -> Hop:
     if sticky or not isinstance(next_hop, SipUri):
         return original
     host = _bare(next_hop.params.get("maddr") or next_hop.host)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
+    if not is_ip_address(host):
         return original
     transport = uri_transport(next_hop)
     address = (host, next_hop.port or DEFAULT_PORT.get(transport, 5060))

@@ -23,7 +23,7 @@ from b2bua.sip.uri import SipUri, Uri
 
 __all__ = [
     "DialogId", "DialogState", "Dialog", "DialogSet", "DialogDoesNotExist", "OutOfOrder",
-    "TARGET_REFRESH_METHODS",
+    "TARGET_REFRESH_METHODS", "tag_param",
 ]
 
 #: requests whose Contact replaces the remote target (RFC 3261 §12.2, RFC 3311, 6665)
@@ -72,17 +72,20 @@ class DialogId:
 class Dialog:
     """One dialog, UAC or UAS side.
 
-    ``local``/``remote`` are the From/To values we send (tags included);
-    ``route_set`` is in the order requests traverse it.
+    ``local``/``remote`` are the From/To values we send (tags included), kept
+    as header text (``local_text``/``remote_text``): that is all a request in
+    the dialog needs, and a held call keeps two dialogs for its whole life
+    (parsed name-addrs cost ~900 bytes each); ``route_set`` is in the order
+    requests traverse it.
     """
 
     __slots__ = (
-        "id", "state", "is_uac", "local", "remote", "local_seq", "remote_seq",
+        "id", "state", "is_uac", "local_text", "remote_text", "local_seq", "remote_seq",
         "remote_target", "route_set", "secure", "local_contact", "ack",
     )
 
     def __init__(
-        self, id: DialogId, *, is_uac: bool, local: NameAddr, remote: NameAddr,
+        self, id: DialogId, *, is_uac: bool, local: NameAddr | str, remote: NameAddr | str,
         local_seq: int, remote_seq: int | None, remote_target: Uri,
         route_set: list[NameAddr], secure: bool, local_contact: str | None,
         state: DialogState,
@@ -90,8 +93,8 @@ class Dialog:
         self.id = id
         self.state = state
         self.is_uac = is_uac
-        self.local = local
-        self.remote = remote
+        self.local_text = str(local)
+        self.remote_text = str(remote)
         self.local_seq = local_seq
         self.remote_seq = remote_seq
         self.remote_target = remote_target
@@ -105,6 +108,15 @@ class Dialog:
     def __repr__(self) -> str:
         return "<Dialog %s %s>" % (self.id, self.state.name)
 
+    @property
+    def local(self) -> NameAddr:
+        """Our From (UAC) / To (UAS) value, parsed on each access."""
+        return NameAddr.parse(self.local_text)
+
+    @property
+    def remote(self) -> NameAddr:
+        return NameAddr.parse(self.remote_text)
+
     # -- creation ---------------------------------------------------------------
 
     @classmethod
@@ -114,11 +126,12 @@ class Dialog:
         if to_tag is None or not 100 < response.status < 300:
             raise ValueError("only a 101-299 with a To tag creates a dialog")
         contacts = response.contacts
+        local = request.headers.get("From") or ""
         return cls(
-            DialogId(request.call_id, request.from_.tag or "", to_tag),
+            DialogId(request.call_id, tag_param(local) or "", to_tag),
             is_uac=True,
-            local=request.from_,
-            remote=response.to,
+            local=local,
+            remote=response.headers.get("To") or "",
             local_seq=request.cseq.number,
             remote_seq=None,
             remote_target=contacts[0].uri if contacts else request.uri,
@@ -131,15 +144,16 @@ class Dialog:
     @classmethod
     def uas(cls, request: Request, response: Response) -> Dialog:
         """§12.1.1: from a request we received and our 1xx/2xx (with To tag)."""
-        to_tag = response.to.tag
+        local = response.headers.get("To") or ""
+        to_tag = tag_param(local)
         if to_tag is None or not 100 < response.status < 300:
             raise ValueError("only a 101-299 with a To tag creates a dialog")
         contacts = request.contacts
         return cls(
             DialogId(request.call_id, to_tag, request.from_.tag or ""),
             is_uac=False,
-            local=response.to,
-            remote=request.from_,
+            local=local,
+            remote=request.headers.get("From") or "",
             local_seq=0,
             remote_seq=request.cseq.number,
             remote_target=contacts[0].uri if contacts else request.uri,
@@ -227,8 +241,8 @@ class Dialog:
         fields = [("Route", str(route)) for route in routes]
         fields += [
             ("Max-Forwards", "70"),
-            ("From", str(self.local)),
-            ("To", str(self.remote)),
+            ("From", self.local_text),
+            ("To", self.remote_text),
             ("Call-ID", self.id.call_id),
             ("CSeq", "%d %s" % (number, method)),
         ]
@@ -241,12 +255,18 @@ class Dialog:
 
     def create_ack(
         self, invite_cseq: int, *, body: bytes = b"", content_type: str | None = None,
-        extra: Iterable[tuple[str, str]] = (),
+        extra: Iterable[tuple[str, str]] = (), keep: bool = True,
     ) -> Request:
-        """§13.2.2.4: the ACK for a 2xx, kept in ``self.ack`` for resending."""
-        self.ack = self.create_request(
+        """§13.2.2.4: the ACK for a 2xx, kept in ``self.ack`` for resending.
+
+        ``keep=False`` when the INVITE transaction repeats it instead
+        (``TransactionLayer.send_ack(..., tx=...)``): a held call then does not
+        carry a whole ACK message for its lifetime.
+        """
+        ack = self.create_request(
             "ACK", body=body, content_type=content_type, extra=extra, cseq=invite_cseq)
-        return self.ack
+        self.ack = ack if keep else None
+        return ack
 
     def _request_uri_and_routes(self) -> tuple[Uri, list[NameAddr]]:
         routes = self.route_set
@@ -316,6 +336,31 @@ class DialogSet:
             raise DialogDoesNotExist()
         dialog.request_received(request)
         return dialog
+
+
+def tag_param(value: str) -> str | None:
+    """The ``tag`` of a From/To value, reading only what follows the URI.
+
+    For values already known to be valid (our own, or parsed once before):
+    ``NameAddr.parse`` gives the same answer after parsing the whole URI.
+    Anything unusual (quotes, a stray bracket) goes through it anyway.
+    """
+    lt = value.find("<")
+    gt = value.find(">", lt) if lt >= 0 else -1
+    tail = value[gt + 1:] if gt >= 0 else value
+    if value.lstrip().startswith('"') or (lt >= 0 and gt < 0) or any(c in tail for c in '"<>'):
+        return NameAddr.parse(value).tag
+    semi = tail.find(";")
+    if semi < 0:
+        return None
+    if gt >= 0 and tail[:semi].strip():
+        return NameAddr.parse(value).tag   # text between ">" and ";": the parser's call
+    tag = None
+    for item in tail[semi + 1:].split(";"):
+        name, eq, text = item.partition("=")
+        if name.strip().lower() == "tag":
+            tag = text.strip() if eq else None
+    return tag
 
 
 def _loose(route: NameAddr) -> bool:

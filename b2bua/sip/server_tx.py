@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from b2bua.sip.actions import Address, Source
+from b2bua.sip.dialog import tag_param
 from b2bua.sip.message import generate_tag, make_response
 from b2bua.sip.transaction import Transaction, TransactionOwner, TxInput, TxState
 
@@ -53,9 +54,14 @@ class ServerTransaction(Transaction):
 
     @property
     def to_tag(self) -> str | None:
-        """The To tag of the last response sent, if any (for 200 to CANCEL)."""
+        """The To tag of the last response sent, if any (for 200 to CANCEL, ACK matching).
+
+        Read without parsing the whole To: the response is ours."""
         response = self.last_response
-        return response.to.tag if response is not None else None
+        if response is None:
+            return None
+        value = response.headers.get("To")
+        return tag_param(value) if value is not None else None
 
     def _respond(self, message: Message | None) -> bool:
         return self._send(message)  # type: ignore[arg-type]

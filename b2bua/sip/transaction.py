@@ -34,10 +34,11 @@ __all__ = [
 
 
 class DelayedCall(Protocol):
-    """The part of ``IDelayedCall`` the machines use."""
+    """The part of ``IDelayedCall`` the machines use (``reset`` only when present)."""
 
     def active(self) -> bool: ...
     def cancel(self) -> None: ...
+    def reset(self, secondsFromNow: float) -> None: ...
 
 
 class Clock(Protocol):
@@ -153,6 +154,7 @@ class Transaction:
     __slots__ = (
         "request", "key", "dest", "transport", "flow", "reliable", "state",
         "context", "_owner", "_retransmit_timer", "_timeout_timer", "_interval", "_wire",
+        "__weakref__",   # the TU may hold a transaction weakly (a call's branch does)
     )
 
     is_server: ClassVar[bool] = False
@@ -231,6 +233,11 @@ class Transaction:
         """Arm the one long timer (B, C, F, H, L, M, D, I, J, K); zero ends now."""
         timer = self._timeout_timer
         if timer is not None and timer.active():
+            if delay > 0 and _can_postpone(timer, input, self._owner.clock.seconds() + delay):
+                # Re-armed (Timer C at each provisional): move the running call
+                # instead of cancelling it and scheduling a new one.
+                timer.reset(delay)
+                return
             timer.cancel()
         if delay <= 0:
             self._timeout_timer = None
@@ -258,3 +265,16 @@ class Transaction:
     def _transport_failed(self, message: Message | None = None) -> None:
         self._terminate()
         self._owner.tu.transport_error(self)
+
+
+def _can_postpone(timer: DelayedCall, input: TxInput, deadline: float) -> bool:
+    """Whether ``timer`` is the same input and can simply be moved later.
+
+    Only later: the reactor moves a call later for free (it re-sorts it when
+    it comes due) but must search its heap to move one earlier.  Only real
+    ``IDelayedCall`` objects (with ``reset``/``getTime``/``args``) qualify.
+    """
+    args = getattr(timer, "args", None)
+    get_time = getattr(timer, "getTime", None)
+    return (args is not None and len(args) == 1 and args[0] is input
+            and get_time is not None and hasattr(timer, "reset") and get_time() <= deadline)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from twisted.logger import Logger
+from b2bua.logs import Logger
 
 from b2bua.sip.addressing import Source, response_destination, stamp_via
 from b2bua.sip.errors import SipError

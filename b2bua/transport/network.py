@@ -9,6 +9,8 @@ Nothing SIP-specific is decided here beyond stream framing.
 
 from __future__ import annotations
 
+import errno
+import functools
 import ipaddress
 import socket
 from typing import Callable, Protocol as TypingProtocol
@@ -16,7 +18,7 @@ from typing import Callable, Protocol as TypingProtocol
 from twisted.application import service
 from twisted.internet import defer, error, protocol
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from b2bua.logs import Logger
 from twisted.python.failure import Failure
 
 from b2bua.config_schema import ListenAddress
@@ -239,8 +241,17 @@ class SipNetwork(service.Service):
             proto = self._pick_udp(dest[0])
         if proto is None or proto.transport is None:
             raise TransportError("no UDP listener for this address family")
+        port = proto.transport
+        sock = getattr(port, "socket", None)
         try:
-            proto.transport.write(data, dest)
+            if sock is None:     # not Twisted's udp.Port (tests): its own write()
+                port.write(data, dest)
+                return
+            # Twisted's udp.Port.write parses the address twice per datagram (2 % of a
+            # call's CPU): the same checks, cached per host, then the same sendto.
+            if not _fits_family(dest[0], sock.family):
+                raise error.InvalidAddressError(dest[0], "not an IP address of this family")
+            _sendto(sock, data, dest)
         except (OSError, error.MessageLengthError, error.InvalidAddressError) as exc:
             # ENETUNREACH, EACCES (broadcast), EMSGSIZE, a host name or the other family
             raise TransportError(f"cannot send to {dest}: {exc}") from exc
@@ -288,8 +299,41 @@ class _OutboundFactory(protocol.ClientFactory):
         self.conn.connect_failed(reason)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_loopback(host: str) -> bool:
+    """Cached: parsing the address of every send was 1.4 % of a call's CPU."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _fits_family(host: str, family: int) -> bool:
+    """Whether ``host`` is an IP address a socket of ``family`` can send to.
+
+    What Twisted's ``udp.Port.write`` checks on every datagram (with two
+    address parses), once per host.
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (ip.version == 6) == (family == socket.AF_INET6)
+
+
+def _sendto(sock: socket.socket, data: bytes, dest: tuple[str, int]) -> None:
+    """``sendto`` with ``udp.Port.write``'s error handling (EINTR again, EMSGSIZE,
+    ECONNREFUSED of an earlier datagram ignored); anything else raises."""
+    while True:
+        try:
+            sock.sendto(data, dest)
+            return
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            if exc.errno == errno.EMSGSIZE:
+                raise error.MessageLengthError("message too long") from None
+            if exc.errno == errno.ECONNREFUSED:
+                return
+            raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet import protocol
-from twisted.logger import Logger
+from b2bua.logs import Logger
 from twisted.python.failure import Failure
 
 from b2bua.sip import framing
