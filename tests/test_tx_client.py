@@ -239,6 +239,8 @@ def test_invite_2xx_accepted_then_timer_m() -> None:
     ok = reply(h.wire.last, 200)
     h.receive(ok)
     assert tx.state is TxState.ACCEPTED
+    # Accepted never sends the INVITE again: its bytes and body are let go.
+    assert tx._wire == b"" and tx.request.body == b"" and tx.last_response.status == 200
     h.receive(ok)
     h.receive(ok)  # retransmissions: absorbed into the one TU event
     assert h.tu.events == [("response", tx, ok)]
@@ -307,7 +309,9 @@ def test_cancel_after_provisional() -> None:
     assert cancel.headers.get("Reason") == reason
     assert h.layer.cancel(tx) is None  # only once
     h.receive(reply(h.wire.last, 200))
-    assert h.tu.events[-1] == ("response", cancel_tx, cancel_tx.last_response)
+    kind, tx_seen, response = h.tu.events[-1]
+    assert (kind, tx_seen, response.status, response.cseq.method) == (
+        "response", cancel_tx, 200, "CANCEL")
     terminated = reply(invite.to_bytes(), 487)
     h.receive(terminated)
     assert h.tu.events[-1] == ("response", tx, terminated)

@@ -188,10 +188,10 @@ def test_invite_2xx_retransmitted_until_ack_with_new_branch() -> None:
     h.receive(ack)
     assert tx.acked and h.tu.kinds() == ["request", "ack"]
     h.receive(ack)  # a retransmitted ACK for 2xx still goes to the TU (dialog level)
-    h.receive(data)  # INVITE retransmission in Accepted: the 2xx again, TU not told
+    h.receive(data)  # INVITE retransmission after the ACK: absorbed (RFC 6026 §7.1)
     assert h.tu.kinds() == ["request", "ack", "ack"]
     h.advance(27.9)
-    assert h.wire.times() == [0, 0.5, 1.5, 3.5, 4.0]
+    assert h.wire.times() == [0, 0.5, 1.5, 3.5]
     assert tx.state is TxState.ACCEPTED
     h.advance(0.2)  # Timer L
     assert tx.state is TxState.TERMINATED and len(h.layer) == 0
@@ -310,3 +310,24 @@ def test_ack_for_2xx_with_another_to_tag_does_not_stop_retransmission() -> None:
     assert not tx.acked
     h.advance(0.6)
     assert h.wire.times() == [0, 0.5]
+
+
+def test_finished_transactions_keep_only_what_they_still_read() -> None:
+    """After its final response a transaction lingers (Timers J/H/L) with a
+    slim request and response: no body, only the headers matching and ACK/
+    CANCEL need; the response bytes stay for retransmissions."""
+    for method, status in (("OPTIONS", 200), ("INVITE", 486), ("INVITE", 200)):
+        h = Harness()
+        data, tx, request = _new(h, method)
+        assert "Max-Forwards" in request.headers
+        response = make_response(tx.request, status, to_tag="t", extra=[("Server", "x" * 200)])
+        response.body = b"v=0\r\n" * 40
+        h.layer.send_response(tx, response)
+        assert tx.request.method == method and tx.request.body == b""
+        assert [n for n, _ in tx.request.headers.items()] == [
+            "Via", "From", "To", "Call-ID", "CSeq", "Contact"]
+        assert tx.request.cseq == request.cseq and tx.request.top_via is request.top_via
+        assert tx.last_response.status == status and tx.last_response.body == b""
+        assert "Server" not in tx.last_response.headers and tx.to_tag == "t"
+        h.receive(data)  # a retransmission still gets the whole response
+        assert h.wire.sent[-1][1] == h.wire.sent[-2][1] == response.to_bytes()

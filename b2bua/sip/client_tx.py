@@ -45,6 +45,11 @@ class ClientTransaction(Transaction):
         self._terminate()
         self._owner.timed_out(self)
 
+    def _linger(self) -> None:
+        super()._linger()
+        if self.last_response is not None:   # the TU got the whole response
+            self.last_response = self.last_response.slimmed()  # type: ignore[assignment]
+
 
 class ClientInviteTransaction(ClientTransaction):
     """§17.1.1 with RFC 6026's Accepted state (Timer M).
@@ -132,6 +137,7 @@ class ClientInviteTransaction(ClientTransaction):
         self._start_timeout(self._owner.timers.timer_d(self.reliable), I.TIMER_D)
         self._send(self.build_ack(response))  # on failure: Terminated, TU still told
         self._owner.tu.response_received(self, response)
+        self._linger()
 
     def _accepted(self, message: Message | None) -> None:
         self._stop_retransmit()
@@ -139,6 +145,8 @@ class ClientInviteTransaction(ClientTransaction):
         self._acks = {_to_tag(message): None}
         self._start_timeout(self._owner.timers.timeout, I.TIMER_M)
         self._pass_up(message)
+        self._linger()
+        self._wire = b""   # the INVITE is never sent again from Accepted
 
     def _success_again(self, message: Message | None) -> None:
         tag = _to_tag(message)
@@ -201,6 +209,7 @@ class ClientNonInviteTransaction(ClientTransaction):
         self.last_response = response
         self._start_timeout(self._owner.timers.timer_k(self.reliable), I.TIMER_K)
         self._owner.tu.response_received(self, response)
+        self._linger()
 
     _transitions = {
         (S.TRYING, I.TIMER_E): (S.TRYING, _retransmit_e),

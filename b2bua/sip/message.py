@@ -203,6 +203,10 @@ class Headers:
         return "Headers(%r)" % (self.items(),)
 
 
+#: the headers ``Message.slimmed`` keeps (matching, ACK/CANCEL, late dialogs)
+_LINGER_KEYS = frozenset(("via", "route", "from", "to", "call-id", "cseq", "contact"))
+
+
 def _delta_seconds(value: str, what: str) -> int:
     value = value.strip()
     if not value.isdigit() or not value.isascii():
@@ -360,6 +364,27 @@ class Message:
     def start_line(self) -> str:
         raise NotImplementedError
 
+    def slimmed(self) -> Message:
+        """A copy with only what a finished transaction still reads: Via, Route,
+        From, To, Call-ID, CSeq and Contact, no body; parsed values shared.
+
+        A transaction lingers up to 32 s after its final response (Timers J,
+        L, M, D); keeping whole messages that long was most of the memory of
+        a busy server."""
+        fields = [f for f in self.headers._fields if f[0] in _LINGER_KEYS]
+        headers = Headers._from_fields(fields)
+        cache = self.headers._cache
+        for key in ("cseq", "top_via"):
+            if key in cache:
+                headers._cache[key] = cache[key]
+        copy = self._shell()
+        copy.headers = headers
+        copy.body = b""
+        return copy
+
+    def _shell(self) -> Message:
+        raise NotImplementedError
+
     def to_bytes(self) -> bytes:
         """Wire form; Content-Length always states the real body length."""
         body = self.body
@@ -388,6 +413,11 @@ class Request(Message):
     def copy(self) -> Request:
         return Request(self.method, self.uri, self.headers.copy(), self.body)
 
+    def _shell(self) -> Request:
+        shell = Request.__new__(Request)
+        shell.method, shell.uri = self.method, self.uri
+        return shell
+
     def __repr__(self) -> str:
         return "<Request %s %s>" % (self.method, self.uri)
 
@@ -407,6 +437,11 @@ class Response(Message):
 
     def copy(self) -> Response:
         return Response(self.status, self.reason, self.headers.copy(), self.body)
+
+    def _shell(self) -> Response:
+        shell = Response.__new__(Response)
+        shell.status, shell.reason = self.status, self.reason
+        return shell
 
     def __repr__(self) -> str:
         return "<Response %d %s>" % (self.status, self.reason)

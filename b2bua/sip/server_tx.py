@@ -66,6 +66,11 @@ class ServerTransaction(Transaction):
     def _respond(self, message: Message | None) -> bool:
         return self._send(message)  # type: ignore[arg-type]
 
+    def _linger(self) -> None:
+        super()._linger()
+        if self.last_response is not None:   # the bytes stay in _wire for resending
+            self.last_response = self.last_response.slimmed()  # type: ignore[assignment]
+
 
 class ServerInviteTransaction(ServerTransaction):
     """§17.2.1 with RFC 6026 Accepted; 100 Trying after ``timers.trying``."""
@@ -121,11 +126,13 @@ class ServerInviteTransaction(ServerTransaction):
         self._start_retransmit(self._owner.timers.t1, I.TIMER_2XX)
         self._start_timeout(self._owner.timers.timeout, I.TIMER_L)
         self._respond(message)
+        self._linger()
 
     def _another_success(self, message: Message | None) -> None:
         """The TU sent a 2xx again (or for another dialog): pass it on."""
         self.last_response = message  # type: ignore[assignment]
         self._respond(message)
+        self._linger()
 
     def _failure(self, message: Message | None) -> None:
         self._stop_retransmit()
@@ -134,6 +141,7 @@ class ServerInviteTransaction(ServerTransaction):
             self._start_retransmit(self._owner.timers.t1, I.TIMER_G)
         self._start_timeout(self._owner.timers.timeout, I.TIMER_H)
         self._respond(message)
+        self._linger()
 
     def _retransmit(self, message: Message | None) -> None:
         """Timer G, and the 2xx retransmission: doubling up to T2."""
@@ -149,6 +157,7 @@ class ServerInviteTransaction(ServerTransaction):
         """The layer passes the ACK itself to the TU; here it only stops resending."""
         self.acked = True
         self._stop_retransmit()
+        self._wire = b""   # the caller has the 2xx: nothing left to resend
 
     def _no_ack(self, message: Message | None) -> None:
         """Timer H, or Timer L before the ACK for our 2xx: the TU must know."""
@@ -205,6 +214,7 @@ class ServerNonInviteTransaction(ServerTransaction):
         self.last_response = message  # type: ignore[assignment]
         self._start_timeout(self._owner.timers.timer_j(self.reliable), I.TIMER_J)
         self._respond(message)
+        self._linger()
 
     _transitions = {
         (S.TRYING, I.REQUEST): (S.TRYING, Transaction._absorb),

@@ -259,6 +259,11 @@ class Transaction:
         self._stop_timeout()
         self._owner.terminated(self)
 
+    def _linger(self) -> None:
+        """The final response is out (or in): keep only what matching and
+        retransmission still read until the lingering timer fires."""
+        self.request = self.request.slimmed()  # type: ignore[assignment]
+
     def _absorb(self, message: Message | None = None) -> None:
         """Listed on purpose: the RFC says to swallow this input."""
 
