@@ -127,12 +127,19 @@ class TransactionUser(Protocol):
     def stray_response(self, response: Response, source: Source) -> None: ...
 
 
+class LongTimers(Protocol):
+    """Where the long timers go (``timer_queues.TimerQueues``)."""
+
+    def call_later(self, delay: float, fn: Callable[[Any], object], arg: Any) -> DelayedCall: ...
+
+
 class TransactionOwner(Protocol):
     """What a machine needs from its layer."""
 
     clock: Clock
     timers: Timers
     tu: TransactionUser
+    long_timers: LongTimers
 
     def transmit(self, tx: Transaction, data: bytes) -> bool: ...
     def transmit_ack(
@@ -242,8 +249,10 @@ class Transaction:
         if delay <= 0:
             self._timeout_timer = None
             self._terminate()
-        else:
+        elif input is TxInput.TIMER_C:   # re-armed and moved: a reactor call
             self._timeout_timer = self._later(delay, input)
+        elif self.state is not TxState.TERMINATED:   # one of a few constant delays
+            self._timeout_timer = self._owner.long_timers.call_later(delay, self.handle, input)
 
     def _stop_timeout(self) -> None:
         timer = self._timeout_timer

@@ -31,6 +31,7 @@ from b2bua.sip.message import (
 from b2bua.sip.server_tx import (
     ServerInviteTransaction, ServerNonInviteTransaction, ServerTransaction,
 )
+from b2bua.sip.timer_queues import TimerQueues
 from b2bua.sip.timers import Timers
 from b2bua.sip.transaction import (
     Clock, Transaction, TransactionUser, TxInput, TxState, response_input,
@@ -98,6 +99,7 @@ class TransactionLayer:
         self.clock = clock
         self.tu = tu
         self.timers = timers
+        self.long_timers = TimerQueues(clock)
         self.sent_by = {k.upper(): v for k, v in (sent_by or {}).items()}
         self.clients: dict[tuple[object, ...], ClientTransaction] = {}
         self.servers: dict[ServerKey, ServerTransaction] = {}
