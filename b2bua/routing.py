@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, Union
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from zope.interface import Interface
+
+from b2bua.logs import Logger
+from b2bua.sip.headers import LIST_HEADERS, header_key, split_header_values
 
 if TYPE_CHECKING:
     from b2bua.sip.actions import Source
@@ -126,6 +128,17 @@ VIEW_HEADERS = (
 )
 
 
+_VIEW_NAMES = {name.lower(): name for name in VIEW_HEADERS}
+
+
+def _first_value(name: str, line: str) -> str:
+    """What ``Headers.get`` returns for the first line: its first element for lists."""
+    if header_key(name) in LIST_HEADERS and "," in line:
+        values = split_header_values(line)
+        return values[0] if values else line
+    return line
+
+
 @dataclass(frozen=True, kw_only=True)
 class RequestView:
     """The read-only facts about a request that routers decide on.
@@ -165,11 +178,13 @@ class RequestView:
     ) -> RequestView:
         """Build the view the call layer hands to the router chain."""
         uri, from_, to = request.uri, request.from_, request.to
-        headers = []
-        for name in VIEW_HEADERS:
-            value = request.headers.get(name)
-            if value is not None:
-                headers.append((name, value))
+        found: dict[str, str] = {}
+        for name, value in request.headers.items():   # one pass, not one scan per name
+            low = name.lower()
+            if low in _VIEW_NAMES and low not in found:
+                found[low] = value
+        headers = [(name, _first_value(name, found[low]))
+                   for low, name in _VIEW_NAMES.items() if low in found]
         return cls(
             method=request.method,
             request_uri=str(uri),

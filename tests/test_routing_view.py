@@ -18,6 +18,9 @@ class FakeHeaders:
     def get(self, name: str) -> str | None:
         return self.values.get(name)
 
+    def items(self) -> list[tuple[str, str]]:
+        return list(self.values.items())
+
 
 def test_view_is_frozen_and_hashable() -> None:
     view = RequestView(method="INVITE", request_uri="sip:1@h", headers={"Call-ID": "abc"})
@@ -110,3 +113,20 @@ def test_from_request_with_a_parsed_message() -> None:
         "Call-ID": "a84b4c76e66710",
         "P-Asserted-Identity": "<sip:+4930999@carrier.example.net>",
     }
+
+
+def test_from_a_parsed_request_headers_read_as_headers_get_does() -> None:
+    from b2bua.sip.addressing import Source
+    from b2bua.sip.message import Request, parse_message
+
+    request = parse_message(
+        b"INVITE sip:2000@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-v\r\n"
+        b"f: <sip:1000@example.com>;tag=a\r\nt: <sip:2000@example.com>\r\ni: compact@x\r\n"
+        b"CSeq: 1 INVITE\r\nDiversion: <sip:3000@example.com>;reason=busy, <sip:4000@x>\r\n"
+        b"Diversion: <sip:5000@x>\r\nsubject: hello, world\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(request, Request)
+    view = RequestView.from_request(request, Source("UDP", ("192.0.2.1", 5060), None, None))
+    for name in ("Call-ID", "Diversion", "Subject", "User-Agent"):
+        assert view.headers.get(name) == request.headers.get(name)
+    assert view.headers["diversion"] == "<sip:3000@example.com>;reason=busy, <sip:4000@x>"
+    assert list(view.headers) == ["Call-ID", "Diversion", "Subject"]

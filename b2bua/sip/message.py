@@ -259,7 +259,11 @@ class Message:
 
     @property
     def call_id(self) -> str:
-        return self._required("Call-ID")
+        cache = self.headers._cache
+        value = cache.get("call-id")
+        if value is None:
+            value = cache["call-id"] = self._required("Call-ID")
+        return value
 
     @property
     def cseq(self) -> CSeq:
@@ -374,7 +378,7 @@ class Message:
         fields = [f for f in self.headers._fields if f[0] in _LINGER_KEYS]
         headers = Headers._from_fields(fields)
         cache = self.headers._cache
-        for key in ("cseq", "top_via"):
+        for key in ("cseq", "top_via", "call-id"):
             if key in cache:
                 headers._cache[key] = cache[key]
         copy = self._shell()
@@ -565,8 +569,10 @@ def _check_common(message: Message, fields: _Fields) -> ParseError | None:
         if n > len(message.body):
             return ParseError("Content-Length larger than body")
         message.body = message.body[:n]
+    cache = message.headers._cache
+    cache["call-id"] = seen["call-id"]
     try:
-        message.headers._cache["cseq"] = CSeq.parse(seen["cseq"])
+        cache["cseq"] = CSeq.parse(seen["cseq"])
     except ParseError:
         return ParseError("Bad CSeq")
     max_forwards = seen.get("max-forwards")

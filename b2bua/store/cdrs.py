@@ -58,9 +58,9 @@ _COLUMNS = tuple(f.name for f in fields(Cdr))
 
 def _encode(name: str, value: Any) -> Any:
     if name in ("b_call_ids", "branches"):
-        return json.dumps(list(value))
+        return json.dumps(list(value)) if value else "[]"
     if name == "extra":
-        return json.dumps(dict(value))
+        return json.dumps(dict(value)) if value else "{}"
     return value
 
 
