@@ -6,6 +6,7 @@ socket is on 127.0.0.1 with a port picked free by the OS.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -228,3 +229,15 @@ def metric_value(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     return 0.0
+
+
+def recent_cdrs(svc: Any, tail: int = 5, timeout: float = 10) -> list[dict]:
+    """The last ``tail`` CDRs through ``b2bua-admin cdr``, once there is one: the
+    service writes them in batches, a moment after a call ends."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = svc.admin("cdr", "--tail", str(tail), "--json")
+        assert out.returncode == 0, out.stderr
+        rows: list[dict] = json.loads(out.stdout)
+        if rows or time.monotonic() > deadline:
+            return rows

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
@@ -460,6 +460,7 @@ def _stepwise(value: str) -> tuple[str, dict[str, str]]:
     return match.group(1), _parse_params_stepwise(value, match.end())
 
 
+@example("\\= \\=")   # an empty value then another name, or one value "\\=": the latter
 @given(st.text(alphabet='ab=, \t"\\', max_size=40))
 def test_fast_path_reads_every_value_as_the_stepwise_parser_does(text: str) -> None:
     value = "Digest " + text

@@ -11,7 +11,6 @@ through the relay comes back to it.  The fake APNs lives on the reactor.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -35,7 +34,7 @@ from b2bua.media.rtp import RtpPacket, pack_header
 from b2bua.media.sdp import NotAcceptable, SessionDescription
 from b2bua.sip.message import Request, Response, parse_message
 from tests.fake_apns import FakeApns, Reply, make_pki
-from tests.support import (apns_and_trunk_toml, free_port, sipp_args, start_sipp,
+from tests.support import (apns_and_trunk_toml, free_port, recent_cdrs, sipp_args, start_sipp,
                            stop_process)
 
 TOKEN = "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
@@ -410,17 +409,6 @@ def _invite_body_in_log(path: Path) -> bytes:
     return message.partition("\n\n")[2].strip().encode()
 
 
-def _cdr(svc: Any, timeout: float = 10) -> dict:
-    """The last CDR, once there is one (written in batches, a moment after the call)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        out = svc.admin("cdr", "--tail", "1", "--json")
-        assert out.returncode == 0, out.stderr
-        rows = json.loads(out.stdout)
-        if rows or time.monotonic() > deadline:
-            return rows[-1]
-
-
 # -- checks ------------------------------------------------------------------------------
 
 
@@ -531,7 +519,7 @@ def test_183_tone_while_the_phone_wakes_then_audio_through_the_relay(
     # The woken phone got the very offer the sleeping contact got: the relay's.
     woken_offer = SessionDescription.parse(_invite_body_in_log(phone_log)).to_bytes()
     assert woken_offer == b_offer
-    cdr = _cdr(svc)
+    cdr = recent_cdrs(svc, tail=1)[-1]
     assert cdr["status"] == 200 and cdr["call_id"] == caller.call_id
     # The call ended (its CDR is written after the relay is told to stop): ports are back.
     assert _ports_free(rtp_low, 20)

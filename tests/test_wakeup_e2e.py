@@ -19,7 +19,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
 from tests.fake_apns import FakeApns, Reply, make_pki
-from tests.support import (apns_and_trunk_toml, free_port, sipp_args, start_sipp,
+from tests.support import (apns_and_trunk_toml, free_port, recent_cdrs, sipp_args, start_sipp,
                            stop_process)
 
 TOKEN = "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
@@ -61,18 +61,6 @@ def _invites_sent(svc: Any, call_id: str) -> int:
     """How many B-leg INVITEs the service logged for the call ``call_id``."""
     return sum(1 for line in svc.log().splitlines()
                if f"call {call_id}: INVITE " in line and " to sip:" in line)
-
-
-def _cdr(svc: Any, timeout: float = 10) -> list[dict]:
-    """The last CDRs, once there is one (the service writes them in batches, a
-    moment after the call ends)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        out = svc.admin("cdr", "--tail", "5", "--json")
-        assert out.returncode == 0, out.stderr
-        rows = json.loads(out.stdout)
-        if rows or time.monotonic() > deadline:
-            return rows
 
 
 @pytest.fixture
@@ -122,7 +110,7 @@ def test_sleeping_phone_is_woken_and_answers(start_service, apns, tmp_path: Path
     assert push.headers["apns-topic"] == "com.example.softphone.voip"
     assert push.headers["apns-push-type"] == "voip"
     data = push.payload["data"]
-    cdr = _cdr(svc)[-1]
+    cdr = recent_cdrs(svc)[-1]
     assert data["ncallid"] == cdr["call_id"]
     assert data["nfrom"] == "1234"
     assert data["nfromusername"] == "John Smith"
@@ -146,7 +134,7 @@ def test_dead_token_gives_480_at_once_and_is_removed(start_service, apns) -> Non
     elapsed = time.monotonic() - started
     assert caller.returncode != 0                 # the caller got an error, not an answer
     assert elapsed < 10, "480 must come at once, not after the wake-up wait"
-    cdr = _cdr(svc)[-1]
+    cdr = recent_cdrs(svc)[-1]
     assert cdr["status"] == 480
     bindings = json.loads(svc.admin("bindings", "1111", "--json").stdout)
     assert all(not b.get("push_token") for b in bindings)
@@ -162,8 +150,8 @@ def test_caller_cancels_before_the_phone_wakes(start_service, apns) -> None:
     caller = yield _run(_sipp(svc, "caller_cancel.xml", free_port(), "-key", "callee", "1111"))
     assert caller.returncode == 0, caller.stdout[-3000:] + svc.log()[-3000:]
     assert len(fake.requests) == 1                      # the push went out before the CANCEL
-    call_id = _cdr(svc)[-1]["call_id"]
-    assert _cdr(svc)[-1]["status"] == 487
+    call_id = recent_cdrs(svc)[-1]["call_id"]
+    assert recent_cdrs(svc)[-1]["status"] == 487
 
     new_port = free_port()                              # now the phone wakes up
     phone = start_sipp(_sipp(svc, "phone_missed.xml", new_port)[1:])
@@ -216,7 +204,7 @@ def test_two_devices_awake_one_rings_sleeping_one_answers(start_service, apns) -
         if "phone" in woken:
             stop_process(woken["phone"])
     assert sorted(r.token for r in fake.requests) == sorted([TOKEN, "awake0device0token"])
-    assert _cdr(svc)[-1]["status"] == 200
+    assert recent_cdrs(svc)[-1]["status"] == 200
 
 
 @pytest_twisted.inlineCallbacks
@@ -230,5 +218,5 @@ def test_nobody_registers_in_time_gives_480(start_service, apns) -> None:
     assert caller.returncode == 0, caller.stdout[-3000:] + svc.log()[-3000:]
     assert 1.5 < time.monotonic() - started < 10
     assert len(fake.requests) == 1
-    cdr = _cdr(svc)[-1]
+    cdr = recent_cdrs(svc)[-1]
     assert cdr["status"] == 480 and cdr["push_outcome"].startswith("delivered")

@@ -112,11 +112,13 @@ _PARAM_RE = re.compile(
     r'[\s,]*([^\s=,"]+)\s*=\s*(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^\s,"]*))', re.S)
 _SEPARATORS_RE = re.compile(r"[\s,]*")
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
-# The usual, unambiguous form in one pass: separators between parameters and
-# no "=" in unquoted values (anything else takes the step-by-step path below).
+# The usual, unambiguous form in one pass: separators between parameters, and
+# unquoted values that are not empty and hold no "=" (so the whole-value check
+# and the extraction cannot split the text differently); anything else takes
+# the step-by-step path below.
 _QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'   # unrolled: no per-character alternation
-_PARAM_PAIR_RE = re.compile(r'([^\s=,"]+)\s*=\s*(?:%s|([^\s,"=]*))' % _QUOTED, re.S)
-_PARAM_SHAPE = r'[^\s=,"]+\s*=\s*(?:%s|[^\s,"=]*)' % _QUOTED.replace("(", "(?:", 1)
+_PARAM_PAIR_RE = re.compile(r'([^\s=,"]+)\s*=\s*(?:%s|([^\s,"=]+))' % _QUOTED, re.S)
+_PARAM_SHAPE = r'[^\s=,"]+\s*=\s*(?:%s|[^\s,"=]+)' % _QUOTED.replace("(", "(?:", 1)
 _PARAMS_FULL_RE = re.compile(
     r"[\s,]*(?:%s(?:[\s,]+%s)*)?[\s,]*\Z" % (_PARAM_SHAPE, _PARAM_SHAPE), re.S)
 
