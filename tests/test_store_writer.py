@@ -125,11 +125,8 @@ def test_same_identity_rules_as_the_store(store: Store) -> None:
     clock = Clock()
     writer, _ = writer_for(store, clock)
     first = results(writer.upsert(with_token(make("sip:1111@192.168.1.101:14501"))))
-    change = results(
-        writer.upsert_change(
-            with_token(make("sip:1111@192.168.1.101:14999", updated_at=NOW + 90))
-        )
-    )
+    change = [writer.upsert_now(
+        with_token(make("sip:1111@192.168.1.101:14999", updated_at=NOW + 90)))]
     refresh = results(writer.upsert(make("sip:1111@192.168.1.101:14999", updated_at=NOW + 95)))
     clock.advance(0.01)
     stale, _ = first[0]
@@ -210,10 +207,10 @@ def test_remove_by_id_and_flush_now(store: Store) -> None:
     done = results(writer.flush())
     assert done == [None] and added and sql.commits == 1
     binding_id = added[0][0].id
-    removed = results(writer.remove_by_id(binding_id))
-    missing = results(writer.remove_by_id(binding_id))
+    removed = writer.remove_by_id_now(binding_id)
+    missing = writer.remove_by_id_now(binding_id)
     writer.flush()
-    assert removed == [True] and missing == [False]
+    assert removed and not missing
     assert store.bindings.list_all() == []
     assert not clock.getDelayedCalls()
 

@@ -86,8 +86,9 @@ class Registrar:
                  events: BindingEvents, clock: IReactorTime, domain: str,
                  min_expires: int = 60, max_expires: int = 86400,
                  default_expires: int = 3600) -> None:
-        """``bindings`` is a ``BindingStore`` (writes return at once) or a
-        ``BindingWriter`` (writes return Deferreds that fire when durable)."""
+        """``bindings`` is a ``BindingStore`` (every write durable when it returns)
+        or a ``BindingWriter`` (writes applied at once, ``durable()`` fires after
+        the batched commit)."""
         self.users = users
         self.bindings = bindings
         self.auth = auth

@@ -47,14 +47,10 @@ class LocationService(Protocol):
     def upsert(
         self, binding: Binding, keep_push: bool = True
     ) -> Deferred[tuple[Binding, bool]]: ...
-    def upsert_change(
-        self, binding: Binding, keep_push: bool = True
-    ) -> Deferred[BindingChange]: ...
     def upsert_now(self, binding: Binding, keep_push: bool = True) -> BindingChange: ...
     def remove_by_id_now(self, binding_id: int) -> bool: ...
     def durable(self) -> Deferred[None] | None: ...
     def remove(self, aor: str, contact: str) -> Deferred[bool]: ...
-    def remove_by_id(self, binding_id: int) -> Deferred[bool]: ...
     def remove_all(self, aor: str) -> Deferred[int]: ...
     def remove_push_token(self, token: str) -> Deferred[int]: ...
     def purge_expired(self, now: float) -> Deferred[int]: ...
@@ -116,9 +112,6 @@ class BindingWriter:
         change = self._apply_upsert(binding, keep_push)
         return self._wait((change.binding, change.is_new))
 
-    def upsert_change(self, binding: Binding, keep_push: bool = True) -> Deferred[BindingChange]:
-        return self._wait(self._apply_upsert(binding, keep_push))
-
     # -- writes applied now, durable later (the registrar publishes its binding
     #    events at once, so a waiting call forks without waiting for the disk,
     #    and answers the REGISTER only after ``durable()``) ----------------------
@@ -147,12 +140,6 @@ class BindingWriter:
         for binding in doomed:
             self._delete(binding)
         return self._wait(bool(doomed))
-
-    def remove_by_id(self, binding_id: int) -> Deferred[bool]:
-        binding = self._by_id.get(binding_id)
-        if binding is not None:
-            self._delete(binding)
-        return self._wait(binding is not None)
 
     def remove_all(self, aor: str) -> Deferred[int]:
         doomed = list(self._by_aor.get(normalise_aor(aor), {}).values())
