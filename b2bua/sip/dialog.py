@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from b2bua.sip.errors import SipError
-from b2bua.sip.headers import NameAddr
+from b2bua.sip.headers import NameAddr, tag_param
 from b2bua.sip.message import Headers, Message, Request, Response
 from b2bua.sip.uri import SipUri, Uri
 
@@ -336,31 +336,6 @@ class DialogSet:
             raise DialogDoesNotExist()
         dialog.request_received(request)
         return dialog
-
-
-def tag_param(value: str) -> str | None:
-    """The ``tag`` of a From/To value, reading only what follows the URI.
-
-    For values already known to be valid (our own, or parsed once before):
-    ``NameAddr.parse`` gives the same answer after parsing the whole URI.
-    Anything unusual (quotes, a stray bracket) goes through it anyway.
-    """
-    lt = value.find("<")
-    gt = value.find(">", lt) if lt >= 0 else -1
-    tail = value[gt + 1:] if gt >= 0 else value
-    if value.lstrip().startswith('"') or (lt >= 0 and gt < 0) or any(c in tail for c in '"<>'):
-        return NameAddr.parse(value).tag
-    semi = tail.find(";")
-    if semi < 0:
-        return None
-    if gt >= 0 and tail[:semi].strip():
-        return NameAddr.parse(value).tag   # text between ">" and ";": the parser's call
-    tag = None
-    for item in tail[semi + 1:].split(";"):
-        name, eq, text = item.partition("=")
-        if name.strip().lower() == "tag":
-            tag = text.strip() if eq else None
-    return tag
 
 
 def _loose(route: NameAddr) -> bool:

@@ -15,7 +15,7 @@ from b2bua.sip.uri import Uri, parse_uri
 __all__ = [
     "COMPACT_FORMS", "LIST_HEADERS", "SINGLE_HEADERS", "canonical_name", "header_key",
     "split_header_values", "parse_params", "format_params", "quote", "unquote",
-    "NameAddr", "Via", "CSeq",
+    "NameAddr", "Via", "CSeq", "tag_param",
 ]
 
 # RFC 3261 7.3.3 plus the compact forms later RFCs registered.
@@ -395,6 +395,31 @@ class Via:
         return str(self) == str(other)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def tag_param(value: str) -> str | None:
+    """The ``tag`` of a From/To value, reading only what follows the URI.
+
+    For values already known to be valid (our own, or parsed once before):
+    ``NameAddr.parse`` gives the same answer after parsing the whole URI.
+    Anything unusual (quotes, a stray bracket) goes through it anyway.
+    """
+    lt = value.find("<")
+    gt = value.find(">", lt) if lt >= 0 else -1
+    tail = value[gt + 1:] if gt >= 0 else value
+    if value.lstrip().startswith('"') or (lt >= 0 and gt < 0) or any(c in tail for c in '"<>'):
+        return NameAddr.parse(value).tag
+    semi = tail.find(";")
+    if semi < 0:
+        return None
+    if gt >= 0 and tail[:semi].strip():
+        return NameAddr.parse(value).tag   # text between ">" and ";": the parser's call
+    tag = None
+    for item in tail[semi + 1:].split(";"):
+        name, eq, text = item.partition("=")
+        if name.strip().lower() == "tag":
+            tag = text.strip() if eq else None
+    return tag
 
 
 _MAX_CSEQ = 2**31 - 1

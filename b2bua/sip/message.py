@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator
 from b2bua.sip.errors import ParseError, SipError, UnsupportedUriScheme, VersionNotSupported
 from b2bua.sip.headers import (
     _CANONICAL, _KEYS, LIST_HEADERS, SINGLE_HEADERS, CSeq, NameAddr, Via, split_header_values,
+    tag_param,
 )
 from b2bua.sip.uri import AbsoluteUri, Uri, parse_uri
 
@@ -707,10 +708,8 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
 
 
 def _has_tag(to_value: str) -> bool:
-    if "tag" not in to_value.lower():
-        return False   # the usual case (a new request): no need to parse
     try:
-        return NameAddr.parse(to_value).tag is not None
+        return tag_param(to_value) is not None
     except ParseError:
         return ";tag=" in to_value.replace(" ", "").lower()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from b2bua.sip.actions import Address, Source
-from b2bua.sip.dialog import tag_param
+from b2bua.sip.headers import tag_param
 from b2bua.sip.message import generate_tag, make_response
 from b2bua.sip.transaction import Transaction, TransactionOwner, TxInput, TxState
 
