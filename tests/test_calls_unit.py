@@ -949,9 +949,11 @@ def test_an_ended_call_is_freed_without_the_cyclic_gc() -> None:
     """Nothing a call owns points back at it strongly (no per-call reference cycles)."""
     import gc
     import weakref
+    from b2bua.calls.wakeup import WakeUp
     w = World()
     a_tx = w.invite()
     call = w.answer(a_tx)
+    call.wakeup = WakeUp(call, "2000", "sip:2000@203.0.113.1")   # a pushed call's wake-up
     w.in_dialog(call, "a", "BYE", cseq=2)
     assert call.finished
     ref = weakref.ref(call)

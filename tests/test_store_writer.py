@@ -78,12 +78,13 @@ def test_applied_now_and_durable_later(store: Store) -> None:
     assert other.id is not None and writer.remove_by_id_now(other.id)
     assert not writer.remove_by_id_now(other.id)
     assert [b.contact for b in writer.list_for_aor(AOR, NOW)] == [make().contact]
+    assert writer.pending == 2   # one row to write, one to delete
     durable = writer.durable()
     assert durable is not None
     fired = results(durable)
     assert fired == [] and store.bindings.list_all() == []
     clock.advance(0.010)
-    assert fired == [None] and sql.commits == 1
+    assert fired == [None] and sql.commits == 1 and writer.pending == 0
     assert store.bindings.list_all() == [change.binding]
     assert writer.durable() is None
 

@@ -237,6 +237,9 @@ class CallTable:
         self.completed[status] = self.completed.get(status, 0) + 1
         self._write_cdr(call)
         self._forget(call)
+        wake = call.wakeup
+        if wake is not None and not wake.keeps_call_alive_after_end:
+            call.wakeup = None   # break call <-> wake-up: freed without the cyclic GC
 
     def _forget(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)

@@ -151,7 +151,8 @@ class WakeUp:
         self.log.info("call {call_id}: wake-up wait over", call_id=self.call.call_id)
         cancelled = self.cancelled
         self.stop()
-        if cancelled:
+        if cancelled:   # the call ended (and wrote its CDR) when the caller gave up
+            self.call.wakeup = None   # break call <-> wake-up, as CallTable does
             return
         call = self.call
         call.abandon_silent_branches()

@@ -130,9 +130,8 @@ class ServerInviteTransaction(ServerTransaction):
 
     def _another_success(self, message: Message | None) -> None:
         """The TU sent a 2xx again (or for another dialog): pass it on."""
-        self.last_response = message  # type: ignore[assignment]
         self._respond(message)
-        self._linger()
+        self.last_response = message.slimmed()  # type: ignore[union-attr]  # request: slim already
 
     def _failure(self, message: Message | None) -> None:
         self._stop_retransmit()

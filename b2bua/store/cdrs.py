@@ -15,7 +15,7 @@ the wake-up delay.  Anything else a call wants to keep goes in ``extra``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -77,10 +77,6 @@ class CdrStore:
         cursor = self._db.execute(self._insert_sql, _row(cdr))
         assert cursor.lastrowid is not None  # an INSERT always sets it
         return cursor.lastrowid
-
-    def write_many(self, cdrs: Iterable[Cdr]) -> None:
-        """Insert records in order, in one transaction (all or none)."""
-        self.write_rows([_row(cdr) for cdr in cdrs])
 
     def write_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert rows already encoded by ``_row``, in one transaction."""

@@ -102,8 +102,8 @@ class BindingWriter:
 
     @property
     def pending(self) -> int:
-        """Writes accepted but not yet committed."""
-        return len(self._waiters)
+        """Changes applied in memory but not yet committed."""
+        return len(self._dirty)
 
     # -- writes (memory now, durable at the next flush) ---------------------
 
