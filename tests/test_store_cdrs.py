@@ -145,7 +145,7 @@ def test_writer_keeps_a_failed_batch_and_retries_it_first(store: Store,
     writer.write(woken_call("b"))
     assert writer.flush() is False and writer.pending == 2
     broken["on"] = False
-    clock.advance(0.25)
+    clock.advance(1.0)                                    # two failures: retried 1 s later
     assert _ids(store) == ["a", "b"] and writer.pending == 0
 
 
@@ -182,3 +182,35 @@ def test_service_stop_flushes_pending_cdrs(store: Store) -> None:
     writer.write(woken_call("last"))
     housekeeping.stopService()
     assert _ids(store) == ["last"] and clock.getDelayedCalls() == []
+
+
+def test_writer_backs_off_while_the_database_keeps_failing(store: Store,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    writer = CdrWriter(store.cdrs, clock, flush_delay=0.25, max_batch=2, max_retry_delay=1.0)
+    writer.log = Logger(observer=lambda event: None)  # type: ignore[misc]
+    attempts: list[float] = []
+    real = store.cdrs.write_rows
+    broken = {"on": True}
+
+    def write_rows(rows: list[Any]) -> None:
+        attempts.append(clock.seconds())
+        if broken["on"]:
+            raise sqlite3.OperationalError("database is locked")
+        real(rows)
+
+    monkeypatch.setattr(store.cdrs, "write_rows", write_rows)
+    writer.write(woken_call("a"))
+    clock.advance(0.25)
+    for name in "bcd":          # a full queue: no write at each call's end while failing
+        writer.write(woken_call(name))
+    assert attempts == [0.25] and writer.pending == 4
+    for _ in range(6):
+        clock.advance(0.25)
+    assert attempts == [0.25, 0.75, 1.75]   # 0.5, then 1.0 (the cap), doubling
+    broken["on"] = False
+    clock.advance(1.0)
+    assert _ids(store) == ["a", "b", "c", "d"] and writer.pending == 0
+    writer.write(woken_call("e"))
+    clock.advance(0.25)                     # healthy again: the normal delay
+    assert _ids(store)[-1] == "e"

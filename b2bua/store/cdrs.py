@@ -100,17 +100,22 @@ class CdrWriter:
     SQLite.  A batch that fails to commit stays queued
     (in order, ahead of newer records) and is retried at the next flush, so a
     record accepted here is only lost if the process dies before it is
-    flushed; ``flush()`` at shutdown writes whatever is left.
+    flushed; ``flush()`` at shutdown writes whatever is left.  While the
+    database keeps failing, retries back off (doubling up to
+    ``max_retry_delay``) and a full queue no longer forces a write on the
+    event loop at every call's end.
     """
 
     log = Logger()
 
     def __init__(self, store: CdrStore, clock: IReactorTime, flush_delay: float = 0.25,
-                 max_batch: int = 1000) -> None:
+                 max_batch: int = 1000, max_retry_delay: float = 30.0) -> None:
         self._store = store
         self._clock = clock
         self._flush_delay = flush_delay
         self._max_batch = max_batch
+        self._max_retry_delay = max_retry_delay
+        self._retry_delay: float | None = None   # set while the database keeps failing
         self._queue: list[tuple[Any, ...]] = []   # encoded rows, oldest first
         self._call: IDelayedCall | None = None
 
@@ -122,7 +127,7 @@ class CdrWriter:
     def write(self, cdr: Cdr) -> None:
         """Queue one record (the calls' ``write_cdr``)."""
         self._queue.append(_row(cdr))
-        if len(self._queue) >= self._max_batch:
+        if len(self._queue) >= self._max_batch and self._retry_delay is None:
             self.flush()
         elif self._call is None:
             self._call = self._clock.callLater(self._flush_delay, self._timer_flush)
@@ -141,9 +146,12 @@ class CdrWriter:
         except Exception:
             self.log.failure("writing {count} CDRs failed; retrying later", count=len(batch))
             self._queue[:0] = batch
+            delay = self._retry_delay = min(
+                self._max_retry_delay, (self._retry_delay or self._flush_delay) * 2)
             if self._call is None:
-                self._call = self._clock.callLater(self._flush_delay, self._timer_flush)
+                self._call = self._clock.callLater(delay, self._timer_flush)
             return False
+        self._retry_delay = None
         return True
 
     def _timer_flush(self) -> None:
