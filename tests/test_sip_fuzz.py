@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from b2bua.sip.errors import SipError
 from b2bua.sip.framing import StreamFramer
 from b2bua.sip.headers import NameAddr, Via
-from b2bua.sip.message import Message, Request, make_response, parse_message
+from b2bua.sip.message import (
+    Message, Request, _split_any, _split_crlf, make_response, parse_message,
+)
 from b2bua.sip.uri import parse_uri
 
 CORPUS = sorted(Path("/work/shared/conformance").glob("rfc*/*.dat")) or []
@@ -163,6 +165,23 @@ def test_mutated_corpus_raises_only_sip_errors(data: bytes) -> None:
     assert items(again) == items(msg)
     assert again.body == msg.body
     assert again.to_bytes() == out
+
+
+@settings(max_examples=1000, deadline=None)
+@given(mutated())
+def test_crlf_fast_split_reads_headers_as_the_general_split(data: bytes) -> None:
+    """parse_message reads plain CRLF messages without unfolding; whenever it
+    does, the result is what the general reader gives."""
+    data = data.lstrip(b"\r\n")
+    fast = _split_crlf(data)
+    if fast is None:
+        return
+    start, fields, body_start = fast
+    any_start, any_fields, any_body_start = _split_any(data)
+    assert (start, body_start) == (any_start, any_body_start)
+    assert fields.fields == any_fields.fields
+    assert (fields.seen, fields.vias) == (any_fields.seen, any_fields.vias)
+    assert repr(fields.error) == repr(any_fields.error)
 
 
 @settings(max_examples=500, deadline=None)

@@ -113,6 +113,25 @@ def test_folding_and_bare_lf() -> None:
     assert again.headers.items() == msg.headers.items()
 
 
+def test_crlf_messages_with_folding_or_stray_line_ends_take_the_general_path() -> None:
+    base = (b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+            b"From: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: cid\r\nCSeq: 1 OPTIONS\r\n")
+    folded = parse_message(base + b"X-Long: a\r\n b\r\n\tc\r\nContent-Length: 0\r\n\r\n")
+    assert folded.headers.get("X-Long") == "a b c"
+    stray_cr = parse_message(base + b"X-A: 1\r2\r\nContent-Length: 0\r\n\r\n")
+    assert stray_cr.headers.get("X-A") == "1 2"
+    # a bare-LF blank line before the first CRLF CRLF ends the header there
+    early_end = parse_message(base + b"Content-Length: 8\r\n\nX-B: 1\r\n\r\n")
+    assert "X-B" not in early_end.headers and early_end.body == b"X-B: 1\r\n"
+    # a folded start line is read as one line, as before
+    start_folded = parse_message(
+        b"OPTIONS\r\n sip:a@b SIP/2.0\r\n" + base.split(b"\r\n", 1)[1] + b"\r\n")
+    assert isinstance(start_folded, Request) and str(start_folded.uri) == "sip:a@b"
+    # a known (compact) name alone on a line is a bad line, not an empty header
+    with pytest.raises(ParseError, match="Bad header line"):
+        parse_message(base + b"l\r\n\r\n")
+
+
 def test_headers_api() -> None:
     h = Headers([("Via", "SIP/2.0/UDP a"), ("To", "<sip:x@y>"), ("v", "SIP/2.0/UDP b, SIP/2.0/UDP c")])
     assert h.get_all("Via") == ["SIP/2.0/UDP a", "SIP/2.0/UDP b", "SIP/2.0/UDP c"]

@@ -282,9 +282,9 @@ _VIA_RE = re.compile(
     r"([A-Za-z0-9\-.!%*_+`'~]+)\s+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)"
     r"(?:\s*:\s*([0-9]{1,5}))?\s*(?:;(.*))?\Z", re.S)
 
-_VIA_FAST_RE = re.compile(
-    r"SIP/2\.0/([A-Za-z]+) (\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?"
-    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^\s\";,<>]+)?)*)\Z")
+_VIA_FAST_RE = re.compile(   # possessive (++, *+): none of these parts gives anything back
+    r"SIP/2\.0/([A-Za-z]++) (\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]++(?:=[^\s\";,<>]++)?)*+)\Z")
 
 
 class Via:
@@ -313,7 +313,10 @@ class Via:
                     params[name.lower()] = value if eq else None
             port_n = int(port) if port else None
             if port_n is None or port_n <= 65535:
-                return cls(transport.upper(), host, port_n, params)
+                via = cls.__new__(cls)   # every top Via of every message: skip __init__
+                via.protocol, via.transport, via.host = "SIP/2.0", transport.upper(), host
+                via.port, via.params = port_n, params
+                return via
         m = _VIA_RE.match(text)
         if m is None:
             raise ParseError("Bad Via")
@@ -433,6 +436,11 @@ class CSeq(NamedTuple):
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
+        number, _, method = text.partition(" ")
+        if method in _METHODS and number.isdigit() and number.isascii() and len(number) <= 10:
+            n = int(number)   # the usual "314159 INVITE"
+            if n <= _MAX_CSEQ:
+                return tuple.__new__(cls, (n, method))
         parts = text.split()
         if len(parts) != 2:
             raise ParseError("Bad CSeq")

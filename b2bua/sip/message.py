@@ -462,39 +462,50 @@ _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _STATUS_RE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?\Z", re.S)
 
 
-class _Fields:
-    """Header lines of one message, plus what validation needs from them."""
+#: exact header name -> (key, canonical name, single-value?, Via?) for the parse loop
+_PARSE_INFO: dict[str, tuple[str, str, bool, bool]] = {
+    name: (key, canonical, key in SINGLE_HEADERS, key == "via")
+    for name, (key, canonical) in _EXACT_NAME_INFO.items()}
 
-    __slots__ = ("fields", "seen", "vias", "error")
+
+class _Fields:
+    """Header lines of one message, plus what validation needs from them.
+
+    ``folded`` is set when a line starts with white space: the lines were
+    split without unfolding first, and the caller must unfold and start over.
+    """
+
+    __slots__ = ("fields", "seen", "vias", "error", "folded")
 
     def __init__(self, lines: list[str]) -> None:
         self.fields: list[tuple[str, str, str]] = []
         self.seen: dict[str, str] = {}     # single-value headers, first value
         self.vias: list[str] = []          # raw Via lines
         self.error: ParseError | None = None
-        fields, seen, vias = self.fields, self.seen, self.vias
-        append = fields.append
-        get = _EXACT_NAME_INFO.get
-        single = SINGLE_HEADERS
+        self.folded = False
+        seen, vias = self.seen, self.vias
+        append = self.fields.append
+        get = _PARSE_INFO.get
         for line in lines[1:]:
             name, colon, value = line.partition(":")
             info = get(name)
-            if info is None:
+            if info is None or not colon:
                 info = self._odd_line(name, colon)
                 if info is None:
                     continue
-            key = info[0]
             value = value.strip(" \t\r")
-            append((key, info[1], value))
-            if key in single:
-                first = seen.setdefault(key, value)
+            append((info[0], info[1], value))
+            if info[2]:
+                first = seen.setdefault(info[0], value)
                 if first is not value and first != value and self.error is None:
                     self.error = ParseError("Conflicting %s headers" % info[1])
-            elif key == "via":
+            elif info[3]:
                 vias.append(value)
 
-    def _odd_line(self, name: str, colon: str) -> tuple[str, str] | None:
-        """Unknown header names, name-colon whitespace, garbage lines."""
+    def _odd_line(self, name: str, colon: str) -> tuple[str, str, bool, bool] | None:
+        """Unknown header names, name-colon whitespace, folded or garbage lines."""
+        if name[:1] in (" ", "\t"):
+            self.folded = True   # (after unfolding, only a bare CR read as a space)
         if not colon:
             if name.strip() and self.error is None:
                 self.error = ParseError("Bad header line")
@@ -504,24 +515,32 @@ class _Fields:
             if self.error is None:
                 self.error = ParseError("Bad header name")
             return None
-        return _name_info(name)
+        key, canonical = _name_info(name)
+        return key, canonical, key in SINGLE_HEADERS, key == "via"
 
 
 _BARE_CR_RE = re.compile(r"\r(?!\n)")
 
 
-def parse_message(data: bytes) -> Request | Response:
-    """Parse one datagram (or one framed stream message) into a message.
+def _split_crlf(data: bytes) -> tuple[str, _Fields, int] | None:
+    """(start line, header fields, body offset) of the usual message: CRLF
+    line ends only, nothing folded. None for anything else: then
+    :func:`_split_any` reads it."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = data[:end].decode("utf-8", "surrogateescape")
+    lines = head.split("\r\n")
+    breaks = len(lines) - 1
+    if head.count("\n") != breaks or head.count("\r") != breaks:
+        return None   # a bare LF or CR somewhere
+    fields = _Fields(lines)
+    return None if fields.folded else (lines[0], fields, end + 4)
 
-    Raises a :class:`ParseError` subclass carrying the status to answer,
-    ``routable`` (False when no top Via could be parsed) and ``message``
-    (a best-effort message to build the error response from, or None).
-    Octets after Content-Length are ignored; without Content-Length the
-    body is the rest of the datagram (RFC 3261 18.3). Bare LF line ends
-    and folded lines are accepted.
-    """
-    if data[:1] in (b"\r", b"\n"):
-        data = data.lstrip(b"\r\n")
+
+def _split_any(data: bytes) -> tuple[str, _Fields, int]:
+    """The same for any message: bare LF line ends, folded lines, stray CRs
+    (read as spaces), no blank line at all."""
     end = data.find(b"\r\n\r\n")
     lf = data.find(b"\n\n", 0, end if end >= 0 else len(data))
     if lf >= 0:
@@ -539,8 +558,22 @@ def parse_message(data: bytes) -> Request | Response:
         # read it as white space rather than let it reach a header value we echo.
         head = _BARE_CR_RE.sub(" ", head)
     lines = head.split("\n")
-    start = lines[0].rstrip("\r")
-    fields = _Fields(lines)
+    return lines[0].rstrip("\r"), _Fields(lines), body_start
+
+
+def parse_message(data: bytes) -> Request | Response:
+    """Parse one datagram (or one framed stream message) into a message.
+
+    Raises a :class:`ParseError` subclass carrying the status to answer,
+    ``routable`` (False when no top Via could be parsed) and ``message``
+    (a best-effort message to build the error response from, or None).
+    Octets after Content-Length are ignored; without Content-Length the
+    body is the rest of the datagram (RFC 3261 18.3). Bare LF line ends
+    and folded lines are accepted.
+    """
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")
+    start, fields, body_start = _split_crlf(data) or _split_any(data)
     headers = Headers._from_fields(fields.fields)
     body = data[body_start:]
     if start.startswith("SIP/"):
@@ -557,9 +590,11 @@ def _fail(error: ParseError, message: Message | None, routable: bool) -> ParseEr
 def _check_common(message: Message, fields: _Fields) -> ParseError | None:
     """Checks shared by requests and responses; trims the body."""
     seen = fields.seen
-    for name in ("call-id", "from", "to", "cseq"):
-        if not seen.get(name):
-            return ParseError("Missing " + _CANONICAL[name])
+    call_id, cseq = seen.get("call-id"), seen.get("cseq")
+    if not (call_id and cseq and seen.get("from") and seen.get("to")):
+        for name in ("call-id", "from", "to", "cseq"):
+            if not seen.get(name):
+                return ParseError("Missing " + _CANONICAL[name])
     if not fields.vias:
         return ParseError("Missing Via")
     length = seen.get("content-length")
@@ -567,13 +602,14 @@ def _check_common(message: Message, fields: _Fields) -> ParseError | None:
         if not length.isdigit() or not length.isascii():
             return ParseError("Bad Content-Length")
         n = int(length)
-        if n > len(message.body):
-            return ParseError("Content-Length larger than body")
-        message.body = message.body[:n]
+        if n != len(message.body):
+            if n > len(message.body):
+                return ParseError("Content-Length larger than body")
+            message.body = message.body[:n]
     cache = message.headers._cache
-    cache["call-id"] = seen["call-id"]
+    cache["call-id"] = call_id
     try:
-        cache["cseq"] = CSeq.parse(seen["cseq"])
+        cache["cseq"] = CSeq.parse(cseq)
     except ParseError:
         return ParseError("Bad CSeq")
     max_forwards = seen.get("max-forwards")

@@ -21,9 +21,9 @@ _BAD_CHARS_RE = re.compile(r'[\x00-\x20<>"\x7f]')
 _HOST_RE = re.compile(r"[A-Za-z0-9\-._]+\Z|\[[0-9A-Fa-f:.]+\]\Z")
 _PCHAR = r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]"
 _SIMPLE_RE = re.compile(
-    r"([Ss][Ii][Pp][Ss]?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9\-.]+)"
+    r"([Ss][Ii][Pp][Ss]?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]++)@)?([A-Za-z0-9\-.]++)"
     r"(?::([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
-    r"((?:;%s+(?:=%s+)?)*)\Z" % (_PCHAR, _PCHAR))
+    r"((?:;%s++(?:=%s++)?)*+)\Z" % (_PCHAR, _PCHAR))   # possessive: no backtracking
 
 # Characters left unescaped when serialising a changed URI (RFC 3261 25.1).
 _MARK = "-_.!~*'()"
@@ -123,8 +123,11 @@ class SipUri:
                 for item in param_text[1:].split(";"):
                     name, eq, value = item.partition("=")
                     params[name.lower()] = value if eq else None
-            return cls(scheme.lower(), user, None, host, int(port) if port else None,
-                       params, {}, _raw=text)
+            uri = cls.__new__(cls)   # every Request-URI, To, From, Contact: skip __init__
+            uri.scheme, uri.user, uri.password, uri.host = scheme.lower(), user, None, host
+            uri.port, uri.params, uri.headers, uri._raw = (
+                int(port) if port else None), params, {}, text
+            return uri
         return cls._parse_general(text)
 
     @classmethod
@@ -340,6 +343,8 @@ Uri = SipUri | TelUri | AbsoluteUri
 
 def parse_uri(text: str) -> Uri:
     """Parse any URI: sip/sips/tel are typed, other schemes kept verbatim."""
+    if text.startswith("sip:"):
+        return SipUri.parse(text)
     colon = text.find(":")
     scheme = text[:colon].lower() if colon > 0 else ""
     if scheme == "sip" or scheme == "sips":
