@@ -164,7 +164,10 @@ class SipCore:
         counts[response.status] = counts.get(response.status, 0) + 1
         if "Server" not in response.headers:
             response.headers.add("Server", self.server_header)
-        self.layer.send_response(tx, response)
+        if response.status == 401:   # challenges: stateless (RFC 3261 §8.2.7)
+            self.layer.send_stateless_response(tx, response)
+        else:
+            self.layer.send_response(tx, response)
 
     def _registrar_failed(self, failure: Any, tx: Any) -> None:
         if failure.check(SipError):

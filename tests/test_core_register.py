@@ -36,6 +36,8 @@ class Registrar:
             waiting: Deferred[Response] = Deferred()
             self.pending.append((waiting, request))
             return waiting
+        if self.mode == "challenge":
+            return make_response(request, 401, to_tag="t")
         return make_response(request, 200, to_tag="t")
 
 
@@ -82,3 +84,16 @@ def test_a_failing_registrar_gets_500_and_the_next_register_still_works(world: A
     registrar.mode = "now"
     send(core, 3)
     assert [r.status for r in wire] == [500, 500, 200]
+
+
+def test_a_challenge_is_sent_statelessly_and_a_retransmission_answered_again(world: Any) -> None:
+    """RFC 3261 §8.2.7: the 401 leaves no transaction (no Timer J) behind."""
+    core, registrar, wire = world
+    registrar.mode = "challenge"
+    send(core, 1)
+    assert core.layer.servers == {}
+    send(core, 1)
+    assert [r.status for r in wire] == [401, 401]
+    registrar.mode = "now"
+    send(core, 2)
+    assert len(core.layer.servers) == 1   # a 200 keeps its transaction for retransmissions

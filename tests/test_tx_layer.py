@@ -254,3 +254,34 @@ def test_rfc2543_cancel_matches_its_invite() -> None:
     h.receive(request_bytes("CANCEL", branch=""))
     assert h.tu.kinds() == ["request", "cancel"]
     assert parse_response(h.wire.last).status == 200
+
+
+def test_stateless_final_keeps_no_transaction_and_answers_retransmissions_afresh() -> None:
+    """RFC 3261 §8.2.7: a challenge leaves nothing behind (no Completed state,
+    no Timer J); a retransmitted request reaches the TU again."""
+    h = Harness()
+    register = request_bytes("REGISTER")
+    h.receive(register)
+    tx = h.tu.events[0][1]
+    h.layer.send_stateless_response(tx, make_response(tx.request, 401, to_tag="t1"))
+    assert parse_response(h.wire.last).status == 401
+    assert tx.state is TxState.TERMINATED
+    assert h.layer.servers == {} and h.clock.getDelayedCalls() == []
+    h.receive(register)
+    assert h.tu.kinds() == ["request", "request"]
+    assert h.tu.events[1][1] is not tx
+
+
+def test_stateless_send_falls_back_to_stateful_where_it_must() -> None:
+    """An INVITE (its 3xx-6xx needs the ACK absorbed) and a provisional stay stateful."""
+    h = Harness()
+    h.receive(request_bytes("INVITE"))
+    invite_tx = h.tu.events[0][1]
+    h.layer.send_stateless_response(invite_tx, make_response(invite_tx.request, 401, to_tag="t"))
+    assert invite_tx.state is TxState.COMPLETED and len(h.layer.servers) == 1
+    h.receive(request_bytes("OPTIONS", cseq=2))
+    options_tx = h.tu.events[1][1]
+    h.layer.send_stateless_response(options_tx, make_response(options_tx.request, 100))
+    assert options_tx.state is TxState.PROCEEDING
+    h.layer.send_stateless_response(options_tx, make_response(options_tx.request, 401, to_tag="t"))
+    assert options_tx.state is TxState.COMPLETED

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from twisted.logger import Logger
 
@@ -60,8 +60,7 @@ class RegisterRejected(SipError):
         self.extra = tuple(extra)
 
 
-@dataclass(frozen=True)
-class ContactRequest:
+class ContactRequest(NamedTuple):
     """One Contact of a REGISTER, read and checked."""
 
     uri: str
@@ -74,8 +73,7 @@ class ContactRequest:
     pnsreg: bool  # the Contact carried the +sip.pnsreg feature tag
 
 
-@dataclass(frozen=True)
-class RegisterRequest:
+class RegisterRequest(NamedTuple):
     """The binding changes a REGISTER asks for."""
 
     contacts: tuple[ContactRequest, ...]

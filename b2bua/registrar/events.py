@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from twisted.logger import Logger
 
@@ -33,8 +33,7 @@ class BindingEventKind(enum.Enum):
     """A de-registration (``Expires: 0`` or ``Contact: *``)."""
 
 
-@dataclass(frozen=True)
-class BindingEvent:
+class BindingEvent(NamedTuple):
     """One change of one binding of ``aor`` (normalised, ``sip:user@domain``)."""
 
     kind: BindingEventKind

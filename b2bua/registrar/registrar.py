@@ -22,10 +22,10 @@ phone that is really there).
 from __future__ import annotations
 
 import email.utils
+import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -50,7 +50,9 @@ from b2bua.registrar.push_token import UnsupportedPushProvider, short_token
 from b2bua.sip.addressing import Source
 from b2bua.sip.digest import AuthStatus, DigestAuthenticator, FailureThrottle
 from b2bua.sip.errors import SipError
-from b2bua.sip.message import Request, Response, generate_tag, make_response
+from b2bua.sip.message import (
+    Request, Response, generate_tag, make_response, stateless_tag,
+)
 from b2bua.sip.uri import SipUri
 from b2bua.store.bindings import (
     Binding,
@@ -63,11 +65,13 @@ from b2bua.store.writer import LocationService
 
 __all__ = ["Registrar", "RegisterRejected"]
 
+#: every field at its default, to build incoming bindings from
+_NO_BINDING = Binding(aor="", contact="", expires_at=0.0, updated_at=0.0)
+
 _PUSH_FIELDS = ("push_provider", "push_package", "push_topic", "push_token", "push_source")
 
 
-@dataclass(frozen=True)
-class _Outcome:
+class _Outcome(NamedTuple):
     """What one Contact did to the bindings."""
 
     kind: BindingEventKind
@@ -92,6 +96,7 @@ class Registrar:
         self.users = users
         self.bindings = bindings
         self.auth = auth
+        self._tag_key = os.urandom(16)   # for the To tags of stateless challenges
         self.throttle = throttle
         self.events = events
         self.clock = clock
@@ -238,15 +243,19 @@ class Registrar:
         return None
 
     def _challenge(self, request: Request, stale: bool) -> Response:
+        """The 401.  Challenges are sent statelessly (RFC 3261 §8.2.7: a flood
+        of unauthenticated REGISTERs leaves no transaction behind), so the To
+        tag is derived from the request: a retransmission gets the same one."""
         extra = [("WWW-Authenticate", value) for value in self.auth.challenges(stale)]
-        return self._reply(request, 401, "Unauthorized", extra)
+        return make_response(request, 401, "Unauthorized",
+                             to_tag=stateless_tag(request, self._tag_key), extra=extra)
 
     # -- step 7: what each Contact touches; Call-ID/CSeq ordering ----------------------
 
     def _incoming(self, request: Request, source: Source, aor: str, user: str,
                   contact: ContactRequest, now: float) -> Binding:
         push = contact.push
-        return Binding(
+        return _NO_BINDING.evolve(   # as Binding(...), without its 24 frozen setattrs
             aor=aor, contact=contact.uri, expires_at=now + contact.expires, updated_at=now,
             user=user, q=contact.q, call_id=request.call_id, cseq=request.cseq.number,
             source_transport=source.transport.upper(), source_host=source.address[0],
@@ -364,8 +373,7 @@ class Registrar:
         return make_response(request, status, reason, to_tag=generate_tag(), extra=extra)
 
 
-@dataclass(frozen=True)
-class _Target:
+class _Target(NamedTuple):
     """The live bindings one Contact touches: the device's binding it replaces
     (the store's identity rule) and others it removes (same contact URI, or
     everything an ``expires=0``/``*`` names)."""

@@ -9,6 +9,7 @@ and cached until the headers change.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from typing import Any, Iterable, Iterator
@@ -23,6 +24,7 @@ from b2bua.sip.uri import AbsoluteUri, Uri, parse_uri
 __all__ = [
     "Address", "Headers", "Message", "Request", "Response", "parse_message", "make_response",
     "generate_branch", "generate_tag", "generate_call_id", "error_response", "REASON_PHRASES",
+    "stateless_tag",
 ]
 
 Address = tuple[str, int]
@@ -757,6 +759,18 @@ def generate_branch() -> str:
 
 def generate_tag() -> str:
     return secrets.token_hex(6)
+
+
+def stateless_tag(request: Request, key: bytes) -> str:
+    """The To tag of a response sent statelessly (RFC 3261 §8.2.7, §19.3):
+    the same for every retransmission of ``request`` (read from the header
+    text that identifies it), unpredictable without ``key``."""
+    headers = request.headers
+    top_via = request.top_via
+    data = "\n".join((request.call_id, headers.get("From") or "", top_via.branch or "",
+                      top_via.sent_by, headers.get("CSeq") or ""))
+    return hashlib.blake2s(data.encode("utf-8", "surrogateescape"), key=key,
+                           digest_size=6).hexdigest()
 
 
 def generate_call_id(host: str | None = None) -> str:

@@ -215,8 +215,16 @@ class ServerNonInviteTransaction(ServerTransaction):
         self._respond(message)
         self._linger()
 
+    def _final_stateless(self, message: Message | None) -> None:
+        """RFC 3261 §8.2.7: answer once and keep nothing (no Completed state,
+        no Timer J); a retransmission of the request is answered afresh."""
+        self.last_response = message  # type: ignore[assignment]
+        self._respond(message)
+        self._terminate()
+
     _transitions = {
         (S.TRYING, I.REQUEST): (S.TRYING, Transaction._absorb),
+        (S.TRYING, I.TU_STATELESS): (S.TERMINATED, _final_stateless),
         (S.TRYING, I.TU_PROVISIONAL): (S.PROCEEDING, _provisional),
         (S.TRYING, I.TU_SUCCESS): (S.COMPLETED, _final),
         (S.TRYING, I.TU_FAILURE): (S.COMPLETED, _final),

@@ -78,6 +78,7 @@ class TxInput(enum.Enum):
     TU_PROVISIONAL = "TU sends 1xx"
     TU_SUCCESS = "TU sends 2xx"
     TU_FAILURE = "TU sends 300-699"
+    TU_STATELESS = "TU sends a final and forgets the request (8.2.7)"
     TRANSPORT_ERROR = "transport error"
     TIMER_A = "Timer A"
     TIMER_B = "Timer B"

@@ -167,6 +167,19 @@ class TransactionLayer:
         """Send a response within ``tx``; a response the state forbids is ignored."""
         tx.handle(response_input(response.status, tu=True), response)
 
+    def send_stateless_response(self, tx: ServerTransaction, response: Response) -> None:
+        """Send a final response to a non-INVITE request as a stateless UAS
+        (RFC 3261 §8.2.7) and forget ``tx`` at once: for challenges, so a flood
+        of unauthenticated requests leaves no transaction state behind.  The
+        response's To tag must be the same for a retransmitted request.
+        Anything else (an INVITE, a provisional, a tx past Trying) is sent
+        statefully."""
+        if (response.status >= 200 and isinstance(tx, ServerNonInviteTransaction)
+                and tx.state is TxState.TRYING):
+            tx.handle(TxInput.TU_STATELESS, response)
+        else:
+            self.send_response(tx, response)
+
     def cancel(
         self, tx: ClientInviteTransaction, extra: Iterable[tuple[str, str]] = ()
     ) -> ClientNonInviteTransaction | None:

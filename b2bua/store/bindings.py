@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote
 
 from sqlite_utils import Database
@@ -130,8 +130,7 @@ _column_values = attrgetter(*_COLUMNS)
 _PATH_INDEX = _COLUMNS.index("path")
 
 
-@dataclass(frozen=True)
-class BindingChange:
+class BindingChange(NamedTuple):
     """What ``merge_binding`` decided for one incoming binding.
 
     ``is_new`` is True when ``binding.contact`` was not live for this AOR
@@ -247,7 +246,7 @@ class BindingStore:
         with self._db.atomic():
             change = merge_binding(self._rows("aor = ?", (binding.aor,)), binding, keep_push)
             stored = self._write([change.binding], [b.id for b in change.removed if b.id])
-        return replace(change, binding=stored[0])
+        return change._replace(binding=stored[0])
 
     # Every write here is durable when it returns (see ``LocationService``).
     upsert_now = upsert_change

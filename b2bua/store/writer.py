@@ -22,7 +22,6 @@ clock is injected: tests drive flushes with ``twisted.internet.task.Clock``.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -208,7 +207,7 @@ class BindingWriter:
             stored = stored.evolve(id=self._next_id)
             self._next_id += 1
         self._put(stored)
-        return replace(change, binding=stored)
+        return change._replace(binding=stored)
 
     def _put(self, binding: Binding) -> None:
         assert binding.id is not None
