@@ -303,11 +303,16 @@ def test_nonce_of_another_secret_is_stale() -> None:
 
 def test_forged_nonce_is_never_ok() -> None:
     auth = make_auth()
-    forged = "A" * 43  # the length of our nonces, without our MAC
-    value = answer(f'Digest realm="{REALM}", nonce="{forged}", qop="auth"')
-    assert auth.verify(value, "REGISTER", Lookup()).status is AuthStatus.STALE
-    value = answer(f'Digest realm="{REALM}", nonce="not base64 !", qop="auth"')
-    assert auth.verify(value, "REGISTER", Lookup()).status is AuthStatus.STALE
+    ours = auth._new_nonce()
+    for forged in ("a" * 64,              # the length of our nonces, without our MAC
+                   ours[:-2] + ("00" if ours[-2:] != "00" else "11"),   # MAC changed
+                   ours[:62] + " " + ours[63],   # still 32 bytes to fromhex: length counts
+                   ours[:-1],            # too short
+                   "not hex !" * 7):
+        value = answer(f'Digest realm="{REALM}", nonce="{forged}", qop="auth"')
+        assert auth.verify(value, "REGISTER", Lookup()).status is AuthStatus.STALE, forged
+    assert auth.verify(answer(f'Digest realm="{REALM}", nonce="{ours}", qop="auth"'),
+                       "REGISTER", Lookup()).status is AuthStatus.OK
 
 
 def test_opaque_must_be_ours_when_sent() -> None:

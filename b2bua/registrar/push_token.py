@@ -125,10 +125,10 @@ def parse_x_mpush(value: str | None) -> PushBinding | NullToken | None:
         raise MalformedPushToken(
             f"X-MPUSH needs PROVIDER:PACKAGE:TOKEN, got {len(parts)} part(s)"
         )
-    provider, package, token = (part.strip() for part in parts)
-    named = zip(("provider", "package", "token"), (provider, package, token))
-    empty = [name for name, part in named if not part]
-    if empty:
+    provider, package, token = parts[0].strip(), parts[1].strip(), parts[2].strip()
+    if not (provider and package and token):
+        named = zip(("provider", "package", "token"), (provider, package, token))
+        empty = [name for name, part in named if not part]
         raise MalformedPushToken(f"X-MPUSH has an empty {' and '.join(empty)}")
     if token.lower() == "null":
         return NullToken(provider, package)

@@ -81,10 +81,16 @@ _SELECT_USER = ("SELECT name, realm, ha1_md5, ha1_sha256, display_name, enabled,
 class UserStore:
     """CRUD on the ``users`` table; reads are cheap primary-key lookups."""
 
+    #: users (and unknown names) remembered between changes; a flood of unknown names
+    #: empties it rather than growing it
+    max_cached = 10000
+
     def __init__(self, db: Database, clock: SecondsClock | None = None) -> None:
         self._db = db
         self._clock: SecondsClock = clock or WallClock()
         self._table = table(db, "users")
+        self._cache: dict[tuple[str, str], User | None] = {}
+        self._cache_version = -1
 
     def add(
         self, name: str, realm: str, password: str, display_name: str | None = None
@@ -100,6 +106,7 @@ class UserStore:
             enabled=True,
             created_at=self._clock.seconds(),
         )
+        self._cache.clear()
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO users (name, realm, ha1_md5, ha1_sha256,"
             " display_name, enabled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -130,6 +137,7 @@ class UserStore:
 
     def remove(self, name: str, realm: str) -> None:
         """Delete the user; raise ``UnknownUser`` if absent."""
+        self._cache.clear()
         cursor = self._db.execute(
             "DELETE FROM users WHERE name = ? AND realm = ?", (name, realm)
         )
@@ -137,12 +145,26 @@ class UserStore:
             raise UnknownUser(f"no user {name!r} in realm {realm!r}")
 
     def get(self, name: str, realm: str) -> User | None:
-        # A plain primary-key SELECT on the raw connection, columns in User's
-        # order: this runs for every authenticated request.
-        row = self._db.conn.execute(_SELECT_USER, (name, realm)).fetchone()
-        if row is None:
-            return None
-        return User(*row[:5], bool(row[5]), row[6])
+        """The user as stored, or None.
+
+        This runs for every authenticated request, so answers are cached until
+        the table changes: through this store (which empties the cache), or
+        through another connection such as ``b2bua-admin``'s, which SQLite's
+        ``data_version`` reveals (one cheap pragma instead of a SELECT).
+        """
+        conn = self._db.conn
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        cache = self._cache
+        if version != self._cache_version or len(cache) >= self.max_cached:
+            cache.clear()
+            self._cache_version = version
+        key = (name, realm)
+        if key in cache:
+            return cache[key]
+        row = conn.execute(_SELECT_USER, key).fetchone()
+        user = None if row is None else User(*row[:5], bool(row[5]), row[6])
+        cache[key] = user
+        return user
 
     def list(self, realm: str | None = None) -> list[User]:
         """All users (of one realm if given), ordered by realm then name."""
@@ -164,6 +186,7 @@ class UserStore:
         return lambda name, algorithm: self.ha1(name, realm, algorithm)
 
     def _update(self, name: str, realm: str, assignments: str, values: tuple[Any, ...]) -> None:
+        self._cache.clear()
         cursor = self._db.execute(
             f"UPDATE users SET {assignments} WHERE name = ? AND realm = ?",
             (*values, name, realm),
