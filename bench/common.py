@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+import timeit
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -38,7 +39,8 @@ TRUNK = ('[[trunk]]\nname = "sipp"\nuri = "sip:127.0.0.1:5999"\n'
 STATIC = '[[router]]\nplugin = "static"\ntarget = "sip:127.0.0.1:{port}"\n'
 
 __all__ = ["Child", "HOST", "REPO", "SippResult", "cpu_seconds", "free_port", "machine",
-           "current_calls", "finish_uac", "median", "rss_kb", "run_uac", "sippy_available",
+           "current_calls", "finish_uac", "median", "reference_loop_us", "rss_kb", "run_uac",
+           "sippy_available",
            "start_ours", "start_sippy", "start_uac", "start_uas", "table", "uas_scenario",
            "what_if_launcher"]
 
@@ -63,6 +65,12 @@ def rss_kb(pid: int) -> int:
 def median(values: Iterable[float]) -> float:
     values = list(values)
     return statistics.median(values) if values else float("nan")
+
+
+def reference_loop_us() -> float:
+    """Time of ``sum(range(1000))`` in this interpreter: a yardstick of how fast
+    the machine is right now (shared hosts have slow spells), to read figures by."""
+    return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
 
 
 def machine() -> str:

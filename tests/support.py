@@ -101,13 +101,14 @@ class RunningService:
     process: subprocess.Popen | None = None
     log_path: Path = field(default_factory=Path)
     env: dict = field(default_factory=dict)
+    twistd: str = ""   # another interpreter's twistd (benchmarks); default: the one on PATH
 
     def start(self, timeout: float = 20.0) -> "RunningService":
         self.log_path = self.workdir / "twistd.log"
         env = dict(os.environ, **self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.process = subprocess.Popen(
-            [shutil.which("twistd") or "twistd", "-n", "--pidfile=", "--logfile",
+            [self.twistd or shutil.which("twistd") or "twistd", "-n", "--pidfile=", "--logfile",
              str(self.log_path), "b2bua", "--config", str(self.config_path)],
             cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

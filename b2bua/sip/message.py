@@ -495,13 +495,14 @@ class _Fields:
                 info = self._odd_line(name, colon)
                 if info is None:
                     continue
+            key, canonical, single, via = info
             value = value.strip(" \t\r")
-            append((info[0], info[1], value))
-            if info[2]:
-                first = seen.setdefault(info[0], value)
+            append((key, canonical, value))
+            if single:
+                first = seen.setdefault(key, value)
                 if first is not value and first != value and self.error is None:
-                    self.error = ParseError("Conflicting %s headers" % info[1])
-            elif info[3]:
+                    self.error = ParseError("Conflicting %s headers" % canonical)
+            elif via:
                 vias.append(value)
 
     def _odd_line(self, name: str, colon: str) -> tuple[str, str, bool, bool] | None:
