@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.logger import Logger
-
 from b2bua.calls.branch import BranchState
 from b2bua.calls.targets import binding_destination
+from b2bua.logs import Logger
 from b2bua.push.notifier import PushTarget
 from b2bua.push.outcome import OutcomeKind, PushOutcome
 from b2bua.push.payload import CallFacts

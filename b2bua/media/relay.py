@@ -15,8 +15,8 @@ from typing import Callable, Iterable, TypeVar, cast
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
+from b2bua.logs import Logger
 from b2bua.media.g711 import G711Law
 from b2bua.media.ports import (PortAllocator, UDPClockReactor, UDPPort, close_port,
                                datagram_writer)

@@ -13,8 +13,7 @@ import enum
 from collections.abc import Callable
 from typing import NamedTuple
 
-from twisted.logger import Logger
-
+from b2bua.logs import Logger
 from b2bua.store.bindings import Binding, normalise_aor
 
 __all__ = ["BindingEvent", "BindingEventKind", "BindingEvents", "Subscription"]

@@ -30,9 +30,9 @@ from typing import Any, NamedTuple
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from b2bua.logs import Logger
 from b2bua.registrar.contacts import (
     ContactRequest,
     RegisterRejected,
