@@ -312,11 +312,27 @@ def test_ack_for_2xx_with_another_to_tag_does_not_stop_retransmission() -> None:
     assert h.wire.times() == [0, 0.5]
 
 
-def test_finished_transactions_keep_only_what_they_still_read() -> None:
-    """After its final response a transaction lingers (Timers J/H/L) with a
-    slim request and response: no body, only the headers matching and ACK/
+def test_finished_non_invite_transactions_keep_only_the_method_and_the_bytes() -> None:
+    """Timer J keeps a finished non-INVITE transaction 32 s over UDP; nothing
+    matches against its messages any more (no ACK, no CANCEL), so it keeps the
+    request's method and the response bytes for retransmissions, no messages."""
+    h = Harness()
+    data, tx, request = _new(h, "REGISTER")
+    response = make_response(tx.request, 200, to_tag="t", extra=[("Contact", "<sip:a@b>")])
+    h.layer.send_response(tx, response)
+    assert tx.state is TxState.COMPLETED and tx.method == "REGISTER"
+    assert len(tx.request.headers) == 0 and tx.request.body == b"" and tx.last_response is None
+    h.receive(data)  # a retransmission still gets the whole response
+    assert h.wire.sent[-1][1] == h.wire.sent[-2][1] == response.to_bytes()
+    h.advance(32)
+    assert h.layer.servers == {}
+
+
+def test_finished_invite_transactions_keep_only_what_they_still_read() -> None:
+    """After its final response an INVITE transaction lingers (Timers H/L) with
+    a slim request and response: no body, only the headers matching and ACK/
     CANCEL need; the response bytes stay for retransmissions."""
-    for method, status in (("OPTIONS", 200), ("INVITE", 486), ("INVITE", 200)):
+    for method, status in (("INVITE", 486), ("INVITE", 200)):
         h = Harness()
         data, tx, request = _new(h, method)
         assert "Max-Forwards" in request.headers

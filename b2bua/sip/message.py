@@ -425,6 +425,14 @@ class Request(Message):
         shell.method, shell.uri = self.method, self.uri
         return shell
 
+    def bare(self) -> Request:
+        """Only the method: what a finished non-INVITE server transaction
+        keeps (it answers retransmissions from the bytes it sent, and Timer J
+        keeps it 32 s over UDP)."""
+        bare = Request.__new__(Request)
+        bare.method, bare.uri, bare.headers, bare.body = self.method, _NO_URI, Headers(), b""
+        return bare
+
     def __repr__(self) -> str:
         return "<Request %s %s>" % (self.method, self.uri)
 

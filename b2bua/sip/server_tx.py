@@ -215,6 +215,14 @@ class ServerNonInviteTransaction(ServerTransaction):
         self._respond(message)
         self._linger()
 
+    def _linger(self) -> None:
+        """Completed: a retransmitted request is answered from ``_wire`` and
+        nothing reads the messages any more (no ACK or CANCEL matches a
+        non-INVITE), so keep the request's method and drop the response.
+        A registrar at 2,000 REGISTERs/s holds 64,000 of these (Timer J)."""
+        self.request = self.request.bare()
+        self.last_response = None
+
     def _final_stateless(self, message: Message | None) -> None:
         """RFC 3261 §8.2.7: answer once and keep nothing (no Completed state,
         no Timer J); a retransmission of the request is answered afresh."""
