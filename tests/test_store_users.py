@@ -122,18 +122,21 @@ def test_user_store_on_a_bare_database_uses_the_wall_clock() -> None:
     assert users.add("1111", REALM, "pw").created_at > 1_600_000_000
 
 
+def _every_change_is_seen(writer: UserStore, reader: UserStore) -> None:
+    """``reader.get`` answers from a cache: each change through ``writer`` must show."""
+    assert reader.get("1111", REALM) is None      # an unknown name is cached too
+    writer.add("1111", REALM, "one")
+    assert reader.ha1("1111", REALM, "MD5") == compute_ha1("1111", REALM, "one")
+    writer.set_password("1111", REALM, "two")
+    assert reader.ha1("1111", REALM, "MD5") == compute_ha1("1111", REALM, "two")
+    writer.set_enabled("1111", REALM, False)
+    assert reader.ha1("1111", REALM, "MD5") is None
+    writer.remove("1111", REALM)
+    assert reader.get("1111", REALM) is None
+
+
 def test_lookups_see_every_change_made_here(store: Store) -> None:
-    """``get`` answers from a cache; each change through the store empties it."""
-    assert store.users.get("1111", REALM) is None      # an unknown name is cached too
-    store.users.add("1111", REALM, "one")
-    assert store.users.ha1("1111", REALM, "MD5") == compute_ha1("1111", REALM, "one")
-    store.users.set_password("1111", REALM, "two")
-    assert store.users.ha1("1111", REALM, "MD5") == compute_ha1("1111", REALM, "two")
-    store.users.set_enabled("1111", REALM, False)
-    assert store.users.ha1("1111", REALM, "MD5") is None
-    store.users.set_enabled("1111", REALM, True)
-    store.users.remove("1111", REALM)
-    assert store.users.get("1111", REALM) is None
+    _every_change_is_seen(store.users, store.users)
 
 
 def test_lookups_see_changes_made_by_another_connection(tmp_path: Path) -> None:
@@ -141,15 +144,7 @@ def test_lookups_see_changes_made_by_another_connection(tmp_path: Path) -> None:
     path = tmp_path / "users.sqlite3"
     service, admin = Store.open(path), Store.open(path)
     try:
-        assert service.users.get("1111", REALM) is None
-        admin.users.add("1111", REALM, "one")
-        assert service.users.ha1("1111", REALM, "MD5") == compute_ha1("1111", REALM, "one")
-        admin.users.set_password("1111", REALM, "two")
-        assert service.users.ha1("1111", REALM, "MD5") == compute_ha1("1111", REALM, "two")
-        admin.users.set_enabled("1111", REALM, False)
-        assert service.users.ha1("1111", REALM, "MD5") is None
-        admin.users.remove("1111", REALM)
-        assert service.users.get("1111", REALM) is None
+        _every_change_is_seen(admin.users, service.users)
     finally:
         service.close()
         admin.close()
