@@ -203,7 +203,6 @@ def test_first_register_is_challenged_with_sha256_and_md5(h: Harness) -> None:
     assert h.bindings() == [] and h.seen == []
 
 
-
 def test_a_retransmitted_register_gets_the_same_to_tag_another_does_not(h: Harness) -> None:
     """The 401 is sent statelessly (RFC 3261 §8.2.7): its To tag comes from
     the request, so a retransmission is answered as the same response."""

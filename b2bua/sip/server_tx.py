@@ -226,7 +226,6 @@ class ServerNonInviteTransaction(ServerTransaction):
     def _final_stateless(self, message: Message | None) -> None:
         """RFC 3261 §8.2.7: answer once and keep nothing (no Completed state,
         no Timer J); a retransmission of the request is answered afresh."""
-        self.last_response = message  # type: ignore[assignment]
         self._respond(message)
         self._terminate()
 
