@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+CONFORMANCE = Path(__file__).resolve().parent / "conformance"  # RFC 4475/5118 torture corpus + harness
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 

@@ -30,10 +30,10 @@ from typing import Callable, Iterator
 import pytest
 
 from tests.support import (
-    REPO, SCENARIOS, SHARED, RunningService, free_port, options_ping, run_sipp, write_config,
+    CONFORMANCE, REPO, SCENARIOS, RunningService, free_port, options_ping, run_sipp, write_config,
 )
 
-TORTURE = SHARED / "conformance" / "torture.py"
+TORTURE = CONFORMANCE / "torture.py"
 TORTURE_CASES = 62
 
 #: Torture cases that fail because of a known bug outside the transport, by transport: case ->

@@ -17,7 +17,8 @@ from b2bua.sip.message import (
 )
 from b2bua.sip.uri import parse_uri
 
-CORPUS = sorted(Path("/work/shared/conformance").glob("rfc*/*.dat")) or []
+CORPUS = sorted((Path(__file__).resolve().parent / "conformance").glob("rfc*/*.dat"))
+assert CORPUS, "the torture corpus under tests/conformance is missing"
 SEEDS = [p.read_bytes() for p in CORPUS] or [
     b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:c@d>;tag=1\r\n"
     b"To: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"]
