@@ -1,4 +1,4 @@
-"""plugins.example_time_of_day: the README's example router works as written."""
+"""plugins.example_time_of_day: the operator guide's example router (docs/operator-guide.md) works as written."""
 
 from __future__ import annotations
 
