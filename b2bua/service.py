@@ -189,7 +189,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
                 if config.registrar.auth_failures_limit else None)
     registrar = Registrar(store.users, bindings, auth, throttle, events, clock,
                           config.sip.domain, config.registrar.min_expires,
-                          config.registrar.max_expires, config.registrar.default_expires)
+                          config.registrar.max_expires, config.registrar.default_expires,
+                          token_lifetime=config.push.token_lifetime)
 
     core = SipCore(server_header=config.sip.user_agent)
     network = SipNetwork(reactor, list(config.sip.listen),
@@ -224,7 +225,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         write_cdr=cdrs.write, settings=_call_settings(config),
         trunk_credentials={t.name: TrunkCredentials(t.username, t.password)
                            for t in config.trunks if t.username},
-        metrics=root.metrics, media=_media_settings(config, reactor))
+        metrics=root.metrics, media=_media_settings(config, reactor),
+        kept_bindings=registrar.kept_bindings)
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
                       store.users.ha1_lookup(config.sip.realm), throttle)
     core.layer, core.registrar, core.calls = layer, registrar, calls

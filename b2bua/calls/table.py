@@ -171,7 +171,8 @@ class CallTable:
         if decision.fallback is not None:
             call.fallback = lambda: self._routed(decision.fallback, call)
         bindings = services.list_bindings(aor)
-        if not bindings:
+        kept = services.kept_bindings(aor) if services.kept_bindings is not None else []
+        if not bindings and not kept:
             if call.fallback is not None:
                 fallback, call.fallback = call.fallback, None
                 fallback()
@@ -179,7 +180,7 @@ class CallTable:
             call.fail(480, "Temporarily Unavailable", by="callee")
             return
         call.wakeup = WakeUp(call, decision.name, aor)
-        call.wakeup.start(bindings)
+        call.wakeup.start(bindings, kept)
 
     def _to_uris(self, call: Call, uris: list[str], parallel: bool,
                  trunk: str | None = None) -> None:
