@@ -34,6 +34,8 @@ from b2bua.plugin_loader import PluginLoadError, load_chain
 from b2bua.push.apns_client import ApnsTimings
 from b2bua.push.notifier import ApnsNotifier, PushNotifierRegistry, apns_client_from_settings
 from b2bua.push.outcome import PushConfigError
+from b2bua.push.refresh import RefreshScheduler
+from b2bua.registrar.contacts import PNSREG_INTERVAL
 from b2bua.registrar.events import BindingEvents
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing import RouterContext, TrunkInfo
@@ -252,7 +254,9 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         _router_chain(load_config(config.path), store, clock, reload_modules=True))
     root.metrics.attach(root)
 
-    _Housekeeping(registrar, bindings, cdrs, mailbox).setServiceParent(root)
+    _Housekeeping(registrar, bindings, cdrs, mailbox,
+                  RefreshScheduler(clock, notifier, bindings.list_all, lead=PNSREG_INTERVAL)
+                  ).setServiceParent(root)
     _GcPacer(clock).setServiceParent(root)
     for client in push_clients:     # a warm APNs connection, PINGed, closed gracefully
         client.setServiceParent(root)
@@ -329,23 +333,29 @@ class _Housekeeping(service.Service):
     (it stops after the listeners and after the calls drained)."""
 
     def __init__(self, registrar: Registrar, bindings: BindingWriter,
-                 cdrs: CdrWriter | None = None, mailbox: Mailbox | None = None) -> None:
+                 cdrs: CdrWriter | None = None, mailbox: Mailbox | None = None,
+                 refresh: RefreshScheduler | None = None) -> None:
         self.registrar = registrar
         self.bindings = bindings
         self.cdrs = cdrs
         self.mailbox = mailbox
+        self.refresh = refresh
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
         self.registrar.start_purging()
         if self.mailbox is not None:
             self.mailbox.start()
+        if self.refresh is not None:
+            self.refresh.start()
 
     def stopService(self) -> object:  # noqa: N802
         super().stopService()
         self.registrar.stop()
         if self.mailbox is not None:
             self.mailbox.stop()
+        if self.refresh is not None:
+            self.refresh.stop()
         if self.cdrs is not None:
             self.cdrs.flush()
         return self.bindings.flush()
