@@ -310,6 +310,9 @@ class BindingStore:
     def list_for_push_token(self, token: str) -> list[Binding]:
         return self._rows("push_token = ?", (token,))
 
+    def list_kept_for_aor(self, aor: str, now: float, token_lifetime: float) -> list[Binding]:
+        return self.list_kept(now, token_lifetime, aor)
+
     def list_kept(self, now: float, token_lifetime: float, aor: str | None = None) -> list[Binding]:
         """Bindings whose contact expired but whose push token is still kept."""
         where = "expires_at <= ? AND push_token IS NOT NULL AND expires_at > ?"
