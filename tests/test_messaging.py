@@ -92,7 +92,7 @@ def _binding(port: int, now: float, expires: float = 3600, binding_id: int = 1) 
 
 
 class World:
-    def __init__(self, decision: Any = None, limits: MailboxLimits = MailboxLimits(),
+    def __init__(self, decision: Any = None, limits: MailboxLimits | None = None,
                  store: Store | None = None, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
         if clock is None:
@@ -105,7 +105,7 @@ class World:
         self.kept: list[Binding] = []
         self.mailbox = Mailbox(self.store.messages, self.events, self.clock, self.layer,
                                lambda b: None, lambda aor: [*self.live, *self.kept],
-                               self.notifier, limits)
+                               self.notifier, limits or MailboxLimits())
         self.relay = MessageRelay(
             self.layer, Chain(decision or LocalUser("1111")), self.mailbox,
             trunk_for=lambda source: "carrier", authenticate=lambda *a: None,

@@ -13,16 +13,31 @@ import json
 import time
 from typing import Any
 
+import pytest
 import pytest_twisted
-from twisted.internet import threads
+from twisted.internet import reactor, threads
 
-from tests.fake_apns import Reply
-from tests.support import apns_and_trunk_toml, free_port, recent_cdrs, start_sipp, stop_process
-from tests.test_wakeup_e2e import TOKEN, _register, _run, _sipp, apns  # noqa: F401 (fixture)
+from tests.fake_apns import FakeApns, Reply, make_pki
+from tests.support import (
+    apns_and_trunk_toml,
+    free_port,
+    recent_cdrs,
+    start_sipp,
+    stop_process,
+)
+from tests.test_wakeup_e2e import TOKEN, _register, _run, _sipp
 
 VOIP = "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
 REMOTE = "remote0token0of0the0phone0abcdef"
 PRID = f"{REMOTE}:remote&{VOIP}:voip"
+
+
+@pytest.fixture
+def apns(tmp_path: Any) -> Any:
+    pki = make_pki(tmp_path / "pki")
+    fake = FakeApns(reactor, pki).start()
+    yield pki, fake
+    pytest_twisted.blockon(fake.stop())
 
 
 def _config(pki: Any, fake: Any) -> str:

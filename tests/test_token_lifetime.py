@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from b2bua.registrar.events import BindingEventKind
-from tests.test_registrar import AOR, EXAMPLE, FLUSH, PHONE, TOKEN, Harness, set_cseq
+from tests.test_registrar import AOR, EXAMPLE, FLUSH, TOKEN, Harness, set_cseq
 
 LIFETIME = 30 * 86400.0
 

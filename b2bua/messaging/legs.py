@@ -15,7 +15,7 @@ from typing import Any
 from b2bua.calls.targets import Destination
 from b2bua.sip.message import Headers, Request, Response
 
-__all__ = ["MessageLeg", "MessageText", "PASSED_HEADERS"]
+__all__ = ["PASSED_HEADERS", "MessageLeg", "MessageText"]
 
 #: End-to-end headers of a MESSAGE that go across (RFC 3428 §4 and §7).
 PASSED_HEADERS = ("Content-Type", "Content-Encoding", "Content-Language", "Content-Disposition",

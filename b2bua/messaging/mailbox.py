@@ -12,10 +12,11 @@ register together never both get the same message.
 
 from __future__ import annotations
 
+import email.utils
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from b2bua.calls.targets import binding_destination
@@ -24,13 +25,20 @@ from b2bua.messaging.legs import MessageLeg, MessageText
 from b2bua.push.notifier import PushTarget
 from b2bua.push.outcome import PushOutcome
 from b2bua.push.payload import MessageFacts
-from b2bua.registrar.events import BindingEvent, BindingEventKind, BindingEvents, Subscription
+from b2bua.registrar.events import (
+    BindingEvent,
+    BindingEventKind,
+    BindingEvents,
+    Subscription,
+)
+from b2bua.sip.errors import SipError
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Response
+from b2bua.sip.transaction import Clock
 from b2bua.store.bindings import Binding
 from b2bua.store.messages import MessageStore, StoredMessage
 
-__all__ = ["Mailbox", "MailboxLimits", "MailboxFull"]
+__all__ = ["Mailbox", "MailboxFull", "MailboxLimits"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class Mailbox:
 
     log = Logger()
 
-    def __init__(self, store: MessageStore, events: BindingEvents, clock: IReactorTime,
+    def __init__(self, store: MessageStore, events: BindingEvents, clock: Clock,
                  layer: Any, flow_for: Callable[[Binding], object | None],
                  push_bindings: Callable[[str], list[Binding]], notifier: Any | None,
                  limits: MailboxLimits = MailboxLimits()) -> None:
@@ -76,7 +84,7 @@ class Mailbox:
             self._listen(aor)
         if self._purger is None:
             self._purger = LoopingCall(self.purge)
-            self._purger.clock = self.clock
+            self._purger.clock = self.clock  # type: ignore[assignment]  # a reactor or Clock
             self._purger.start(purge_interval, now=True).addErrback(
                 lambda failure: self.log.failure("message purge loop stopped", failure))
 
@@ -199,8 +207,6 @@ class Mailbox:
 
 def stored_text(stored: StoredMessage) -> MessageText:
     """The MESSAGE to deliver for a stored one; a ``Date`` says when it arrived."""
-    import email.utils
-
     headers: list[tuple[str, str]] = []
     if stored.content_type:
         headers.append(("Content-Type", stored.content_type))
@@ -225,5 +231,5 @@ def message_facts(stored: StoredMessage) -> MessageFacts:
 def _name_addr(value: str) -> NameAddr | None:
     try:
         return NameAddr.parse(value)
-    except Exception:   # peer input: a From we cannot read only loses the sender's name
+    except (SipError, ValueError):   # peer input: an unreadable From loses only the name
         return None

@@ -11,7 +11,8 @@ URIs or a trunk it goes to each in turn until one accepts it.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from b2bua.calls.best_response import best_final
 from b2bua.calls.targets import Destination, binding_destination, resolve_uri

@@ -19,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from b2bua.logs import Logger
 from b2bua.push.notifier import PushTarget
 from b2bua.push.outcome import PushOutcome
+from b2bua.sip.transaction import Clock
 from b2bua.store.bindings import Binding
 
 __all__ = ["RefreshScheduler", "refresh_at"]
@@ -42,7 +42,7 @@ class RefreshScheduler:
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, notifier: Any,
+    def __init__(self, clock: Clock, notifier: Any,
                  bindings: Callable[[float], Iterable[Binding]], lead: float = 130.0,
                  interval: float = 10.0) -> None:
         self.clock = clock
@@ -57,7 +57,7 @@ class RefreshScheduler:
     def start(self) -> None:
         if self._loop is None:
             self._loop = LoopingCall(self.scan)
-            self._loop.clock = self.clock
+            self._loop.clock = self.clock  # type: ignore[assignment]  # a reactor or Clock
             self._loop.start(self.interval, now=True).addErrback(
                 lambda failure: self.log.failure("refresh push loop stopped", failure))
 

@@ -16,7 +16,7 @@ from sqlite_utils import Database
 
 from b2bua.store.bindings import normalise_aor
 
-__all__ = ["StoredMessage", "MessageStore"]
+__all__ = ["MessageStore", "StoredMessage"]
 
 _COLUMNS = ("id", "aor", "user", "call_id", "from_uri", "from_display", "to_uri",
             "content_type", "body", "received_at", "expires_at")
