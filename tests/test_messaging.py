@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,3 +226,71 @@ def test_router_decides_for_messages_too() -> None:
     w = World(decision=Reject(403, "No Texts"))
     tx = w.send(message())
     assert (tx.status, tx.responses[0].reason) == (403, "No Texts")
+
+
+def test_stored_messages_follow_a_live_message_to_the_contact_that_took_it() -> None:
+    w = World()
+    w.live = [_binding(5001, START)]
+    w.send(message(b"old", "m1"))
+    w.layer.answer(0, 480)                     # the phone refused it: stored
+    assert len(w.store.messages.list_all(START)) == 1
+    tx = w.send(message(b"new", "m2"))
+    w.layer.answer(1, 200)
+    assert tx.status == 200
+    assert [r.body for r, _ in w.layer.sent] == [b"old", b"new", b"old"]
+    w.layer.answer(2, 200)
+    assert w.store.messages.list_all(START) == []
+
+
+class AuthWorld(World):
+    """The relay with the call table's authentication (a phone must answer a 407)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from b2bua.calls.context import CallServices
+        from b2bua.calls.table import CallTable
+        from b2bua.config_schema import TrunkConfig
+        from b2bua.sip.digest import DigestAuthenticator
+
+        self.auth = DigestAuthenticator("sip.example.com", self.clock, b"k" * 32,
+                                        algorithms=("MD5",))
+        services = CallServices(
+            layer=self.layer, clock=self.clock, reactor=None, events=self.events,
+            list_bindings=lambda aor: [], aor_for=lambda name: AOR, flow_for=lambda b: None,
+            contact_for=lambda transport: "<sip:b2bua@127.0.0.1>")
+        trunks = [TrunkConfig("carrier", "sip:198.51.100.10:5060",
+                              (ipaddress.ip_network("198.51.100.10/32"),))]
+        table = CallTable(services, None, trunks, self.auth, self._ha1)
+        self.relay.trunk_for = table.trunk_for
+        self.relay.authenticate = table.authenticate
+
+    @staticmethod
+    def _ha1(user: str, algorithm: str) -> str | None:
+        return hashlib.md5(b"1111:sip.example.com:secret").hexdigest() if user == "1111" else None
+
+    def from_phone(self, credentials: str | None) -> Tx:
+        request = message()
+        request.headers.remove("Via")
+        request.headers.add("Via", "SIP/2.0/UDP 192.0.2.77:5060;branch=z9hG4bK-p")
+        if credentials:
+            request.headers.add("Proxy-Authorization", credentials)
+        tx = Tx(request)
+        self.relay.handle(tx, request, PHONE)
+        return tx
+
+
+PHONE = Source("UDP", ("192.0.2.77", 5060), ("127.0.0.1", 5060), None)
+
+
+def test_message_from_a_phone_is_authenticated_like_an_invite() -> None:
+    from b2bua.sip.digest import build_authorization
+
+    w = AuthWorld()
+    assert w.from_phone(None).status == 407
+    uri = "sip:1111@sip.example.com"
+    challenge = w.auth.challenges()[0]
+    wrong_method = build_authorization(challenge, "INVITE", uri, "1111", "secret", "c0ffee")
+    assert w.from_phone(wrong_method).status == 407
+    good = build_authorization(challenge, "MESSAGE", uri, "1111", "secret", "c0ffee01")
+    assert w.from_phone(good).status == 202
+    assert w.send(message(call_id="trunk")).status == 202   # the trunk needs no credentials

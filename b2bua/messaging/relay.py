@@ -11,6 +11,7 @@ URIs or a trunk it goes to each in turn until one accepts it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -101,7 +102,7 @@ class MessageRelay:
         dests = []
         for binding in self.list_bindings(aor):
             try:
-                dests.append(binding_destination(binding, self.flow_for(binding)))
+                dests.append((binding, binding_destination(binding, self.flow_for(binding))))
             except ValueError:
                 continue
         if not dests:
@@ -109,18 +110,21 @@ class MessageRelay:
             return
         fork = _Fork(len(dests))
 
-        def answered(status: int, response: Response | None) -> None:
+        def answered(binding: Binding, status: int, response: Response | None) -> None:
             verdict = fork.answer(status)
             if verdict == "accepted" and response is not None:
                 self.respond(tx, status, response.reason)
+                # Messages stored earlier (a delivery that failed) need not wait for
+                # the next registration: this contact just took one.
+                self.mailbox.deliver(aor, binding)
             elif verdict == "failed":
                 self.log.info("MESSAGE {call_id}: no contact of {user} took it ({statuses}); "
                               "storing it", call_id=message.call_id, user=user,
                               statuses=" ".join(map(str, fork.statuses)))
                 self._keep(tx, message, user, aor)
 
-        for dest in dests:
-            MessageLeg(dest, answered).send(self.layer, message)
+        for binding, dest in dests:
+            MessageLeg(dest, functools.partial(answered, binding)).send(self.layer, message)
 
     def _keep(self, tx: Any, message: MessageText, user: str, aor: str) -> None:
         try:
