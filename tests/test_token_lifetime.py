@@ -118,3 +118,28 @@ def test_zero_lifetime_keeps_nothing(h: Harness) -> None:
     h.clock.advance(3601)
     assert _kept(h) == []
     assert _purge(h) == 1
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_dead_remote_token_keeps_the_voip_one(batched: bool) -> None:
+    from twisted.internet.task import Clock
+
+    from b2bua.store import Store
+    from b2bua.store.bindings import Binding
+    from b2bua.store.writer import BindingWriter
+
+    clock = Clock()
+    store = Store.open(":memory:", clock)
+    location = BindingWriter(store.bindings, clock) if batched else store.bindings
+    binding = Binding(aor=AOR, contact="sip:1111@192.0.2.1", expires_at=3600, updated_at=0,
+                      push_provider="i", push_token="VOIP", push_remote_token="REMOTE")
+    location.upsert(binding)
+    clock.advance(1)
+    location.remove_push_token("REMOTE")
+    clock.advance(1)
+    (row,) = store.bindings.list_all()
+    assert (row.push_token, row.push_remote_token) == ("VOIP", None)
+    location.remove_push_token("VOIP")
+    clock.advance(1)
+    (row,) = store.bindings.list_all()
+    assert (row.push_token, row.push_remote_token) == (None, None)
