@@ -84,6 +84,7 @@ class B2buaService(service.MultiService):
         self.cdrs: CdrWriter | None = None
         self.notifier: PushNotifierRegistry | None = None
         self.mailbox: Mailbox | None = None
+        self.refresh: RefreshScheduler | None = None
         self.metrics = Metrics()
         self.reload_routers: Callable[[], None] | None = None
 
@@ -254,9 +255,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         _router_chain(load_config(config.path), store, clock, reload_modules=True))
     root.metrics.attach(root)
 
-    _Housekeeping(registrar, bindings, cdrs, mailbox,
-                  RefreshScheduler(clock, notifier, bindings.list_all, lead=PNSREG_INTERVAL)
-                  ).setServiceParent(root)
+    root.refresh = RefreshScheduler(clock, notifier, bindings.list_all, lead=PNSREG_INTERVAL)
+    _Housekeeping(registrar, bindings, cdrs, mailbox, root.refresh).setServiceParent(root)
     _GcPacer(clock).setServiceParent(root)
     for client in push_clients:     # a warm APNs connection, PINGed, closed gracefully
         client.setServiceParent(root)

@@ -294,3 +294,23 @@ def test_message_from_a_phone_is_authenticated_like_an_invite() -> None:
     good = build_authorization(challenge, "MESSAGE", uri, "1111", "secret", "c0ffee01")
     assert w.from_phone(good).status == 202
     assert w.send(message(call_id="trunk")).status == 202   # the trunk needs no credentials
+
+
+def test_message_and_refresh_counters_are_scraped() -> None:
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from b2bua.metrics import ServiceCollector
+
+    w = World(limits=MailboxLimits(max_messages=1))
+    w.send(message(call_id="a"))
+    w.send(message(call_id="b"))                             # full: refused
+    svc = SimpleNamespace(calls=None, layer=None, core=None, endpoint=None, bindings=None,
+                          mailbox=w.mailbox, refresh=SimpleNamespace(sent=3))
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(svc))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert 'b2bua_messages_total{event="stored"} 1.0' in text
+    assert 'b2bua_messages_total{event="refused_full"} 1.0' in text
+    assert "b2bua_refresh_pushes_total 3.0" in text

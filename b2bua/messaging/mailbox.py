@@ -74,7 +74,8 @@ class Mailbox:
         self._subscriptions: dict[str, Subscription] = {}
         self._delivering: set[str] = set()
         self._purger: LoopingCall | None = None
-        self.pushes: list[PushOutcome] = []     # recent outcomes (tests, metrics)
+        self.pushes: list[PushOutcome] = []     # recent outcomes (tests, logs)
+        self.counts = {"stored": 0, "delivered": 0, "refused_full": 0}   # for metrics
 
     # -- life -------------------------------------------------------------------------
 
@@ -109,6 +110,7 @@ class Mailbox:
         now = self.clock.seconds()
         count, size = self.store.usage(aor, now)
         if count >= self.limits.max_messages or size + len(message.body) > self.limits.max_bytes:
+            self.counts["refused_full"] += 1
             raise MailboxFull(user)
         from_ = _name_addr(message.from_value)
         stored = self.store.add(StoredMessage(
@@ -117,6 +119,7 @@ class Mailbox:
             expires_at=now + self.limits.lifetime,
             from_display=from_.display if from_ is not None else None,
             content_type=message.content_type))
+        self.counts["stored"] += 1
         self.log.info("message {call_id} for {user} stored ({size} bytes, {count} waiting)",
                       call_id=message.call_id, user=user, size=len(message.body),
                       count=count + 1)
@@ -191,6 +194,7 @@ class Mailbox:
             return
         assert stored.id is not None   # read from the store
         self.store.remove(stored.id)
+        self.counts["delivered"] += 1
         self.log.info("stored message {call_id} delivered ({status})",
                       call_id=stored.call_id, status=status)
         waiting = [m for m in self.store.pending(aor, self.clock.seconds())

@@ -55,6 +55,7 @@ class RefreshScheduler:
         self._sent: dict[int, float] = {}   # binding id -> the expires_at it was pushed for
         self._loop: LoopingCall | None = None
         self.outcomes: list[PushOutcome] = []
+        self.sent = 0                       # refresh pushes asked for (metrics)
 
     def start(self) -> None:
         if self._loop is None:
@@ -90,6 +91,7 @@ class RefreshScheduler:
         return len(due)
 
     def _push(self, binding: Binding) -> None:
+        self.sent += 1
         self.log.info("refresh push to {user} ({contact}), {left:.0f} s before expiry",
                       user=binding.user, contact=binding.contact,
                       left=binding.expires_at - self.clock.seconds())
