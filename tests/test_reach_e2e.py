@@ -205,3 +205,25 @@ def test_message_to_a_sleeping_android_phone_without_fcm_is_stored(start_service
         assert phone.returncode == 0, phone.stdout.read().decode()[-3000:] + svc.log()[-3000:]
     finally:
         stop_process(phone)
+
+
+@pytest_twisted.inlineCallbacks
+def test_refresh_push_before_the_contact_expires(start_service, apns) -> None:
+    """+sip.pnsreg asked for refresh pushes: one background push to the remote token comes
+    before the 24-second registration runs out (at half of it, the scan runs every 10 s)."""
+    pki, fake = apns
+    svc = yield threads.deferToThread(start_service, _config(pki, fake))
+    registered = time.time()
+    reg = yield _register_rfc8599(svc, free_port(), expires=24)
+    assert reg.returncode == 0, reg.stdout + reg.stderr
+    pushes = yield fake.wait_for_requests(1).addTimeout(30, reactor)
+    arrived = time.time()
+    push = pushes[0]
+    assert push.invalid is None
+    assert arrived < registered + 24 + 1                 # before the contact expired
+    assert push.token == REMOTE
+    assert push.headers["apns-push-type"] == "background"
+    assert push.headers["apns-priority"] == "5"
+    assert push.headers["apns-topic"] == "com.example.softphone"
+    assert push.payload["aps"] == {"content-available": 1}
+    assert push.payload["data"]["ntype"] == 3
