@@ -214,6 +214,10 @@ def binding_json(binding: Binding, now: float) -> dict[str, Any]:
         "user_agent": binding.user_agent, "instance_id": binding.instance_id,
         "push_provider": binding.push_provider, "push_package": binding.push_package,
         "push_topic": binding.push_topic, "push_token": binding.push_token,
+        "push_remote_token": binding.push_remote_token,
+        "push_refresh": bool(binding.push_refresh),
+        # The contact expired; only the push token is kept ([push] token_lifetime).
+        "kept": binding.expired(now),
     }
 
 
@@ -237,21 +241,26 @@ def cmd_bindings(args: argparse.Namespace) -> int:
         raise AdminError("usage: bindings [NAME] [--json] | bindings remove NAME CONTACT|ID")
     config = load(args.config)
     now = time.time()
+    lifetime = config.push.token_lifetime
     with open_store(config) as store:
         if words:
             aor = user_aor(config, words[0])
             bindings = store.bindings.list_for_aor(aor, now)
+            bindings += store.bindings.list_kept(now, lifetime, aor)
             user = aor.partition(":")[2].partition("@")[0]
             if not bindings and store.users.get(user, config.sip.realm) is None:
                 raise AdminError(f"no such user: {words[0]}")
         else:
-            bindings = store.bindings.list_all(now)
+            bindings = store.bindings.list_all(now) + store.bindings.list_kept(now, lifetime)
+            bindings.sort(key=lambda b: b.id or 0)
     if args.json:
         print_json([binding_json(b, now) for b in bindings])
     elif bindings:
         print(table(
             ["ID", "AOR", "CONTACT", "EXPIRES IN", "SOURCE", "USER AGENT", "PUSH"],
-            [[str(b.id), b.aor, b.contact, span(b.expires_at - now),
+            [[str(b.id), b.aor, b.contact,
+              span(b.expires_at - now) if not b.expired(now) else
+              "token kept " + span(b.expires_at + lifetime - now),
               f"{(b.source_transport or '').upper()} {_source(b)}".strip() or "-",
               b.user_agent or "-", _push_text(b)] for b in bindings]))
     else:
@@ -276,6 +285,45 @@ def _remove_binding(args: argparse.Namespace, name: str, contact: str) -> int:
     print("note: a running b2bua sees this after SIGHUP (systemctl reload b2bua)",
           file=sys.stderr)
     return 0
+
+
+# -- messages ---------------------------------------------------------------------------
+
+
+def cmd_messages(args: argparse.Namespace) -> int:
+    """The MESSAGEs stored for sleeping phones (all users, or NAME's)."""
+    config = load(args.config)
+    now = time.time()
+    with open_store(config) as store:
+        if args.name:
+            aor = user_aor(config, args.name)
+            messages = store.messages.pending(aor, now)
+            user = aor.partition(":")[2].partition("@")[0]
+            if not messages and store.users.get(user, config.sip.realm) is None:
+                raise AdminError(f"no such user: {args.name}")
+        else:
+            messages = store.messages.list_all(now)
+    if args.json:
+        print_json([{
+            "id": m.id, "user": m.user, "aor": m.aor, "call_id": m.call_id, "from": m.from_uri,
+            "to": m.to_uri, "content_type": m.content_type, "size": len(m.body),
+            "text": _message_text(m.body, m.content_type), "received_at": m.received_at,
+            "expires_at": m.expires_at} for m in messages])
+    elif messages:
+        print(table(
+            ["ID", "USER", "FROM", "RECEIVED", "EXPIRES IN", "TYPE", "SIZE", "TEXT"],
+            [[str(m.id), m.user, m.from_uri, when(m.received_at), span(m.expires_at - now),
+              m.content_type or "-", str(len(m.body)),
+              _message_text(m.body, m.content_type)[:40].replace("\n", " ")]
+             for m in messages]))
+    else:
+        print("no stored messages")
+    return 0
+
+
+def _message_text(body: bytes, content_type: str | None) -> str:
+    kind = (content_type or "text/plain").split(";", 1)[0].strip().lower()
+    return body.decode("utf-8", "replace") if kind.startswith("text/") else ""
 
 
 # -- push, calls, cdr -------------------------------------------------------------------
@@ -363,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
         usage="%(prog)s [NAME] [--json] | %(prog)s remove NAME CONTACT|ID")
     bindings.add_argument("words", nargs="*", metavar="NAME", help=argparse.SUPPRESS)
     bindings.set_defaults(func=cmd_bindings)
+
+    messages = commands.add_parser("messages", parents=[common, json_flag],
+                                   help="MESSAGEs stored for sleeping phones")
+    messages.add_argument("name", nargs="?", metavar="NAME")
+    messages.set_defaults(func=cmd_messages)
 
     push = commands.add_parser("push", parents=[common, json_flag],
                                help="send a test VoIP push to each device of a user")

@@ -185,7 +185,9 @@ def run_push(args: argparse.Namespace) -> int:
     with open_store(config) as store:
         if store.users.get(args.name, config.sip.realm) is None:
             raise AdminError(f"no such user: {args.name}")
-        targets = push_targets(store.bindings.list_for_aor(aor, time.time()))
+        now = time.time()   # live devices, and sleeping ones whose token is kept
+        targets = push_targets(store.bindings.list_for_aor(aor, now)
+                               + store.bindings.list_kept(now, config.push.token_lifetime, aor))
         if not targets:
             if args.json:
                 print_json([])

@@ -212,7 +212,17 @@ def _push(t: Table, media: MediaConfig) -> PushConfig:
     if ringback == "183" and not media.enabled:
         raise t.error("ringback", '"183" plays a tone, which needs [media] enabled = true')
     return PushConfig(wake_timeout=t.seconds("wake_timeout", 30.0, low=1, high=600),
-                      ringback=cast(Any, ringback), call_ended_push=t.boolean("call_ended_push", False))
+                      ringback=cast(Any, ringback), call_ended_push=t.boolean("call_ended_push", False),
+                      token_lifetime=t.seconds("token_lifetime", 2592000.0, low=0,
+                                               high=366 * 86400.0),
+                      message_lifetime=t.seconds("message_lifetime", 604800.0, low=1,
+                                                 high=366 * 86400.0),
+                      max_message_size=t.integer("max_message_size", 16384, low=1,
+                                                 high=1024 * 1024),
+                      max_stored_messages=t.integer("max_stored_messages", 100, low=1,
+                                                    high=100000),
+                      max_stored_bytes=t.integer("max_stored_bytes", 1048576, low=1,
+                                                 high=1024 * 1024 * 1024))
 
 
 def _apns(t: Table) -> ApnsConfig:

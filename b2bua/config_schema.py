@@ -161,6 +161,16 @@ class PushConfig:
     wake_timeout: float = 30.0
     ringback: Literal["180", "183"] = "180"
     call_ended_push: bool = False
+    token_lifetime: float = 2592000.0
+    """Seconds a device's push token outlives its contact's expiry (30 days)."""
+    message_lifetime: float = 604800.0
+    """Seconds a stored MESSAGE waits for its phone (7 days)."""
+    max_message_size: int = 16384
+    """Largest MESSAGE body accepted, in bytes (413 above)."""
+    max_stored_messages: int = 100
+    """Messages kept per user at most (480 once full)."""
+    max_stored_bytes: int = 1048576
+    """Body bytes kept per user at most (480 once full)."""
 
 
 @dataclass(frozen=True)

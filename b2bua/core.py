@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from b2bua.logs import Logger
 
+from b2bua.messaging.legs import MessageLeg
 from b2bua.sip.addressing import Source
 from b2bua.sip.errors import SipError
 from b2bua.sip.message import Request, Response, generate_tag, make_response
@@ -22,7 +23,7 @@ from b2bua.trunk_register import TrunkRegistration
 if TYPE_CHECKING:
     from b2bua.sip.transaction_layer import TransactionLayer
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY, PRACK"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY, PRACK, MESSAGE"
 SUPPORTED = ("path", "replaces")
 KNOWN_METHODS = frozenset(
     {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO", "REFER",
@@ -45,6 +46,12 @@ class CallHandler(Protocol):
     def transport_error(self, tx: Any) -> None: ...
 
 
+class MessageHandler(Protocol):
+    """What the MESSAGE relay offers the core (``b2bua.messaging.MessageRelay``)."""
+
+    def handle(self, tx: Any, request: Request, source: Source) -> None: ...
+
+
 class SipCore:
     """Implements the transaction layer's ``TransactionUser``."""
 
@@ -54,6 +61,7 @@ class SipCore:
         self.layer: TransactionLayer | None = None
         self.registrar: RequestHandler | None = None
         self.calls: CallHandler | None = None
+        self.messages: MessageHandler | None = None
         self.server_header = server_header
         self.accepting_calls = True
         self.requests_by_method: dict[str, int] = {}
@@ -93,25 +101,31 @@ class SipCore:
                 self.respond(tx, 503, "Shutting Down", extra=[("Retry-After", "30")])
             else:
                 self.calls.new_call(tx, request, source)
+        elif method == "MESSAGE" and self.messages is not None:
+            try:
+                self.messages.handle(tx, request, source)
+            except Exception:
+                self.log.failure("MESSAGE {call_id} failed", call_id=request.call_id)
+                self.respond(tx, 500)
         elif method in ("BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER"):
             self.respond(tx, 481, "Call/Transaction Does Not Exist")
         else:
             self.respond(tx, 405, extra=[("Allow", ALLOW)])
 
     def response_received(self, tx: Any, response: Response) -> None:
-        if isinstance(tx.context, TrunkRegistration):
+        if isinstance(tx.context, (TrunkRegistration, MessageLeg)):
             tx.context.response_received(response)
         elif self.calls is not None:
             self.calls.response_received(tx, response)
 
     def transaction_timeout(self, tx: Any) -> None:
-        if isinstance(tx.context, TrunkRegistration):
+        if isinstance(tx.context, (TrunkRegistration, MessageLeg)):
             tx.context.timeout()
         elif self.calls is not None:
             self.calls.transaction_timeout(tx)
 
     def transport_error(self, tx: Any) -> None:
-        if isinstance(tx.context, TrunkRegistration):
+        if isinstance(tx.context, (TrunkRegistration, MessageLeg)):
             tx.context.transport_error()
         elif self.calls is not None:
             self.calls.transport_error(tx)

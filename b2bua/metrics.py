@@ -91,6 +91,16 @@ class ServiceCollector(Collector):
             yield GaugeMetricFamily("b2bua_bindings_with_push_token",
                                     "Registered contacts with a push token",
                                     value=sum(1 for b in live if b.push_token))
+        mailbox = svc.mailbox
+        if mailbox is not None:
+            yield _by_label("b2bua_messages", "MESSAGEs stored for sleeping phones, delivered "
+                            "later, or refused (mailbox full)", "event", mailbox.counts)
+        refresh = svc.refresh
+        if refresh is not None:
+            sent = CounterMetricFamily("b2bua_refresh_pushes",
+                                       "Refresh pushes sent before a contact expired")
+            sent.add_metric([], refresh.sent)
+            yield sent
 
 
 def _by_label(name: str, help_text: str, label: str, counts: dict[Any, int]) -> Any:

@@ -26,6 +26,7 @@ from b2bua.logs import apply_log_settings
 from b2bua.media.g711 import PCMA, PCMU
 from b2bua.media.ports import PortAllocator
 from b2bua.media.tone import encoded_cadence
+from b2bua.messaging import Mailbox, MailboxLimits, MessageRelay
 from b2bua.metrics import Metrics
 from b2bua.config_schema import RouterEntry
 from b2bua.core import SipCore
@@ -33,6 +34,8 @@ from b2bua.plugin_loader import PluginLoadError, load_chain
 from b2bua.push.apns_client import ApnsTimings
 from b2bua.push.notifier import ApnsNotifier, PushNotifierRegistry, apns_client_from_settings
 from b2bua.push.outcome import PushConfigError
+from b2bua.push.refresh import RefreshScheduler
+from b2bua.registrar.contacts import PNSREG_INTERVAL
 from b2bua.registrar.events import BindingEvents
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing import RouterContext, TrunkInfo
@@ -80,6 +83,8 @@ class B2buaService(service.MultiService):
         self.bindings: BindingWriter | None = None
         self.cdrs: CdrWriter | None = None
         self.notifier: PushNotifierRegistry | None = None
+        self.mailbox: Mailbox | None = None
+        self.refresh: RefreshScheduler | None = None
         self.metrics = Metrics()
         self.reload_routers: Callable[[], None] | None = None
 
@@ -189,7 +194,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
                 if config.registrar.auth_failures_limit else None)
     registrar = Registrar(store.users, bindings, auth, throttle, events, clock,
                           config.sip.domain, config.registrar.min_expires,
-                          config.registrar.max_expires, config.registrar.default_expires)
+                          config.registrar.max_expires, config.registrar.default_expires,
+                          token_lifetime=config.push.token_lifetime)
 
     core = SipCore(server_header=config.sip.user_agent)
     network = SipNetwork(reactor, list(config.sip.listen),
@@ -224,9 +230,23 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         write_cdr=cdrs.write, settings=_call_settings(config),
         trunk_credentials={t.name: TrunkCredentials(t.username, t.password)
                            for t in config.trunks if t.username},
-        metrics=root.metrics, media=_media_settings(config, reactor))
+        metrics=root.metrics, media=_media_settings(config, reactor),
+        kept_bindings=registrar.kept_bindings)
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
                       store.users.ha1_lookup(config.sip.realm), throttle)
+    push = config.push
+    mailbox = Mailbox(
+        store.messages, events, clock, layer, registrar.flow_for,
+        lambda aor: [*bindings.list_for_aor(aor, clock.seconds()), *registrar.kept_bindings(aor)],
+        notifier, MailboxLimits(push.message_lifetime, push.max_stored_messages,
+                                push.max_stored_bytes))
+    core.messages = MessageRelay(
+        layer, chain_holder, mailbox, trunk_for=calls.trunk_for, authenticate=calls.authenticate,
+        aor_for=registrar.aor_for, list_bindings=services.list_bindings,
+        flow_for=registrar.flow_for, trunks={t.name: t.uri for t in config.trunks},
+        reactor=reactor, max_message_size=push.max_message_size,
+        server_header=config.sip.user_agent)
+    root.mailbox = mailbox
     core.layer, core.registrar, core.calls = layer, registrar, calls
     root.network, root.core, root.layer = network, core, layer
     root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
@@ -235,7 +255,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         _router_chain(load_config(config.path), store, clock, reload_modules=True))
     root.metrics.attach(root)
 
-    _Housekeeping(registrar, bindings, cdrs).setServiceParent(root)
+    root.refresh = RefreshScheduler(clock, notifier, bindings.list_all, lead=PNSREG_INTERVAL)
+    _Housekeeping(registrar, bindings, cdrs, mailbox, root.refresh).setServiceParent(root)
     _GcPacer(clock).setServiceParent(root)
     for client in push_clients:     # a warm APNs connection, PINGed, closed gracefully
         client.setServiceParent(root)
@@ -312,18 +333,29 @@ class _Housekeeping(service.Service):
     (it stops after the listeners and after the calls drained)."""
 
     def __init__(self, registrar: Registrar, bindings: BindingWriter,
-                 cdrs: CdrWriter | None = None) -> None:
+                 cdrs: CdrWriter | None = None, mailbox: Mailbox | None = None,
+                 refresh: RefreshScheduler | None = None) -> None:
         self.registrar = registrar
         self.bindings = bindings
         self.cdrs = cdrs
+        self.mailbox = mailbox
+        self.refresh = refresh
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
         self.registrar.start_purging()
+        if self.mailbox is not None:
+            self.mailbox.start()
+        if self.refresh is not None:
+            self.refresh.start()
 
     def stopService(self) -> object:  # noqa: N802
         super().stopService()
         self.registrar.stop()
+        if self.mailbox is not None:
+            self.mailbox.stop()
+        if self.refresh is not None:
+            self.refresh.stop()
         if self.cdrs is not None:
             self.cdrs.flush()
         return self.bindings.flush()

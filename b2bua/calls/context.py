@@ -63,3 +63,5 @@ class CallServices:
     trunk_credentials: dict[str, TrunkCredentials] = field(default_factory=dict)
     metrics: Any | None = None                    # b2bua.metrics.Metrics
     media: Any | None = None                      # b2bua.calls.early_media.MediaSettings
+    kept_bindings: Callable[[str], list[Binding]] | None = None
+    """aor -> devices whose contact expired but whose push token is kept (push only)."""

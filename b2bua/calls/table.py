@@ -69,7 +69,8 @@ class CallTable:
         return found
 
     def _authenticate(self, tx: Any, request: Request, source: Source) -> str | None:
-        """The local user behind ``request``; None after answering 407/403."""
+        """The local user behind ``request`` (an INVITE or an out-of-dialog MESSAGE);
+        None after answering 407/403."""
         layer = self.services.layer
         server = self.services.settings.server_header
         if self.authenticator is None or self.lookup_ha1 is None:
@@ -80,7 +81,7 @@ class CallTable:
         ip = source.address[0]
         username = ""
         for value in values:
-            result = self.authenticator.verify(value, "INVITE", self.lookup_ha1)
+            result = self.authenticator.verify(value, request.method, self.lookup_ha1)
             username = result.username or username
             if self.throttle is not None and self.throttle.is_blocked(ip, username):
                 layer.send_response(tx, make_response(
@@ -95,13 +96,15 @@ class CallTable:
         if values and not stale:
             if self.throttle is not None:
                 self.throttle.record_failure(ip, username)
-            self.log.info("INVITE {call_id} from {peer}: bad credentials",
-                          call_id=request.call_id, peer=source.address)
+            self.log.info("{method} {call_id} from {peer}: bad credentials",
+                          method=request.method, call_id=request.call_id, peer=source.address)
         extra = [("Proxy-Authenticate", v) for v in self.authenticator.challenges(stale)]
         layer.send_response(tx, make_response(request, 407, "Proxy Authentication Required",
                                               to_tag=generate_tag(),
                                               extra=[("Server", server), *extra]))
         return None
+
+    authenticate = _authenticate   # for the MESSAGE relay
 
     # -- CallHandler ----------------------------------------------------------------
 
@@ -171,7 +174,8 @@ class CallTable:
         if decision.fallback is not None:
             call.fallback = lambda: self._routed(decision.fallback, call)
         bindings = services.list_bindings(aor)
-        if not bindings:
+        kept = services.kept_bindings(aor) if services.kept_bindings is not None else []
+        if not bindings and not kept:
             if call.fallback is not None:
                 fallback, call.fallback = call.fallback, None
                 fallback()
@@ -179,7 +183,7 @@ class CallTable:
             call.fail(480, "Temporarily Unavailable", by="callee")
             return
         call.wakeup = WakeUp(call, decision.name, aor)
-        call.wakeup.start(bindings)
+        call.wakeup.start(bindings, kept)
 
     def _to_uris(self, call: Call, uris: list[str], parallel: bool,
                  trunk: str | None = None) -> None:

@@ -11,6 +11,7 @@ show a call, and this way it shows a missed call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from b2bua.calls.branch import BranchState
@@ -52,11 +53,16 @@ class WakeUp:
 
     # -- start ------------------------------------------------------------------
 
-    def start(self, bindings: list[Binding]) -> None:
-        """Fork to live contacts and push every device with a token, all at once."""
+    def start(self, bindings: list[Binding], kept: Sequence[Binding] = ()) -> None:
+        """Fork to live contacts and push every device with a token, all at once.
+
+        ``kept`` are devices whose contact expired but whose push token is kept:
+        pushed, never sent an INVITE (their contact is gone); they ring once they
+        register again.
+        """
         call = self.call
         services = call.services
-        pushable = [b for b in bindings if b.push_token and b.push_provider]
+        pushable = [b for b in (*bindings, *kept) if b.push_token and b.push_provider]
         if pushable and services.notifier is not None:
             self.waiting = True
             # Both go through call.run: an exception here ends this call (500), nothing else.
@@ -173,7 +179,8 @@ class WakeUp:
         services = self.call.services
         if services.settings.call_ended_push and services.notifier is not None:
             facts = self._facts()
-            for binding in services.list_bindings(self.aor):
+            kept = services.kept_bindings(self.aor) if services.kept_bindings else []
+            for binding in (*services.list_bindings(self.aor), *kept):
                 if binding.push_token and binding.push_provider:
                     services.notifier.notify_call_ended(PushTarget(
                         binding.push_provider, binding.push_topic or binding.push_package or "",

@@ -25,7 +25,14 @@ from b2bua.push.apns_endpoint import ApnsEndpoint, ApnsTimings, tls_connector
 from b2bua.push.apns_connection import Clock
 from b2bua.push.jwt_token import ProviderToken
 from b2bua.push.outcome import OutcomeKind, PushConfigError, PushOutcome, redact_token
-from b2bua.push.payload import CallFacts, PushKind, build_voip_push
+from b2bua.push.payload import (
+    CallFacts,
+    MessageFacts,
+    PushKind,
+    build_message_push,
+    build_refresh_push,
+    build_voip_push,
+)
 
 #: X-MPUSH letters and RFC 8599 pn-provider names, to one name per provider.
 PROVIDER_NAMES = {"i": "apns", "apns": "apns", "a": "fcm", "fcm": "fcm"}
@@ -43,6 +50,18 @@ class PushTarget:
     provider: str
     topic: str
     token: str
+    remote_token: str | None = None
+    """APNs: the alert/background token (RFC 8599 ``pn-prid`` ``...:remote``), if any.
+    Messages and refreshes go there; ``token`` (VoIP) is for calls only."""
+    callee: str = ""
+    """The user the device belongs to (for the refresh push's ``ntousr``)."""
+
+    @classmethod
+    def of(cls, binding: Any) -> PushTarget:
+        """The target of a ``store.Binding`` that has a push token."""
+        return cls(binding.push_provider or "", binding.push_topic or binding.push_package or "",
+                   binding.push_token or "", binding.push_remote_token or None,
+                   binding.user or "")
 
 
 class IPushNotifier(Protocol):
@@ -51,6 +70,17 @@ class IPushNotifier(Protocol):
 
     def notify_call_ended(self, target: PushTarget, facts: CallFacts) -> Deferred[PushOutcome]:
         """Tell a woken phone the caller gave up (ntype 1), so it shows a missed call."""
+
+    def notify_message(self, target: PushTarget, facts: MessageFacts) -> Deferred[PushOutcome]:
+        """Tell the phone a text message waits (ntype 2); never a VoIP push."""
+
+    def notify_refresh(self, target: PushTarget) -> Deferred[PushOutcome]:
+        """Ask the phone to register again before its contact expires (RFC 8599 §5.4).
+        Only a push type the platform allows without a call; never an APNs VoIP push."""
+
+
+#: The outcome when a device has no token a message or refresh push may use.
+NO_REMOTE_TOKEN = "no APNs remote token: a VoIP-only iPhone is woken for calls only"
 
 
 class ApnsNotifier:
@@ -68,6 +98,21 @@ class ApnsNotifier:
     def notify_call_ended(self, target: PushTarget, facts: CallFacts) -> Deferred[PushOutcome]:
         headers, body = build_voip_push(facts, target.topic, PushKind.CALL_ENDED)
         return self.client.send(target.token, headers, body)
+
+    def notify_message(self, target: PushTarget, facts: MessageFacts) -> Deferred[PushOutcome]:
+        """An alert push to the remote token; a VoIP-only device is not pushed (iOS would
+        kill an app that gets a VoIP push and reports no call)."""
+        if not target.remote_token:
+            return succeed(PushOutcome(OutcomeKind.REFUSED, NO_REMOTE_TOKEN))
+        headers, body = build_message_push(facts, target.topic)
+        return self.client.send(target.remote_token, headers, body)
+
+    def notify_refresh(self, target: PushTarget) -> Deferred[PushOutcome]:
+        """A background push (priority 5) to the remote token; never a VoIP push."""
+        if not target.remote_token:
+            return succeed(PushOutcome(OutcomeKind.REFUSED, NO_REMOTE_TOKEN))
+        headers, body = build_refresh_push(target.topic, target.callee)
+        return self.client.send(target.remote_token, headers, body)
 
 
 class PushNotifierRegistry:
@@ -97,7 +142,15 @@ class PushNotifierRegistry:
     def notify_call_ended(self, target: PushTarget, facts: CallFacts) -> Deferred[PushOutcome]:
         return self._notify(target, facts, PushKind.CALL_ENDED)
 
-    def _notify(self, target: PushTarget, facts: CallFacts, kind: PushKind) -> Deferred[PushOutcome]:
+    def notify_message(self, target: PushTarget, facts: MessageFacts) -> Deferred[PushOutcome]:
+        return self._notify(target, facts, PushKind.MESSAGE)
+
+    def notify_refresh(self, target: PushTarget) -> Deferred[PushOutcome]:
+        facts = CallFacts("refresh", "", None, target.callee)
+        return self._notify(target, facts, PushKind.REFRESH)
+
+    def _notify(self, target: PushTarget, facts: CallFacts | MessageFacts,
+                kind: PushKind) -> Deferred[PushOutcome]:
         provider = canonical_provider(target.provider)
         notifier = self._notifiers.get(provider)
         if notifier is None:
@@ -106,8 +159,16 @@ class PushNotifierRegistry:
                 self.log.error("push provider {provider!r} is not configured; its phones cannot be woken",
                                provider=provider)
             return succeed(self._log(target, facts, PushOutcome(OutcomeKind.CONFIG_ERROR, "provider not configured")))
+        if kind in (PushKind.MESSAGE, PushKind.REFRESH) and not hasattr(
+                notifier, "notify_message" if kind is PushKind.MESSAGE else "notify_refresh"):
+            return succeed(self._log(target, facts, PushOutcome(
+                OutcomeKind.CONFIG_ERROR, "provider cannot send this push kind")))
         try:
-            if kind is PushKind.INCOMING_CALL:
+            if isinstance(facts, MessageFacts):
+                sent = notifier.notify_message(target, facts)
+            elif kind is PushKind.REFRESH:
+                sent = notifier.notify_refresh(target)
+            elif kind is PushKind.INCOMING_CALL:
                 sent = notifier.notify_incoming_call(target, facts)
             else:
                 sent = notifier.notify_call_ended(target, facts)
@@ -115,25 +176,35 @@ class PushNotifierRegistry:
             self.log.failure("push notifier for {provider} failed", provider=provider)
             return succeed(PushOutcome(OutcomeKind.REFUSED, "internal error"))
         sent.addErrback(self._internal_error, provider)
-        sent.addCallback(self._settled, target, facts)
+        sent.addCallback(self._settled, target, facts, kind)
         return sent
 
     def _internal_error(self, failure: Failure, provider: str) -> PushOutcome:
         self.log.failure("push notifier for {provider} failed", failure, provider=provider)
         return PushOutcome(OutcomeKind.REFUSED, "internal error")
 
-    def _settled(self, outcome: PushOutcome, target: PushTarget, facts: CallFacts) -> PushOutcome:
+    def _settled(self, outcome: PushOutcome, target: PushTarget,
+                 facts: CallFacts | MessageFacts, kind: PushKind) -> PushOutcome:
         self._log(target, facts, outcome)
         if outcome.kind is OutcomeKind.TOKEN_DEAD and self._on_token_dead is not None:
+            # A message or refresh push went to the remote token: that one died.
+            token = target.token
+            if kind in (PushKind.MESSAGE, PushKind.REFRESH):
+                token = target.remote_token or token
             try:
-                self._on_token_dead(target.token)
+                self._on_token_dead(token)
             except Exception:
                 self.log.failure("dropping dead push token {token} failed", token=redact_token(target.token))
         return outcome
 
-    def _log(self, target: PushTarget, facts: CallFacts, outcome: PushOutcome) -> PushOutcome:
+    def _log(self, target: PushTarget, facts: CallFacts | MessageFacts,
+             outcome: PushOutcome) -> PushOutcome:
+        if isinstance(facts, MessageFacts):
+            call_id, callee = "message " + facts.message_id, facts.recipient
+        else:
+            call_id, callee = facts.call_id, facts.callee
         fields: dict[str, Any] = dict(
-            call_id=facts.call_id, callee=facts.callee, token=redact_token(target.token),
+            call_id=call_id, callee=callee, token=redact_token(target.token),
             provider=canonical_provider(target.provider), outcome=outcome.describe(),
         )
         text = "push for call {call_id} to {callee} ({provider} {token}): {outcome}"

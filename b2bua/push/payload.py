@@ -29,6 +29,8 @@ class PushKind(enum.IntEnum):
 
     INCOMING_CALL = 0
     CALL_ENDED = 1  # our extension: the caller gave up; the app shows a missed call
+    MESSAGE = 2  # our extension: a text message (SIP MESSAGE) waits for the phone
+    REFRESH = 3  # our extension: register again before the contact expires (RFC 8599 §5.4)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,31 @@ class CallFacts:
     caller_number: str
     caller_display: str | None
     callee: str
+
+
+#: Characters of a message's text put into the push (`nmsg` and the alert body).
+MAX_MESSAGE_PREVIEW = 160
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """What the phone needs to know about a waiting text message (RFC 3428 MESSAGE).
+
+    ``message_id`` is the MESSAGE's Call-ID (``ncallid``), so the app can match the
+    MESSAGE it receives once it registers; ``text`` is the start of the body (empty
+    when the body is not text).
+    """
+
+    message_id: str
+    sender_number: str
+    sender_display: str | None
+    recipient: str
+    text: str
+
+
+def apns_bundle_topic(topic: str) -> str:
+    """The APNs topic of an alert or background push: the bare bundle id (no ``.voip``)."""
+    return apns_voip_topic(topic).removesuffix(".voip")
 
 
 def apns_voip_topic(topic: str) -> str:
@@ -115,3 +142,47 @@ def build_voip_push(
     }
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return headers, body
+
+
+def message_data(facts: MessageFacts) -> dict[str, object]:
+    """The `data` keys of a message push: those of a call push, `ntype` 2 (MESSAGE)."""
+    number = _clip(facts.sender_number)
+    display = _clip(facts.sender_display) if facts.sender_display else ""
+    text = facts.text[:MAX_MESSAGE_PREVIEW]
+    return {"ntype": int(PushKind.MESSAGE), "nfromusername": display or number,
+            "nfrom": number, "nmsg": text, "ncallid": facts.message_id,
+            "ntousr": facts.recipient}
+
+
+def build_message_push(facts: MessageFacts, topic: str) -> tuple[dict[str, str], bytes]:
+    """An APNs *alert* push announcing a message (never a VoIP push: iOS requires a
+    VoIP push to report a call).  `topic` is turned into the bare bundle id."""
+    data = message_data(facts)
+    sender = str(data["nfromusername"]) or "unknown"
+    payload = {
+        "aps": {"alert": {"title": "Message from " + sender, "body": str(data["nmsg"])},
+                "sound": "default", "badge": 1, "content-available": 1},
+        "data": data,
+    }
+    headers = {
+        "apns-push-type": "alert",
+        "apns-topic": apns_bundle_topic(topic),
+        "apns-priority": "10",
+        "apns-expiration": "0",
+        "apns-collapse-id": collapse_id(facts.message_id),
+    }
+    return headers, json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def build_refresh_push(topic: str, callee: str) -> tuple[dict[str, str], bytes]:
+    """An APNs *background* push asking the app to register again (RFC 8599 §5.4):
+    priority 5, `content-available` only, topic = the bundle id."""
+    payload = {"aps": {"content-available": 1},
+               "data": {"ntype": int(PushKind.REFRESH), "ntousr": callee}}
+    headers = {
+        "apns-push-type": "background",
+        "apns-topic": apns_bundle_topic(topic),
+        "apns-priority": "5",
+        "apns-collapse-id": "refresh",
+    }
+    return headers, json.dumps(payload, separators=(",", ":")).encode("utf-8")

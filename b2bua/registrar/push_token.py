@@ -15,6 +15,7 @@ Full tokens are secrets of a sort: repr() hides them; log ``short_token()``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -79,6 +80,9 @@ class PushBinding:
     token: str = field(repr=False)
     topic: str | None
     source: str  # "x-mpush" | "rfc8599"
+    remote_token: str | None = field(default=None, repr=False)
+    """APNs only: the token for alert/background pushes (RFC 8599 ``pn-prid`` part
+    ``TOKEN:remote``, Flexisip's convention); ``token`` is then the VoIP one."""
 
     @property
     def is_apns(self) -> bool:
@@ -160,10 +164,35 @@ def parse_rfc8599(contact_params: Mapping[str, str | None]) -> PushBinding | Non
     team, dot, topic = (param or "").partition(".")
     if not team or not dot or not topic:
         raise MalformedPushToken("APNs pn-param must be TEAMID.bundle.id[.voip]")
-    package = topic.removesuffix(".voip")
+    package = _APNS_TYPES_SUFFIX.sub("", topic)
     if not package:
         raise MalformedPushToken("APNs pn-param has no bundle id")
-    return PushBinding(provider, package, token, package + ".voip", SOURCE_RFC8599)
+    voip, remote = _apns_tokens(token)
+    return PushBinding(provider, package, voip, package + ".voip", SOURCE_RFC8599, remote)
+
+
+_APNS_TYPES_SUFFIX = re.compile(r"\.(?:voip|remote)(?:&(?:voip|remote))*$")
+
+
+def _apns_tokens(prid: str) -> tuple[str, str | None]:
+    """(VoIP token, remote token) of an APNs ``pn-prid``.
+
+    Flexisip's form is ``TOKEN:voip&TOKEN:remote`` (either order); a plain token is
+    the VoIP one.  A ``pn-prid`` with only a remote token cannot wake the phone for a
+    call (iOS rings calls through VoIP pushes), so it is refused.
+    """
+    kinds: dict[str, str] = {}
+    for part in prid.split("&"):
+        token, colon, kind = part.rpartition(":")
+        if colon and kind.lower() in ("voip", "remote") and token:
+            kinds.setdefault(kind.lower(), token)
+        elif "&" not in prid:
+            return prid, None
+        else:
+            raise MalformedPushToken("APNs pn-prid parts must be TOKEN:voip or TOKEN:remote")
+    if "voip" not in kinds:
+        raise MalformedPushToken("APNs pn-prid has no VoIP token (only :remote)")
+    return kinds["voip"], kinds.get("remote")
 
 
 def _unquote(value: str | None) -> str | None:

@@ -68,7 +68,8 @@ __all__ = ["Registrar", "RegisterRejected"]
 #: every field at its default, to build incoming bindings from
 _NO_BINDING = Binding(aor="", contact="", expires_at=0.0, updated_at=0.0)
 
-_PUSH_FIELDS = ("push_provider", "push_package", "push_topic", "push_token", "push_source")
+_PUSH_FIELDS = ("push_provider", "push_package", "push_topic", "push_token", "push_source",
+                "push_remote_token", "push_refresh")
 
 
 class _Outcome(NamedTuple):
@@ -89,10 +90,12 @@ class Registrar:
                  auth: DigestAuthenticator, throttle: FailureThrottle | None,
                  events: BindingEvents, clock: IReactorTime, domain: str,
                  min_expires: int = 60, max_expires: int = 86400,
-                 default_expires: int = 3600) -> None:
+                 default_expires: int = 3600, token_lifetime: float = 0.0) -> None:
         """``bindings`` is a ``BindingStore`` (every write durable when it returns)
         or a ``BindingWriter`` (writes applied at once, ``durable()`` fires after
-        the batched commit)."""
+        the batched commit).  ``token_lifetime``: how long a device's push token
+        is kept after its contact expired (``[push] token_lifetime``)."""
+        self.token_lifetime = token_lifetime
         self.users = users
         self.bindings = bindings
         self.auth = auth
@@ -113,6 +116,11 @@ class Registrar:
     def aor_for(self, user: str) -> str:
         """The key bindings of ``user`` are stored under: ``sip:user@domain``."""
         return normalise_aor("sip:%s@%s" % (user, self.domain))
+
+    def kept_bindings(self, aor: str) -> list[Binding]:
+        """Devices of ``aor`` whose contact expired but whose push token is kept:
+        a call or a message can still wake them."""
+        return self.bindings.list_kept_for_aor(aor, self.clock.seconds(), self.token_lifetime)
 
     def flow_for(self, binding: Binding | int) -> object | None:
         """The live connection a binding registered over; None for UDP or a closed one."""
@@ -153,7 +161,8 @@ class Registrar:
             self.log.failure("purging expired bindings failed", failure)
             return 0
 
-        return _deferred(self.bindings.purge_expired, now).addCallbacks(done, failed)
+        return _deferred(self.bindings.purge_expired, now,
+                         self.token_lifetime).addCallbacks(done, failed)
 
     # -- REGISTER --------------------------------------------------------------------
 
@@ -267,15 +276,21 @@ class Registrar:
             push_package=push.package if push else None,
             push_topic=push.topic if push else None,
             push_token=push.token if push else None,
-            push_source=push.source if push else None)
+            push_source=push.source if push else None,
+            push_remote_token=push.remote_token if push else None,
+            push_refresh=1 if push is not None and contact.pnsreg else None)
 
     def _plan(self, request: Request, register: RegisterRequest, incoming: list[Binding],
               aor: str, now: float) -> list[_Target]:
         """Per Contact (one target of all bindings for ``*``), the bindings it
         replaces or removes.  Raises step 7's 500 when one of them was written
         under this Call-ID with a CSeq not lower than the request's: the whole
-        REGISTER then fails and nothing is written."""
+        REGISTER then fails and nothing is written.  Devices whose contact expired
+        but whose push token is kept count too: a phone back replaces its own
+        binding, and its ``Expires: 0`` (or ``*``) drops the kept token."""
         existing = self.bindings.list_for_aor(aor, now)
+        if self.token_lifetime > 0:
+            existing += self.bindings.list_kept_for_aor(aor, now, self.token_lifetime)
         if register.star:
             plan = [_Target(None, tuple(existing))]
         else:

@@ -22,6 +22,7 @@ from b2bua.store.db import (
     open_database,
     schema_version,
 )
+from b2bua.store.messages import MessageStore, StoredMessage
 from b2bua.store.users import UnknownUser, User, UserExists, UserStore, compute_ha1
 from b2bua.store.writer import BindingWriter, LocationService
 
@@ -33,9 +34,11 @@ __all__ = [
     "Cdr",
     "CdrStore",
     "LocationService",
+    "MessageStore",
     "SchemaTooNew",
     "Store",
     "StoreError",
+    "StoredMessage",
     "UnknownUser",
     "User",
     "UserExists",
@@ -51,17 +54,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Store:
-    """The three tables over one database connection."""
+    """The tables over one database connection."""
 
     db: Database
     users: UserStore
     bindings: BindingStore
     cdrs: CdrStore
+    messages: MessageStore
 
     @classmethod
     def open(cls, path: str | Path = ":memory:", clock: SecondsClock | None = None) -> Store:
         db = open_database(path)
-        return cls(db, UserStore(db, clock), BindingStore(db), CdrStore(db))
+        return cls(db, UserStore(db, clock), BindingStore(db), CdrStore(db), MessageStore(db))
 
     def close(self) -> None:
         self.db.close()

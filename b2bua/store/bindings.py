@@ -78,10 +78,24 @@ class Binding:
     push_topic: str | None = None
     push_token: str | None = field(default=None, repr=False)
     push_source: str | None = None  # "x-mpush" | "rfc8599"
+    # An APNs token that may get alert/background pushes (RFC 8599 pn-prid "...:remote"):
+    # the one a message or a refresh push goes to; ``push_token`` is then the VoIP one.
+    push_remote_token: str | None = field(default=None, repr=False)
+    push_refresh: int | None = None  # 1: the phone asked for refresh pushes (+sip.pnsreg)
     id: int | None = field(default=None, compare=False)
 
     def expired(self, now: float) -> bool:
         return self.expires_at <= now
+
+    def kept(self, now: float, token_lifetime: float) -> bool:
+        """The contact expired but the push token is kept (``[push] token_lifetime``):
+        the phone cannot be sent SIP but can still be woken."""
+        return (self.expires_at <= now and bool(self.push_token)
+                and self.expires_at + token_lifetime > now)
+
+    def gone(self, now: float, token_lifetime: float = 0.0) -> bool:
+        """Nothing left to keep: the contact expired and so did any push token."""
+        return self.expires_at <= now and not self.kept(now, token_lifetime)
 
     def evolve(self, **changes: Any) -> Binding:
         """``dataclasses.replace`` without running ``__init__`` again (this runs
@@ -103,6 +117,8 @@ class Binding:
             push_topic=push.topic,
             push_token=push.token,
             push_source=push.source,
+            push_remote_token=getattr(push, "remote_token", None),
+            push_refresh=1 if getattr(push, "refresh", False) else None,
         )
 
     def to_row(self) -> dict[str, Any]:
@@ -123,7 +139,8 @@ class Binding:
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(Binding))
-_PUSH_FIELDS = ("push_provider", "push_package", "push_topic", "push_token", "push_source")
+_PUSH_FIELDS = ("push_provider", "push_package", "push_topic", "push_token", "push_source",
+                "push_remote_token", "push_refresh")
 _NO_PUSH: dict[str, Any] = dict.fromkeys(_PUSH_FIELDS)
 _COLUMNS = tuple(f.name for f in fields(Binding))
 _column_values = attrgetter(*_COLUMNS)
@@ -293,6 +310,18 @@ class BindingStore:
     def list_for_push_token(self, token: str) -> list[Binding]:
         return self._rows("push_token = ?", (token,))
 
+    def list_kept_for_aor(self, aor: str, now: float, token_lifetime: float) -> list[Binding]:
+        return self.list_kept(now, token_lifetime, aor)
+
+    def list_kept(self, now: float, token_lifetime: float, aor: str | None = None) -> list[Binding]:
+        """Bindings whose contact expired but whose push token is still kept."""
+        where = "expires_at <= ? AND push_token IS NOT NULL AND expires_at > ?"
+        params: tuple[Any, ...] = (now, now - token_lifetime)
+        if aor is not None:
+            where += " AND aor = ?"
+            params += (normalise_aor(aor),)
+        return self._rows(where, params)
+
     def remove(self, aor: str, contact: str) -> bool:
         """Drop one contact of an AOR (``Expires: 0``); True if it was there."""
         cursor = self._db.execute(
@@ -313,13 +342,19 @@ class BindingStore:
         """The push service says ``token`` is dead: clear the push fields of every
         binding that carries it (the bindings stay; the SIP contact may be fine)."""
         assignments = ", ".join(f"{name} = NULL" for name in _PUSH_FIELDS)
-        cursor = self._db.execute(
-            f"UPDATE bindings SET {assignments} WHERE push_token = ?", (token,)
-        )
-        return cursor.rowcount
+        with self._db.atomic():
+            cursor = self._db.execute(
+                f"UPDATE bindings SET {assignments} WHERE push_token = ?", (token,))
+            remote = self._db.execute(
+                "UPDATE bindings SET push_remote_token = NULL WHERE push_remote_token = ?",
+                (token,))
+        return cursor.rowcount + remote.rowcount
 
-    def purge_expired(self, now: float) -> int:
-        cursor = self._db.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,))
+    def purge_expired(self, now: float, token_lifetime: float = 0.0) -> int:
+        """Delete expired bindings; one with a push token stays ``token_lifetime`` longer."""
+        cursor = self._db.execute(
+            "DELETE FROM bindings WHERE expires_at <= ? AND (push_token IS NULL OR expires_at <= ?)",
+            (now, now - token_lifetime))
         return cursor.rowcount
 
     def _rows(self, where: str, params: tuple[Any, ...], order: str = "id") -> list[Binding]:

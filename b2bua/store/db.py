@@ -162,8 +162,35 @@ def _initial_schema(db: Database) -> None:
     cdrs.create_index(["started_at"], index_name="cdrs_started_at")
 
 
+def _push_reach(db: Database) -> None:
+    """Issue 16: the APNs alert/background token and the refresh request of a
+    binding, and the text messages (RFC 3428 MESSAGE) kept for sleeping phones."""
+    db.execute("ALTER TABLE bindings ADD COLUMN push_remote_token TEXT")
+    db.execute("ALTER TABLE bindings ADD COLUMN push_refresh INTEGER")
+    # AUTOINCREMENT: ids give the delivery order and are never reused.
+    db.execute(
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            aor TEXT NOT NULL,
+            user TEXT NOT NULL,
+            call_id TEXT NOT NULL,
+            from_uri TEXT NOT NULL,
+            from_display TEXT,
+            to_uri TEXT NOT NULL,
+            content_type TEXT,
+            body BLOB NOT NULL,
+            received_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )"""
+    )
+    messages = table(db, "messages")
+    messages.create_index(["aor", "id"], index_name="messages_aor")
+    messages.create_index(["expires_at"], index_name="messages_expires_at")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, bindings, cdrs", _initial_schema),
+    Migration(2, "push remote token and refresh; stored messages", _push_reach),
 ]
 """Append only; never edit a released step.  Versions are 1, 2, 3, ..."""
 

@@ -52,8 +52,9 @@ class LocationService(Protocol):
     def remove(self, aor: str, contact: str) -> Deferred[bool]: ...
     def remove_all(self, aor: str) -> Deferred[int]: ...
     def remove_push_token(self, token: str) -> Deferred[int]: ...
-    def purge_expired(self, now: float) -> Deferred[int]: ...
+    def purge_expired(self, now: float, token_lifetime: float = 0.0) -> Deferred[int]: ...
     def list_for_aor(self, aor: str, now: float) -> list[Binding]: ...
+    def list_kept_for_aor(self, aor: str, now: float, token_lifetime: float) -> list[Binding]: ...
     def list_all(self, now: float | None = None) -> list[Binding]: ...
 
 
@@ -96,8 +97,14 @@ class BindingWriter:
         live = (b for b in rows if now is None or not b.expired(now))
         return sorted(live, key=lambda b: b.id or 0)
 
+    def list_kept_for_aor(self, aor: str, now: float, token_lifetime: float) -> list[Binding]:
+        """Bindings of ``aor`` whose contact expired but whose push token is kept."""
+        rows = self._by_aor.get(normalise_aor(aor), {}).values()
+        return sorted((b for b in rows if b.kept(now, token_lifetime)), key=_rank)
+
     def list_for_push_token(self, token: str) -> list[Binding]:
-        return [b for b in self.list_all() if b.push_token == token]
+        return [b for b in self.list_all()
+                if b.push_token == token or b.push_remote_token == token]
 
     @property
     def pending(self) -> int:
@@ -150,11 +157,15 @@ class BindingWriter:
         """Clear the push fields of every binding carrying the dead ``token``."""
         carriers = self.list_for_push_token(token)
         for binding in carriers:
-            self._put(binding.with_push(None))
+            if binding.push_token == token:
+                self._put(binding.with_push(None))
+            else:   # only the alert/background token died; the VoIP one still works
+                self._put(binding.evolve(push_remote_token=None))
         return self._wait(len(carriers))
 
-    def purge_expired(self, now: float) -> Deferred[int]:
-        doomed = [b for b in self._by_id.values() if b.expired(now)]
+    def purge_expired(self, now: float, token_lifetime: float = 0.0) -> Deferred[int]:
+        """Drop expired bindings; one with a push token is kept ``token_lifetime`` longer."""
+        doomed = [b for b in self._by_id.values() if b.gone(now, token_lifetime)]
         for binding in doomed:
             self._delete(binding)
         return self._wait(len(doomed))
