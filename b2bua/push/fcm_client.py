@@ -169,8 +169,7 @@ class FcmClient(H2PushClient):
     def classify(self, push: QueuedPush, response: ApnsResponse) -> None:
         status = response.status
         if status == 200:
-            name = _message_name(response.body)
-            self._finish(push, OutcomeKind.DELIVERED, "", status, name)
+            self._finish(push, OutcomeKind.DELIVERED, "", status)
             return
         code, message, names_token = fcm_error(response.body)
         reason = code or "HTTP %d" % status
@@ -188,11 +187,3 @@ class FcmClient(H2PushClient):
         else:
             self._finish(push, OutcomeKind.REFUSED, "%s: %s" % (reason, message) if message else reason, status)
 
-
-def _message_name(body: bytes) -> str | None:
-    """`projects/P/messages/ID` of a 200, kept as the outcome's id."""
-    try:
-        name = json.loads(body).get("name")
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return None
-    return name if isinstance(name, str) else None
