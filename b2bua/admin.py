@@ -214,11 +214,27 @@ def binding_json(binding: Binding, now: float) -> dict[str, Any]:
         "user_agent": binding.user_agent, "instance_id": binding.instance_id,
         "push_provider": binding.push_provider, "push_package": binding.push_package,
         "push_topic": binding.push_topic, "push_token": binding.push_token,
+        "push_unbound": _unbound_reason(binding),
     }
+
+
+def _unbound_reason(binding: Binding) -> str | None:
+    """Why a device that announced a push token has none stored, if we know."""
+    from b2bua.push import canonical_provider
+    from b2bua.registrar.push_token import SOURCE_DISABLED
+
+    if binding.push_token or binding.push_source != SOURCE_DISABLED:
+        return None
+    provider = canonical_provider(binding.push_provider or "?")
+    return f"{provider} is not enabled in the config: the phone cannot be woken"
 
 
 def _push_text(binding: Binding) -> str:
     from b2bua.push import canonical_provider, redact_token
+
+    unbound = _unbound_reason(binding)
+    if unbound is not None:
+        return f"none ({unbound})"
 
     if not binding.push_token:
         return "-"

@@ -187,6 +187,16 @@ class ApnsConfig:
 
 
 @dataclass(frozen=True)
+class FcmConfig:
+    """Firebase Cloud Messaging HTTP v1 client (Android phones); unchecked when disabled."""
+
+    enabled: bool = False
+    service_account: Path | None = None  # Google's service-account JSON key file
+    endpoint: str = "https://fcm.googleapis.com"
+    ca_file: Path | None = None  # extra trust roots, for the endpoint and the key's token_uri
+
+
+@dataclass(frozen=True)
 class TrunkConfig:
     """A carrier: where to send calls, whom to accept calls from, optional registration."""
 
@@ -291,6 +301,7 @@ class Config:
     log: LogConfig
     calls: CallsConfig
     media: MediaConfig
+    fcm: FcmConfig = FcmConfig()
 
     @property
     def base_dir(self) -> Path:

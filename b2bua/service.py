@@ -30,8 +30,8 @@ from b2bua.metrics import Metrics
 from b2bua.config_schema import RouterEntry
 from b2bua.core import SipCore
 from b2bua.plugin_loader import PluginLoadError, load_chain
-from b2bua.push.apns_client import ApnsTimings
-from b2bua.push.notifier import ApnsNotifier, PushNotifierRegistry, apns_client_from_settings
+from b2bua.admin_push import build_notifiers
+from b2bua.push.notifier import PushNotifierRegistry
 from b2bua.push.outcome import PushConfigError
 from b2bua.registrar.events import BindingEvents
 from b2bua.registrar.registrar import Registrar
@@ -80,6 +80,7 @@ class B2buaService(service.MultiService):
         self.bindings: BindingWriter | None = None
         self.cdrs: CdrWriter | None = None
         self.notifier: PushNotifierRegistry | None = None
+        self.push_clients: dict[str, Any] = {}   # H2PushClient by provider ("apns", "fcm")
         self.metrics = Metrics()
         self.reload_routers: Callable[[], None] | None = None
 
@@ -189,7 +190,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
                 if config.registrar.auth_failures_limit else None)
     registrar = Registrar(store.users, bindings, auth, throttle, events, clock,
                           config.sip.domain, config.registrar.min_expires,
-                          config.registrar.max_expires, config.registrar.default_expires)
+                          config.registrar.max_expires, config.registrar.default_expires,
+                          enabled_push_providers=enabled_push_providers(config))
 
     core = SipCore(server_header=config.sip.user_agent)
     network = SipNetwork(reactor, list(config.sip.listen),
@@ -231,13 +233,14 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     root.network, root.core, root.layer = network, core, layer
     root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
     root.notifier, root.endpoint, root.cdrs = notifier, endpoint, cdrs
+    root.push_clients = push_clients
     root.reload_routers = lambda: chain_holder.swap(
         _router_chain(load_config(config.path), store, clock, reload_modules=True))
     root.metrics.attach(root)
 
     _Housekeeping(registrar, bindings, cdrs).setServiceParent(root)
     _GcPacer(clock).setServiceParent(root)
-    for client in push_clients:     # a warm APNs connection, PINGed, closed gracefully
+    for client in push_clients.values():   # warm connections, PINGed, closed gracefully
         client.setServiceParent(root)
     if config.metrics.listen:
         web_service(root, config.metrics.listen, config.metrics.allow).setServiceParent(root)
@@ -352,26 +355,23 @@ def _create_users(config: Config, store: Store) -> None:
 
 
 def _push_notifier(config: Config, reactor: object,
-                   bindings: BindingWriter) -> tuple[PushNotifierRegistry, list[Any]]:
-    """The provider registry the calls push through, and the clients to run as services."""
+                   bindings: BindingWriter) -> tuple[PushNotifierRegistry, dict[str, Any]]:
+    """The provider registry the calls push through, and its clients (to run as services)
+    by provider name."""
     def token_dead(token: str) -> None:
         bindings.remove_push_token(token)
 
     registry = PushNotifierRegistry(on_token_dead=token_dead)
-    apns = config.apns
     try:
-        client = apns_client_from_settings(
-            enabled=apns.enabled, auth=apns.auth, key_file=str(apns.key_file or ""),
-            key_id=apns.key_id, team_id=apns.team_id, certificate=str(apns.certificate or ""),
-            endpoint=apns.endpoint, ca_file=str(apns.ca_file or ""), reactor=reactor,
-            clock=reactor, base_dir=config.base_dir,
-            timings=ApnsTimings(push_timeout=apns.timeout, ping_interval=apns.ping_interval))
+        clients = build_notifiers(config, reactor, registry)
     except PushConfigError as exc:
         raise ServiceBuildError(str(exc)) from None
-    if client is None:
-        return registry, []
-    registry.register("i", ApnsNotifier(client))
-    return registry, [client]
+    return registry, clients
+
+
+def enabled_push_providers(config: Config) -> frozenset[str]:
+    """The providers phones may register for: configured and enabled (RFC 8599 Feature-Caps)."""
+    return frozenset(name for name, on in (("apns", config.apns.enabled), ("fcm", config.fcm.enabled)) if on)
 
 
 def _router_chain(config: Config, store: Store, clock: object,

@@ -27,7 +27,9 @@ __all__ = [
     "MalformedPushToken",
     "NullToken",
     "PushBinding",
+    "PROVIDER_NAMES",
     "RFC8599_PROVIDERS",
+    "SOURCE_DISABLED",
     "UnsupportedPushProvider",
     "parse_rfc8599",
     "parse_x_mpush",
@@ -38,6 +40,10 @@ APNS = "i"
 FCM = "a"
 SOURCE_X_MPUSH = "x-mpush"
 SOURCE_RFC8599 = "rfc8599"
+SOURCE_DISABLED = "disabled"
+"""``push_source`` of a device whose token names a provider this server has not enabled:
+the contact is bound, the token is not kept (``b2bua-admin bindings`` says why)."""
+PROVIDER_NAMES: Mapping[str, str] = {APNS: "apns", FCM: "fcm"}
 RFC8599_PROVIDERS: Mapping[str, str] = {"apns": APNS, "fcm": FCM}
 """RFC 8599 pn-provider values we accept, and the X-MPUSH letter each maps to."""
 
@@ -53,14 +59,17 @@ class UnsupportedPushProvider(SipError):
     status = 555
     reason = "Push Notification Service Not Supported"
 
-    def __init__(self, provider: str) -> None:
+    def __init__(self, provider: str, supported: tuple[str, ...] = tuple(RFC8599_PROVIDERS)) -> None:
         super().__init__()
         self.provider = provider
+        self.supported = supported
 
-    @staticmethod
-    def feature_caps() -> str:
-        """``Feature-Caps`` value for the 555 (RFC 8599 12.2 ``sip.pns``)."""
-        return "*;+sip.pns=" + '"' + ",".join(RFC8599_PROVIDERS) + '"'
+    def feature_caps(self) -> str | None:
+        """``Feature-Caps`` value for the 555 (RFC 8599 12.2 ``sip.pns``): the providers we
+        can push through; None when there is none."""
+        if not self.supported:
+            return None
+        return "*;+sip.pns=" + '"' + ",".join(self.supported) + '"'
 
     def __str__(self) -> str:
         return f"unsupported push provider {self.provider!r}"
