@@ -374,3 +374,51 @@ def test_push_to_a_user_without_devices(apns: tuple[FakeApns, Path]) -> Any:
     assert code == 1 and b"no such user: 2222" in err
     assert fake.requests == []
     store.close()
+
+
+# -- FCM (issue 15) ------------------------------------------------------------------------
+
+
+def test_check_config_reads_the_fcm_key_and_names_the_bad_field(tmp_path: Path) -> None:
+    from tests.fake_fcm import service_account_json, service_account_key
+
+    key = service_account_key(1024)  # small: only its type and shape are checked here
+    document = service_account_json(key, "https://oauth2.example/token", client_email="nobody")
+    (tmp_path / "sa.json").write_text(json.dumps(document))
+    extra = '[fcm]\nenabled = true\nservice_account = "sa.json"\n'
+    error = fails(admin(write_config(tmp_path, extra), "check-config"), "[fcm] service_account",
+                  "'client_email'")
+    assert "PRIVATE KEY" not in error
+    (tmp_path / "sa.json").write_text(json.dumps(service_account_json(key, "https://oauth2.example/token")))
+    assert ok(admin(write_config(tmp_path, extra), "check-config")).startswith("config OK:")
+
+
+@pytest_twisted.inlineCallbacks
+def test_push_reaches_android_devices_through_fcm(tmp_path: Path) -> Any:
+    from tests.fake_fcm import FakeFcm
+
+    fake = FakeFcm(reactor, make_pki(tmp_path / "pki")).start()
+    try:
+        config = write_config(tmp_path, (
+            f'[fcm]\nenabled = true\nservice_account = "{fake.service_account_file}"\n'
+            f'endpoint = "{fake.url}"\nca_file = "{fake.pki.ca_file}"\n'))
+        db_path(config).parent.mkdir()
+        store = Store.open(db_path(config))
+        store.users.add("1111", DOMAIN, "pw")
+        android = Binding(aor=AOR, contact="sip:1111@192.0.2.9:5060", expires_at=time.time() + 3600,
+                          updated_at=time.time(), user="1111", push_provider="a", push_package="com.example.app",
+                          push_token=OTHER_TOKEN, push_source="x-mpush")
+        store.bindings.upsert(android)
+        fake.script(OTHER_TOKEN, Reply.ok(), Reply.error(404, "UNREGISTERED"))
+        out, err, code = yield admin_async(config, "push", "1111", "--json")
+        assert code == 0 and b"Traceback" not in err, err
+        [result] = json.loads(out)
+        assert result["provider"] == "fcm" and result["outcome"] == "delivered" and result["status"] == 200
+        assert fake.requests[0].payload["message"]["data"]["ntousr"] == "1111"
+        out, err, code = yield admin_async(config, "push", "1111", "--json")
+        [result] = json.loads(out)
+        assert code == 1 and result["outcome"] == "token_dead" and result["token_removed"] is True
+        assert [b.push_token for b in store.bindings.list_all()] == [None]
+        store.close()
+    finally:
+        yield fake.stop()
