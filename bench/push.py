@@ -83,18 +83,7 @@ def client_runs(pki: FakePki, port: int, fake_pid: int, count: int, runs: int,
         facts = CallFacts("%08x-bench@10.0.0.1" % n, "1234", "John Smith", "9876")
         return notifier.notify_incoming_call(PushTarget("i", "com.mycompany.myapp", "%064x" % n), facts)
 
-    yield defer.gatherResults([one(n) for n in range(200)])  # warm up
-    results = []
-    for run in range(runs):
-        base = (run + 1) * 1_000_000
-        cpu0, fake0, wall0 = time.process_time(), cpu_seconds(fake_pid), time.perf_counter()
-        outcomes = yield defer.gatherResults([one(base + n) for n in range(count)])
-        wall = time.perf_counter() - wall0
-        cpu, fake_cpu = time.process_time() - cpu0, cpu_seconds(fake_pid) - fake0
-        delivered = sum(1 for o in outcomes if o.delivered)
-        results.append({"pushes": count, "delivered": delivered, "seconds": wall,
-                        "pushes_per_s": count / wall, "client_cpu_us_per_push": cpu / count * 1e6,
-                        "fake_cpu_us_per_push": fake_cpu / count * 1e6})
+    results = yield from _timed_runs(one, count, runs, fake_pid)
     yield client.stopService()
     return results
 

@@ -138,6 +138,14 @@ def make_pki(directory: Path | str) -> FakePki:
                    directory / "client.pem", directory / "AuthKey.p8", directory / "WrongKey.p8")
 
 
+def pki_in(directory: Path) -> FakePki:
+    """The PKI made earlier in `directory` (a benchmark shares it between fakes), else a new one."""
+    if not (directory / "ca.pem").exists():
+        return make_pki(directory)
+    return FakePki(directory, directory / "ca.pem", directory / "server.pem", directory / "server.key",
+                   directory / "client.pem", directory / "AuthKey.p8", directory / "WrongKey.p8")
+
+
 # -- scripted replies -------------------------------------------------------------------
 
 
@@ -590,9 +598,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--no-h2-validation", action="store_true", help="faster, for benchmarks")
     args = parser.parse_args(argv)
     directory = Path(args.pki_dir)
-    pki = make_pki(directory) if not (directory / "ca.pem").exists() else FakePki(
-        directory, directory / "ca.pem", directory / "server.pem", directory / "server.key",
-        directory / "client.pem", directory / "AuthKey.p8", directory / "WrongKey.p8")
+    pki = pki_in(directory)
     fake = FakeApns(reactor, pki, auth=args.auth, port=args.port,
                     validate_h2=not args.no_h2_validation).start()
     fake.record = False

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet.ssl import CertificateOptions
 from twisted.web import resource, server
 
-from tests.fake_apns import FakeApns, FakeApnsProtocol, FakePki, RecordedRequest, Reply, ReplyKind, make_pki
+from tests.fake_apns import FakeApns, FakeApnsProtocol, FakePki, RecordedRequest, Reply, ReplyKind, pki_in
 
 PROJECT_ID = "demo-project"
 CLIENT_EMAIL = "firebase-adminsdk-test@demo-project.iam.gserviceaccount.com"
@@ -294,11 +294,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--pki-dir", required=True)
     parser.add_argument("--no-h2-validation", action="store_true", help="faster, for benchmarks")
     args = parser.parse_args(argv)
-    directory = Path(args.pki_dir)
-    pki = make_pki(directory) if not (directory / "ca.pem").exists() else FakePki(
-        directory, directory / "ca.pem", directory / "server.pem", directory / "server.key",
-        directory / "client.pem", directory / "AuthKey.p8", directory / "WrongKey.p8")
-    fake = FakeFcm(reactor, pki, validate_h2=not args.no_h2_validation).start()
+    fake = FakeFcm(reactor, pki_in(Path(args.pki_dir)), validate_h2=not args.no_h2_validation).start()
     fake.record = False
     print(json.dumps({"port": fake.port, "http1_port": fake._token_port.getHost().port,
                       "service_account": str(fake.service_account_file)}), flush=True)
