@@ -39,6 +39,7 @@ def run_check_config(args: argparse.Namespace) -> int:
         raise AdminError(f"{config.path}: {error}") from None
     try:
         build_apns_client(config, reactor)
+        build_apns_client(config, reactor, sandbox=True)
         build_fcm_client(config, reactor)
     except PushConfigError as error:
         raise AdminError(f"{config.path}: {error}") from None

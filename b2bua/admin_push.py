@@ -80,6 +80,10 @@ def build_notifiers(config: Config, reactor: Any, registry: PushNotifierRegistry
     if apns is not None:
         registry.register("apns", ApnsNotifier(apns))
         clients["apns"] = apns
+    sandbox = build_apns_client(config, reactor, sandbox=True)
+    if sandbox is not None:
+        registry.register("apns.dev", ApnsNotifier(sandbox))
+        clients["apns.dev"] = sandbox
     fcm = build_fcm_client(config, reactor)
     if fcm is not None:
         registry.register("fcm", FcmNotifier(fcm, ttl_seconds=int(config.push.wake_timeout)))
@@ -87,13 +91,16 @@ def build_notifiers(config: Config, reactor: Any, registry: PushNotifierRegistry
     return clients
 
 
-def build_apns_client(config: Config, reactor: Any) -> ApnsClient | None:
-    """The client of [apns] (None when disabled); raises PushConfigError naming the bad key."""
+def build_apns_client(config: Config, reactor: Any, sandbox: bool = False) -> ApnsClient | None:
+    """The client of [apns] (None when disabled); raises PushConfigError naming the bad key.
+    With `sandbox`, the client of `sandbox_endpoint` (None when not set): same credentials."""
     apns = config.apns
+    if sandbox and not apns.sandbox_endpoint:
+        return None
     return apns_client_from_settings(
         enabled=apns.enabled, auth=apns.auth, key_file=_path_text(apns.key_file),
         key_id=apns.key_id, team_id=apns.team_id, certificate=_path_text(apns.certificate),
-        endpoint=apns.endpoint, ca_file=_path_text(apns.ca_file), reactor=reactor, clock=reactor,
+        endpoint=apns.sandbox_endpoint if sandbox else apns.endpoint, ca_file=_path_text(apns.ca_file), reactor=reactor, clock=reactor,
         base_dir=config.base_dir, timings=apns_timings(config),
     )
 
@@ -170,7 +177,7 @@ def send_test_pushes(config: Config, bindings: BindingStore, user: str,
 
 
 def _topic(target: PushTarget) -> str:
-    if canonical_provider(target.provider) == "apns" and target.topic:
+    if canonical_provider(target.provider) in ("apns", "apns.dev") and target.topic:
         return apns_voip_topic(target.topic)
     return target.topic
 

@@ -222,11 +222,13 @@ def _apns(t: Table) -> ApnsConfig:
     t.strict = enabled  # a disabled section is checked for spelling and types only
     auth = t.choice("auth", "token", ("token", "certificate"))
     endpoint = t.string("endpoint", "production")
-    if endpoint not in APNS_ENDPOINTS:
-        try:
-            parse_https_url(endpoint)
-        except ValueError as error:
-            raise t.error("endpoint", str(error)) from None
+    sandbox_endpoint = t.string("sandbox_endpoint", "")
+    for key, value in (("endpoint", endpoint), ("sandbox_endpoint", sandbox_endpoint)):
+        if value and value not in APNS_ENDPOINTS:
+            try:
+                parse_https_url(value)
+            except ValueError as error:
+                raise t.error(key, str(error)) from None
     apns = ApnsConfig(
         enabled=enabled, auth=cast(Any, auth),
         key_file=t.path("key_file", must_exist=auth == "token"),
@@ -236,6 +238,7 @@ def _apns(t: Table) -> ApnsConfig:
         ca_file=t.path("ca_file", must_exist=True),
         timeout=t.seconds("timeout", 10.0, low=0.1, high=600),
         ping_interval=t.seconds("ping_interval", 60.0, low=1, high=86400),
+        sandbox_endpoint=sandbox_endpoint,
     )
     if enabled:
         for key in ("key_file", "key_id", "team_id") if auth == "token" else ("certificate",):

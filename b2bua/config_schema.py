@@ -177,6 +177,7 @@ class ApnsConfig:
     ca_file: Path | None = None
     timeout: float = 10.0
     ping_interval: float = 60.0
+    sandbox_endpoint: str = ""  # "sandbox" or a URL: serves RFC 8599 pn-provider=apns.dev phones
 
     @property
     def address(self) -> tuple[str, int]:

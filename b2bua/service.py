@@ -371,7 +371,10 @@ def _push_notifier(config: Config, reactor: object,
 
 def enabled_push_providers(config: Config) -> frozenset[str]:
     """The providers phones may register for: configured and enabled (RFC 8599 Feature-Caps)."""
-    return frozenset(name for name, on in (("apns", config.apns.enabled), ("fcm", config.fcm.enabled)) if on)
+    apns = config.apns
+    return frozenset(name for name, on in (
+        ("apns", apns.enabled), ("apns.dev", apns.enabled and bool(apns.sandbox_endpoint)),
+        ("fcm", config.fcm.enabled)) if on)
 
 
 def _router_chain(config: Config, store: Store, clock: object,

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.internet.utils import getProcessOutputAndValue
 
 from b2bua.store import Binding, Cdr, Store, compute_ha1
@@ -422,3 +423,31 @@ def test_push_reaches_android_devices_through_fcm(tmp_path: Path) -> Any:
         store.close()
     finally:
         yield fake.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_sandbox_and_production_apps_are_pushed_to_their_own_apns(tmp_path: Path) -> Any:
+    """pn-provider=apns.dev devices go to [apns] sandbox_endpoint, the others to endpoint."""
+    pki = make_pki(tmp_path / "pki")
+    production, sandbox = FakeApns(reactor, pki).start(), FakeApns(reactor, pki).start()
+    try:
+        config = write_config(tmp_path, (
+            f'[apns]\nenabled = true\nkey_file = "{pki.key_file}"\nkey_id = "{KEY_ID}"\n'
+            f'team_id = "{TEAM_ID}"\nendpoint = "{production.url}"\nsandbox_endpoint = "{sandbox.url}"\n'
+            f'ca_file = "{pki.ca_file}"\ntimeout = 5\n'))
+        assert ok(admin(config, "check-config")).startswith("config OK:")
+        db_path(config).parent.mkdir()
+        store = Store.open(db_path(config))
+        store.users.add("1111", DOMAIN, "pw")
+        add_binding(store)
+        add_binding(store, contact="sip:1111@192.0.2.8:5060", token=OTHER_TOKEN, instance_id=None)
+        store.db.execute("UPDATE bindings SET push_provider = 'apns.dev' WHERE push_token = ?", (OTHER_TOKEN,))
+        out, err, code = yield admin_async(config, "push", "1111", "--json")
+        assert code == 0 and b"Traceback" not in err, err
+        assert {r["token"]: r["provider"] for r in json.loads(out)} == {TOKEN: "apns", OTHER_TOKEN: "apns.dev"}
+        assert [r.token for r in production.requests] == [TOKEN]
+        assert [r.token for r in sandbox.requests] == [OTHER_TOKEN]
+        assert sandbox.requests[0].headers["apns-topic"] == BUNDLE_ID + ".voip"
+        store.close()
+    finally:
+        yield gatherResults([production.stop(), sandbox.stop()])

@@ -824,3 +824,20 @@ def test_a_token_kept_from_before_is_dropped_once_the_provider_is_disabled(h: Ha
     only(h, "fcm")
     assert h.register(edit(cseq=3)).status == 200
     assert h.durable()[0].push_token is None
+
+
+APNS_DEV_CONTACT = ("<sip:1111@192.168.1.101:14501;pn-provider=apns.dev;"
+                    "pn-param=ABCD1234.com.example.softphone.voip;pn-prid=devtoken0001>")
+
+
+def test_apns_dev_binds_the_sandbox_provider_when_enabled(h: Harness) -> None:
+    response = only(h, "apns", "apns.dev").register(edit(Contact=APNS_DEV_CONTACT, X_MPUSH=None))
+    assert response.status == 200 and response.headers.get("Feature-Caps") == '*;+sip.pns="apns.dev"'
+    [binding] = h.durable()
+    assert (binding.push_provider, binding.push_topic, binding.push_token) == (
+        "apns.dev", "com.example.softphone.voip", "devtoken0001")
+
+
+def test_apns_dev_without_a_sandbox_endpoint_is_555(h: Harness) -> None:
+    assert only(h, "apns", "fcm").register(edit(Contact=APNS_DEV_CONTACT, X_MPUSH=None)).status == 555
+    assert h.durable() == []

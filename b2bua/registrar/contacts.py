@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from b2bua.registrar.push_token import (
     APNS,
+    DEFAULT_PROVIDERS,
     FCM,
     RFC8599_PROVIDERS,
     MalformedPushToken,
@@ -174,7 +175,8 @@ def _rfc8599_push(uri: SipUri, expires: int, log: Logger,
     if "pn-provider" not in uri.params or expires == 0:
         return None, None
     name = (uri.params["pn-provider"] or "").strip('"').lower()
-    supported = tuple(p for p in RFC8599_PROVIDERS if enabled is None or p in enabled)
+    supported = DEFAULT_PROVIDERS if enabled is None else tuple(
+        p for p in RFC8599_PROVIDERS if p in enabled)
     if not name and supported:
         return None, ",".join(supported)
     if name not in supported:
