@@ -18,14 +18,15 @@ from twisted.internet import reactor, threads
 
 from tests.fake_apns import Reply, make_pki
 from tests.fake_fcm import FakeFcm
-from tests.support import free_port, recent_cdrs, start_sipp, stop_process
+from tests.support import free_port, http_get, metric_value, recent_cdrs, start_sipp, stop_process
 from tests.test_wakeup_e2e import _register, _run, _sipp
 
 TOKEN = "fcm-c-10-ap_Kt0:APA91bG7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
 
 
-def _config(fake: FakeFcm, wake_timeout: float = 10) -> str:
-    return f"""
+def _config(fake: FakeFcm, wake_timeout: float = 10, metrics_port: int | None = None) -> str:
+    metrics = f'[metrics]\nlisten = "tcp:{metrics_port}:interface=127.0.0.1"\n' if metrics_port else ""
+    return metrics + f"""
 [[users]]
 name = "1111"
 password = "secret"
@@ -97,7 +98,8 @@ def test_sleeping_android_phone_is_woken_through_fcm_and_answers(start_service, 
 
 @pytest_twisted.inlineCallbacks
 def test_unregistered_fcm_token_gives_480_at_once_and_is_removed(start_service, fcm: FakeFcm) -> None:
-    svc = yield threads.deferToThread(start_service, _config(fcm, wake_timeout=20))
+    metrics_port = free_port()
+    svc = yield threads.deferToThread(start_service, _config(fcm, wake_timeout=20, metrics_port=metrics_port))
     reg = yield _register(svc, free_port(), provider="a", token=TOKEN)
     assert reg.returncode == 0, reg.stdout
     before = json.loads(svc.admin("bindings", "1111", "--json").stdout)
@@ -112,6 +114,10 @@ def test_unregistered_fcm_token_gives_480_at_once_and_is_removed(start_service, 
     assert cdr["status"] == 480 and "token_dead" in cdr["push_outcome"]
     after = json.loads(svc.admin("bindings", "1111", "--json").stdout)
     assert after and all(not b.get("push_token") for b in after)
+    metrics = yield threads.deferToThread(http_get, f"http://127.0.0.1:{metrics_port}/metrics")
+    assert metric_value(metrics, "b2bua_push_tokens_dropped_total", provider="fcm") == 1
+    assert metric_value(metrics, "b2bua_push_outcomes_total", provider="fcm", outcome="token_dead") == 1
+    assert metric_value(metrics, "b2bua_push_requests_total", provider="fcm") == 1
 
 
 @pytest_twisted.inlineCallbacks

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import jwt
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
@@ -22,8 +23,9 @@ from twisted.web.client import (
     BrowserLikePolicyForHTTPS,
     FileBodyProducer,
     HTTPConnectionPool,
-    readBody,
+    ResponseDone,
 )
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
 from b2bua.push.apns_connection import Clock
@@ -159,8 +161,31 @@ def agent_fetch(reactor: Any, trust_root: Any, timeout: float = 10.0) -> TokenFe
         headers = Headers({b"content-type": [b"application/x-www-form-urlencoded"]})
         producer: Any = FileBodyProducer(BytesIO(body))  # type: ignore[no-untyped-call]
         d: Deferred[Any] = agent.request(b"POST", url.encode("ascii"), headers, producer)
-        d.addCallback(lambda response: readBody(response).addCallback(lambda data: (response.code, data)))
+        d.addCallback(_read_answer)
         d.addTimeout(timeout, reactor)
         return d
 
     return fetch
+
+
+class _Body(Protocol):
+    """Collects a response body (twisted's readBody warns about TLS transports)."""
+
+    def __init__(self, code: int, done: Deferred[tuple[int, bytes]]) -> None:
+        self.code, self.done, self.parts = code, done, [b""]
+
+    def dataReceived(self, data: bytes) -> None:
+        if sum(map(len, self.parts)) < 65536:  # a token answer is ~1 KB: ignore a flood
+            self.parts.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):  # type: ignore[no-untyped-call]
+            self.done.callback((self.code, b"".join(self.parts)))
+        else:
+            self.done.errback(reason)
+
+
+def _read_answer(response: Any) -> Deferred[tuple[int, bytes]]:
+    done: Deferred[tuple[int, bytes]] = Deferred()
+    response.deliverBody(_Body(response.code, done))
+    return done
