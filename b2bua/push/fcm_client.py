@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from b2bua.push.apns_connection import ApnsResponse, Clock
+from b2bua.push.apns_connection import ApnsResponse, Clock, Header
 from b2bua.push.apns_endpoint import ApnsEndpoint, ApnsTimings, Connector
 from b2bua.push.fcm_auth import AccessTokens, TokenError
 from b2bua.push.h2_push import H2PushClient, QueuedPush
@@ -67,7 +67,7 @@ class FcmClient(H2PushClient):
         super().__init__(endpoint, connector, clock, timings)
         self.tokens = tokens
         self.project_id = tokens.account.project_id
-        self._path = (b":path", ("/v1/projects/%s/messages:send" % self.project_id).encode("ascii"))
+        self._path: Header = (b":path", ("/v1/projects/%s/messages:send" % self.project_id).encode("ascii"))
         self._refreshing = False
         self._token_failures = 0
         self._token_retry: Any = None
@@ -152,7 +152,7 @@ class FcmClient(H2PushClient):
         for push in waiting:
             self._config_error(push, None, reason)
 
-    def _enqueue(self, token: str, path: Any, headers: Any, body: bytes) -> Deferred[PushOutcome]:
+    def _enqueue(self, token: str, path: Header, headers: list[Header], body: bytes) -> Deferred[PushOutcome]:
         error = self._token_error
         if error is not None and error.permanent and self.tokens.current() is None:
             self.stats.config_errors += 1
