@@ -218,11 +218,27 @@ def binding_json(binding: Binding, now: float) -> dict[str, Any]:
         "push_refresh": bool(binding.push_refresh),
         # The contact expired; only the push token is kept ([push] token_lifetime).
         "kept": binding.expired(now),
+        "push_unbound": _unbound_reason(binding),
     }
+
+
+def _unbound_reason(binding: Binding) -> str | None:
+    """Why a device that announced a push token has none stored, if we know."""
+    from b2bua.push import canonical_provider
+    from b2bua.registrar.push_token import SOURCE_DISABLED
+
+    if binding.push_token or binding.push_source != SOURCE_DISABLED:
+        return None
+    provider = canonical_provider(binding.push_provider or "?")
+    return f"{provider} is not enabled in the config: the phone cannot be woken"
 
 
 def _push_text(binding: Binding) -> str:
     from b2bua.push import canonical_provider, redact_token
+
+    unbound = _unbound_reason(binding)
+    if unbound is not None:
+        return f"none ({unbound})"
 
     if not binding.push_token:
         return "-"

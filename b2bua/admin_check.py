@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.ssl import PrivateCertificate
 
 from b2bua.admin import AdminError, load
-from b2bua.admin_push import build_apns_client
+from b2bua.admin_push import build_apns_client, build_fcm_client
 from b2bua.config import Config
 from b2bua.plugin_loader import PluginLoadError, load_routers
 from b2bua.push import PushConfigError
@@ -39,6 +39,8 @@ def run_check_config(args: argparse.Namespace) -> int:
         raise AdminError(f"{config.path}: {error}") from None
     try:
         build_apns_client(config, reactor)
+        build_apns_client(config, reactor, sandbox=True)
+        build_fcm_client(config, reactor)
     except PushConfigError as error:
         raise AdminError(f"{config.path}: {error}") from None
     _check_tls(config)

@@ -13,11 +13,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 
 from b2bua.admin import AdminError, load, open_store, print_json, user_aor
 from b2bua.config import Config
 from b2bua.push.apns_client import ApnsClient, ApnsTimings
+from b2bua.push.fcm_client import FcmClient
+from b2bua.push.fcm_notifier import FcmNotifier, fcm_client_from_settings
 from b2bua.push.notifier import (
     ApnsNotifier,
     PushNotifierRegistry,
@@ -30,7 +32,7 @@ from b2bua.push.outcome import OutcomeKind, PushConfigError, PushOutcome, redact
 from b2bua.push.payload import apns_voip_topic
 from b2bua.store.bindings import Binding, BindingStore
 
-__all__ = ["DevicePush", "build_apns_client", "push_results_json", "push_targets", "run_push",
+__all__ = ["DevicePush", "build_apns_client", "build_fcm_client", "build_notifiers", "push_results_json", "push_targets", "run_push",
            "send_test_pushes"]
 
 #: Seconds added to the per-push deadline before the tool gives up on the reactor.
@@ -55,13 +57,50 @@ def apns_timings(config: Config) -> ApnsTimings:
     return ApnsTimings(push_timeout=config.apns.timeout, ping_interval=config.apns.ping_interval)
 
 
-def build_apns_client(config: Config, reactor: Any) -> ApnsClient | None:
-    """The client of [apns] (None when disabled); raises PushConfigError naming the bad key."""
+def fcm_timings(config: Config) -> ApnsTimings:
+    """FCM retries (429/503) happen inside the wake window: the push's deadline is its end."""
+    return ApnsTimings(push_timeout=config.push.wake_timeout, ping_interval=config.apns.ping_interval)
+
+
+def build_fcm_client(config: Config, reactor: Any) -> FcmClient | None:
+    """The client of [fcm] (None when disabled); reads the service-account key now and
+    raises PushConfigError naming the key and the bad field."""
+    fcm = config.fcm
+    return fcm_client_from_settings(
+        enabled=fcm.enabled, service_account=_path_text(fcm.service_account), endpoint=fcm.endpoint,
+        ca_file=_path_text(fcm.ca_file), reactor=reactor, clock=reactor, base_dir=config.base_dir,
+        timings=fcm_timings(config))
+
+
+def build_notifiers(config: Config, reactor: Any, registry: PushNotifierRegistry) -> dict[str, Any]:
+    """Register a notifier for each enabled provider; return its client by provider name.
+    Raises PushConfigError naming the bad key."""
+    clients: dict[str, Any] = {}
+    apns = build_apns_client(config, reactor)
+    if apns is not None:
+        registry.register("apns", ApnsNotifier(apns))
+        clients["apns"] = apns
+    sandbox = build_apns_client(config, reactor, sandbox=True)
+    if sandbox is not None:
+        registry.register("apns.dev", ApnsNotifier(sandbox))
+        clients["apns.dev"] = sandbox
+    fcm = build_fcm_client(config, reactor)
+    if fcm is not None:
+        registry.register("fcm", FcmNotifier(fcm, ttl_seconds=int(config.push.wake_timeout)))
+        clients["fcm"] = fcm
+    return clients
+
+
+def build_apns_client(config: Config, reactor: Any, sandbox: bool = False) -> ApnsClient | None:
+    """The client of [apns] (None when disabled); raises PushConfigError naming the bad key.
+    With `sandbox`, the client of `sandbox_endpoint` (None when not set): same credentials."""
     apns = config.apns
+    if sandbox and not apns.sandbox_endpoint:
+        return None
     return apns_client_from_settings(
         enabled=apns.enabled, auth=apns.auth, key_file=_path_text(apns.key_file),
         key_id=apns.key_id, team_id=apns.team_id, certificate=_path_text(apns.certificate),
-        endpoint=apns.endpoint, ca_file=_path_text(apns.ca_file), reactor=reactor, clock=reactor,
+        endpoint=apns.sandbox_endpoint if sandbox else apns.endpoint, ca_file=_path_text(apns.ca_file), reactor=reactor, clock=reactor,
         base_dir=config.base_dir, timings=apns_timings(config),
     )
 
@@ -87,12 +126,11 @@ def send_test_pushes(config: Config, bindings: BindingStore, user: str,
     """Push every target once and return the outcomes, in the order of `targets`.
 
     Runs (and stops) the global reactor, so call it once per process. Raises
-    PushConfigError when the [apns] settings cannot make a client.
+    PushConfigError when the [apns] or [fcm] settings cannot make a client.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
         reactor = global_reactor
-    client = build_apns_client(config, reactor)
     dead: set[str] = set()
 
     def token_dead(token: str) -> None:
@@ -100,10 +138,10 @@ def send_test_pushes(config: Config, bindings: BindingStore, user: str,
         dead.add(token)
 
     registry = PushNotifierRegistry(on_token_dead=token_dead)
-    if client is not None:
-        registry.register("apns", ApnsNotifier(client))
+    clients = build_notifiers(config, reactor, registry)
     outcomes: dict[int, PushOutcome] = {}
-    limit = config.apns.timeout + apns_timings(config).stop_grace + _SAFETY_MARGIN
+    limit = max(config.apns.timeout, config.push.wake_timeout if config.fcm.enabled else 0.0)
+    limit += apns_timings(config).stop_grace + _SAFETY_MARGIN
 
     def stop_reactor(_: object = None) -> None:
         if safety.active():
@@ -125,8 +163,7 @@ def send_test_pushes(config: Config, bindings: BindingStore, user: str,
             d = registry.notify_incoming_call(target, facts)
             sent.append(d.addCallback(record, index))
         finished: Deferred[Any] = DeferredList(sent, consumeErrors=True)
-        if client is not None:
-            finished.addBoth(lambda _: client.stopService())
+        finished.addBoth(lambda _: gatherResults([c.stopService() for c in clients.values()]))
         finished.addBoth(stop_reactor)
 
     safety = reactor.callLater(limit, give_up)
@@ -140,7 +177,7 @@ def send_test_pushes(config: Config, bindings: BindingStore, user: str,
 
 
 def _topic(target: PushTarget) -> str:
-    if canonical_provider(target.provider) == "apns" and target.topic:
+    if canonical_provider(target.provider) in ("apns", "apns.dev") and target.topic:
         return apns_voip_topic(target.topic)
     return target.topic
 
@@ -178,9 +215,9 @@ def push_results_json(user: str, results: list[DevicePush]) -> list[dict[str, An
 
 def run_push(args: argparse.Namespace) -> int:
     config = load(args.config)
-    if not config.apns.enabled:
-        raise AdminError(f"{config.path}: APNs is disabled ([apns] enabled = false); "
-                         "no push can be sent")
+    if not config.apns.enabled and not config.fcm.enabled:
+        raise AdminError(f"{config.path}: APNs is disabled ([apns] enabled = false) and so is FCM "
+                         "([fcm] enabled = false); no push can be sent")
     aor = user_aor(config, args.name)
     with open_store(config) as store:
         if store.users.get(args.name, config.sip.realm) is None:

@@ -24,6 +24,7 @@ from b2bua.config_schema import (
     TONE_COUNTRIES,
     TRANSPORTS,
     ApnsConfig,
+    FcmConfig,
     CallsConfig,
     Config,
     ConfigContext,
@@ -47,7 +48,7 @@ from b2bua.config_schema import (
 )
 
 __all__ = [
-    "ApnsConfig", "CallsConfig", "Config", "ConfigError", "DatabaseConfig", "ListenAddress",
+    "ApnsConfig", "CallsConfig", "FcmConfig", "Config", "ConfigError", "DatabaseConfig", "ListenAddress",
     "LogConfig", "MediaConfig", "MetricsConfig", "PushConfig", "RegistrarConfig", "RouterEntry",
     "SipConfig", "TlsConfig", "TrunkConfig", "UserEntry", "load_config", "parse_config",
 ]
@@ -57,7 +58,7 @@ _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
 _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$")  # RFC 3261 user part, unescaped
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PLUGIN = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?$", re.ASCII)
-_SECTIONS = ("sip", "tls", "database", "registrar", "users", "push", "apns", "trunk", "router",
+_SECTIONS = ("sip", "tls", "database", "registrar", "users", "push", "apns", "fcm", "trunk", "router",
              "metrics", "log", "calls", "media")
 _SIP_URI = re.compile(r"(?i)(?P<scheme>sips?):(?:(?P<userinfo>[^@;]*)@)?"
                       r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:;\[\]@]+)(?::(?P<port>\d+))?(?P<params>;.*)?")
@@ -108,6 +109,7 @@ def parse_config(data: Mapping[str, Any], path: str | Path,
         log=_log(root.table("log", keys_of(LogConfig))),
         calls=_calls(root.table("calls", keys_of(CallsConfig))),
         media=media,
+        fcm=_fcm(root.table("fcm", keys_of(FcmConfig))),
     )
 
 
@@ -230,11 +232,13 @@ def _apns(t: Table) -> ApnsConfig:
     t.strict = enabled  # a disabled section is checked for spelling and types only
     auth = t.choice("auth", "token", ("token", "certificate"))
     endpoint = t.string("endpoint", "production")
-    if endpoint not in APNS_ENDPOINTS:
-        try:
-            parse_https_url(endpoint)
-        except ValueError as error:
-            raise t.error("endpoint", str(error)) from None
+    sandbox_endpoint = t.string("sandbox_endpoint", "")
+    for key, value in (("endpoint", endpoint), ("sandbox_endpoint", sandbox_endpoint)):
+        if value and value not in APNS_ENDPOINTS:
+            try:
+                parse_https_url(value)
+            except ValueError as error:
+                raise t.error(key, str(error)) from None
     apns = ApnsConfig(
         enabled=enabled, auth=cast(Any, auth),
         key_file=t.path("key_file", must_exist=auth == "token"),
@@ -244,6 +248,7 @@ def _apns(t: Table) -> ApnsConfig:
         ca_file=t.path("ca_file", must_exist=True),
         timeout=t.seconds("timeout", 10.0, low=0.1, high=600),
         ping_interval=t.seconds("ping_interval", 60.0, low=1, high=86400),
+        sandbox_endpoint=sandbox_endpoint,
     )
     if enabled:
         for key in ("key_file", "key_id", "team_id") if auth == "token" else ("certificate",):
@@ -253,6 +258,21 @@ def _apns(t: Table) -> ApnsConfig:
             if isinstance(value, str) and not value.isalnum():
                 raise t.error(key, "must be letters and digits, as shown in the Apple developer account")
     return apns
+
+
+def _fcm(t: Table) -> FcmConfig:
+    enabled = t.boolean("enabled", False)
+    t.strict = enabled  # a disabled section is checked for spelling and types only
+    endpoint = t.string("endpoint", FcmConfig.endpoint)
+    try:
+        parse_https_url(endpoint)
+    except ValueError:
+        raise t.error("endpoint", "expected a URL like https://fcm.googleapis.com") from None
+    fcm = FcmConfig(enabled=enabled, service_account=t.path("service_account", must_exist=True),
+                    endpoint=endpoint, ca_file=t.path("ca_file", must_exist=True))
+    if enabled and fcm.service_account is None:
+        raise t.error("service_account", "required when fcm is enabled (the service-account JSON key file)")
+    return fcm
 
 
 def _trunks(tables: list[Table]) -> tuple[TrunkConfig, ...]:

@@ -187,6 +187,7 @@ class ApnsConfig:
     ca_file: Path | None = None
     timeout: float = 10.0
     ping_interval: float = 60.0
+    sandbox_endpoint: str = ""  # "sandbox" or a URL: serves RFC 8599 pn-provider=apns.dev phones
 
     @property
     def address(self) -> tuple[str, int]:
@@ -194,6 +195,16 @@ class ApnsConfig:
         if self.endpoint in APNS_ENDPOINTS:
             return APNS_ENDPOINTS[self.endpoint]
         return parse_https_url(self.endpoint)
+
+
+@dataclass(frozen=True)
+class FcmConfig:
+    """Firebase Cloud Messaging HTTP v1 client (Android phones); unchecked when disabled."""
+
+    enabled: bool = False
+    service_account: Path | None = None  # Google's service-account JSON key file
+    endpoint: str = "https://fcm.googleapis.com"
+    ca_file: Path | None = None  # extra trust roots, for the endpoint and the key's token_uri
 
 
 @dataclass(frozen=True)
@@ -301,6 +312,7 @@ class Config:
     log: LogConfig
     calls: CallsConfig
     media: MediaConfig
+    fcm: FcmConfig = FcmConfig()
 
     @property
     def base_dir(self) -> Path:

@@ -83,6 +83,7 @@ class ServiceCollector(Collector):
             errors = CounterMetricFamily("b2bua_parse_errors", "Messages that failed to parse")
             errors.add_metric([], endpoint.parse_errors)
             yield errors
+        yield from _push_families(svc.push_clients)
         bindings = svc.bindings
         if bindings is not None:
             now = svc.clock.seconds()
@@ -101,6 +102,31 @@ class ServiceCollector(Collector):
                                        "Refresh pushes sent before a contact expired")
             sent.add_metric([], refresh.sent)
             yield sent
+
+
+#: PushStats fields reported as outcomes of the requests sent to a push service.
+_PUSH_OUTCOMES = ("delivered", "token_dead", "retry_later", "timeouts", "refused", "config_errors")
+
+
+def _push_families(clients: dict[str, Any]) -> Iterator[Any]:
+    """Pushes sent, failed and tokens dropped, by provider ("apns", "fcm"), from the
+    clients' own counters."""
+    sent = CounterMetricFamily("b2bua_push_requests", "Push requests written to the push service",
+                               labels=["provider"])
+    outcomes = CounterMetricFamily("b2bua_push_outcomes", "Pushes finished, by provider and outcome",
+                                   labels=["provider", "outcome"])
+    dropped = CounterMetricFamily("b2bua_push_tokens_dropped",
+                                  "Device tokens the push service called dead (removed from bindings)",
+                                  labels=["provider"])
+    for provider, client in sorted(clients.items()):
+        stats = client.stats
+        sent.add_metric([provider], stats.sent)
+        for name in _PUSH_OUTCOMES:
+            outcomes.add_metric([provider, name], getattr(stats, name))
+        dropped.add_metric([provider], stats.token_dead)
+    yield sent
+    yield outcomes
+    yield dropped
 
 
 def _by_label(name: str, help_text: str, label: str, counts: dict[Any, int]) -> Any:

@@ -31,8 +31,8 @@ from b2bua.metrics import Metrics
 from b2bua.config_schema import RouterEntry
 from b2bua.core import SipCore
 from b2bua.plugin_loader import PluginLoadError, load_chain
-from b2bua.push.apns_client import ApnsTimings
-from b2bua.push.notifier import ApnsNotifier, PushNotifierRegistry, apns_client_from_settings
+from b2bua.admin_push import build_notifiers
+from b2bua.push.notifier import PushNotifierRegistry
 from b2bua.push.outcome import PushConfigError
 from b2bua.push.refresh import RefreshScheduler
 from b2bua.registrar.contacts import PNSREG_INTERVAL
@@ -85,6 +85,7 @@ class B2buaService(service.MultiService):
         self.notifier: PushNotifierRegistry | None = None
         self.mailbox: Mailbox | None = None
         self.refresh: RefreshScheduler | None = None
+        self.push_clients: dict[str, Any] = {}   # H2PushClient by provider ("apns", "fcm")
         self.metrics = Metrics()
         self.reload_routers: Callable[[], None] | None = None
 
@@ -195,7 +196,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     registrar = Registrar(store.users, bindings, auth, throttle, events, clock,
                           config.sip.domain, config.registrar.min_expires,
                           config.registrar.max_expires, config.registrar.default_expires,
-                          token_lifetime=config.push.token_lifetime)
+                          token_lifetime=config.push.token_lifetime,
+                          enabled_push_providers=enabled_push_providers(config))
 
     core = SipCore(server_header=config.sip.user_agent)
     network = SipNetwork(reactor, list(config.sip.listen),
@@ -251,6 +253,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     root.network, root.core, root.layer = network, core, layer
     root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
     root.notifier, root.endpoint, root.cdrs = notifier, endpoint, cdrs
+    root.push_clients = push_clients
     root.reload_routers = lambda: chain_holder.swap(
         _router_chain(load_config(config.path), store, clock, reload_modules=True))
     root.metrics.attach(root)
@@ -258,7 +261,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     root.refresh = RefreshScheduler(clock, notifier, bindings.list_all, lead=PNSREG_INTERVAL)
     _Housekeeping(registrar, bindings, cdrs, mailbox, root.refresh).setServiceParent(root)
     _GcPacer(clock).setServiceParent(root)
-    for client in push_clients:     # a warm APNs connection, PINGed, closed gracefully
+    for client in push_clients.values():   # warm connections, PINGed, closed gracefully
         client.setServiceParent(root)
     if config.metrics.listen:
         web_service(root, config.metrics.listen, config.metrics.allow).setServiceParent(root)
@@ -384,26 +387,26 @@ def _create_users(config: Config, store: Store) -> None:
 
 
 def _push_notifier(config: Config, reactor: object,
-                   bindings: BindingWriter) -> tuple[PushNotifierRegistry, list[Any]]:
-    """The provider registry the calls push through, and the clients to run as services."""
+                   bindings: BindingWriter) -> tuple[PushNotifierRegistry, dict[str, Any]]:
+    """The provider registry the calls push through, and its clients (to run as services)
+    by provider name."""
     def token_dead(token: str) -> None:
         bindings.remove_push_token(token)
 
     registry = PushNotifierRegistry(on_token_dead=token_dead)
-    apns = config.apns
     try:
-        client = apns_client_from_settings(
-            enabled=apns.enabled, auth=apns.auth, key_file=str(apns.key_file or ""),
-            key_id=apns.key_id, team_id=apns.team_id, certificate=str(apns.certificate or ""),
-            endpoint=apns.endpoint, ca_file=str(apns.ca_file or ""), reactor=reactor,
-            clock=reactor, base_dir=config.base_dir,
-            timings=ApnsTimings(push_timeout=apns.timeout, ping_interval=apns.ping_interval))
+        clients = build_notifiers(config, reactor, registry)
     except PushConfigError as exc:
         raise ServiceBuildError(str(exc)) from None
-    if client is None:
-        return registry, []
-    registry.register("i", ApnsNotifier(client))
-    return registry, [client]
+    return registry, clients
+
+
+def enabled_push_providers(config: Config) -> frozenset[str]:
+    """The providers phones may register for: configured and enabled (RFC 8599 Feature-Caps)."""
+    apns = config.apns
+    return frozenset(name for name, on in (
+        ("apns", apns.enabled), ("apns.dev", apns.enabled and bool(apns.sandbox_endpoint)),
+        ("fcm", config.fcm.enabled)) if on)
 
 
 def _router_chain(config: Config, store: Store, clock: object,

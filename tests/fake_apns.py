@@ -138,6 +138,14 @@ def make_pki(directory: Path | str) -> FakePki:
                    directory / "client.pem", directory / "AuthKey.p8", directory / "WrongKey.p8")
 
 
+def pki_in(directory: Path) -> FakePki:
+    """The PKI made earlier in `directory` (a benchmark shares it between fakes), else a new one."""
+    if not (directory / "ca.pem").exists():
+        return make_pki(directory)
+    return FakePki(directory, directory / "ca.pem", directory / "server.pem", directory / "server.key",
+                   directory / "client.pem", directory / "AuthKey.p8", directory / "WrongKey.p8")
+
+
 # -- scripted replies -------------------------------------------------------------------
 
 
@@ -158,14 +166,15 @@ class Reply:
     delay: float = 0.0
     then: "Reply | None" = None
     process: bool = True  # GOAWAY: is the triggering stream processed (<= last_stream_id)?
+    retry_after: int | None = None  # a Retry-After header on an error
 
     @classmethod
     def ok(cls) -> "Reply":
         return cls(ReplyKind.OK)
 
     @classmethod
-    def error(cls, status: int, reason: str) -> "Reply":
-        return cls(ReplyKind.ERROR, status, reason)
+    def error(cls, status: int, reason: str, retry_after: int | None = None) -> "Reply":
+        return cls(ReplyKind.ERROR, status, reason, retry_after=retry_after)
 
     @classmethod
     def goaway(cls, process: bool = True) -> "Reply":
@@ -258,10 +267,13 @@ class FakeApns:
         if self.auth == "certificate":
             ca = Certificate.loadPEM(self.pki.ca_file.read_bytes())
             options["trustRoot"] = trustRootFromCertificates([ca])  # type: ignore[no-untyped-call]
-        factory = Factory.forProtocol(lambda: FakeApnsProtocol(self))
+        factory = Factory.forProtocol(self.make_protocol)
         self._port = self.reactor.listenSSL(self.requested_port, factory, CertificateOptions(**options),
                                             interface="127.0.0.1")
         return self
+
+    def make_protocol(self) -> "FakeApnsProtocol":
+        return FakeApnsProtocol(self)
 
     @property
     def port(self) -> int:
@@ -517,7 +529,7 @@ class FakeApnsProtocol(Protocol):
         if kind is ReplyKind.OK:
             self._answer(stream_id, 200, "")
         elif kind is ReplyKind.ERROR:
-            self._answer(stream_id, reply.status, reply.reason)
+            self._answer(stream_id, reply.status, reply.reason, reply.retry_after)
         elif kind is ReplyKind.DELAYED:
             assert reply.then is not None
             self.fake.reactor.callLater(reply.delay, self._perform, stream_id, reply.then)
@@ -528,27 +540,36 @@ class FakeApnsProtocol(Protocol):
             self._goaway(stream_id, reply.process)
         # NO_ANSWER: keep the stream open forever
 
-    def _answer(self, stream_id: int, status: int, reason: str) -> None:
+    def _answer(self, stream_id: int, status: int, reason: str, retry_after: int | None = None) -> None:
         self._streams.pop(stream_id, None)
         headers = [(b":status", str(status).encode()), (b"apns-id", str(uuid.uuid4()).encode())]
-        try:
-            if status == 200:
-                self._h2.send_headers(stream_id, headers, end_stream=True)
-            else:
-                error: dict[str, Any] = {"reason": reason}
-                if status == 410:
-                    error["timestamp"] = DEAD_AFTER_410
-                data = json.dumps(error).encode()
-                headers.append((b"content-type", b"application/json"))
-                self._h2.send_headers(stream_id, headers)
-                self._h2.send_data(stream_id, data, end_stream=True)
-        except ProtocolError:  # the client reset it meanwhile
+        if retry_after is not None:
+            headers.append((b"retry-after", str(retry_after).encode()))
+        if status == 200:
+            data = b""
+        else:
+            error: dict[str, Any] = {"reason": reason}
+            if status == 410:
+                error["timestamp"] = DEAD_AFTER_410
+            data = json.dumps(error).encode()
+            headers.append((b"content-type", b"application/json"))
+        if not self.send_answer(stream_id, headers, data):
             return
         self.fake.answered += 1
         if status == 200 and self.fake.raise_streams_to and not self._raised:
             self._raised = True
             self._h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.fake.raise_streams_to})
         self._flush()
+
+    def send_answer(self, stream_id: int, headers: list[tuple[bytes, bytes]], data: bytes) -> bool:
+        """Headers and body of a response; False when the client reset the stream meanwhile."""
+        try:
+            self._h2.send_headers(stream_id, headers, end_stream=not data)
+            if data:
+                self._h2.send_data(stream_id, data, end_stream=True)
+        except ProtocolError:
+            return False
+        return True
 
     def _goaway(self, stream_id: int, process: bool) -> None:
         """GOAWAY written by hand: h2 would refuse to finish streams after its own."""
@@ -577,9 +598,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--no-h2-validation", action="store_true", help="faster, for benchmarks")
     args = parser.parse_args(argv)
     directory = Path(args.pki_dir)
-    pki = make_pki(directory) if not (directory / "ca.pem").exists() else FakePki(
-        directory, directory / "ca.pem", directory / "server.pem", directory / "server.key",
-        directory / "client.pem", directory / "AuthKey.p8", directory / "WrongKey.p8")
+    pki = pki_in(directory)
     fake = FakeApns(reactor, pki, auth=args.auth, port=args.port,
                     validate_h2=not args.no_h2_validation).start()
     fake.record = False

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.internet.utils import getProcessOutputAndValue
 
 from b2bua.store import Binding, Cdr, Store, compute_ha1
@@ -374,3 +375,79 @@ def test_push_to_a_user_without_devices(apns: tuple[FakeApns, Path]) -> Any:
     assert code == 1 and b"no such user: 2222" in err
     assert fake.requests == []
     store.close()
+
+
+# -- FCM (issue 15) ------------------------------------------------------------------------
+
+
+def test_check_config_reads_the_fcm_key_and_names_the_bad_field(tmp_path: Path) -> None:
+    from tests.fake_fcm import service_account_json, service_account_key
+
+    key = service_account_key(1024)  # small: only its type and shape are checked here
+    document = service_account_json(key, "https://oauth2.example/token", client_email="nobody")
+    (tmp_path / "sa.json").write_text(json.dumps(document))
+    extra = '[fcm]\nenabled = true\nservice_account = "sa.json"\n'
+    error = fails(admin(write_config(tmp_path, extra), "check-config"), "[fcm] service_account",
+                  "'client_email'")
+    assert "PRIVATE KEY" not in error
+    (tmp_path / "sa.json").write_text(json.dumps(service_account_json(key, "https://oauth2.example/token")))
+    assert ok(admin(write_config(tmp_path, extra), "check-config")).startswith("config OK:")
+
+
+@pytest_twisted.inlineCallbacks
+def test_push_reaches_android_devices_through_fcm(tmp_path: Path) -> Any:
+    from tests.fake_fcm import FakeFcm
+
+    fake = FakeFcm(reactor, make_pki(tmp_path / "pki")).start()
+    try:
+        config = write_config(tmp_path, (
+            f'[fcm]\nenabled = true\nservice_account = "{fake.service_account_file}"\n'
+            f'endpoint = "{fake.url}"\nca_file = "{fake.pki.ca_file}"\n'))
+        db_path(config).parent.mkdir()
+        store = Store.open(db_path(config))
+        store.users.add("1111", DOMAIN, "pw")
+        android = Binding(aor=AOR, contact="sip:1111@192.0.2.9:5060", expires_at=time.time() + 3600,
+                          updated_at=time.time(), user="1111", push_provider="a", push_package="com.example.app",
+                          push_token=OTHER_TOKEN, push_source="x-mpush")
+        store.bindings.upsert(android)
+        fake.script(OTHER_TOKEN, Reply.ok(), Reply.error(404, "UNREGISTERED"))
+        out, err, code = yield admin_async(config, "push", "1111", "--json")
+        assert code == 0 and b"Traceback" not in err, err
+        [result] = json.loads(out)
+        assert result["provider"] == "fcm" and result["outcome"] == "delivered" and result["status"] == 200
+        assert fake.requests[0].payload["message"]["data"]["ntousr"] == "1111"
+        out, err, code = yield admin_async(config, "push", "1111", "--json")
+        [result] = json.loads(out)
+        assert code == 1 and result["outcome"] == "token_dead" and result["token_removed"] is True
+        assert [b.push_token for b in store.bindings.list_all()] == [None]
+        store.close()
+    finally:
+        yield fake.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_sandbox_and_production_apps_are_pushed_to_their_own_apns(tmp_path: Path) -> Any:
+    """pn-provider=apns.dev devices go to [apns] sandbox_endpoint, the others to endpoint."""
+    pki = make_pki(tmp_path / "pki")
+    production, sandbox = FakeApns(reactor, pki).start(), FakeApns(reactor, pki).start()
+    try:
+        config = write_config(tmp_path, (
+            f'[apns]\nenabled = true\nkey_file = "{pki.key_file}"\nkey_id = "{KEY_ID}"\n'
+            f'team_id = "{TEAM_ID}"\nendpoint = "{production.url}"\nsandbox_endpoint = "{sandbox.url}"\n'
+            f'ca_file = "{pki.ca_file}"\ntimeout = 5\n'))
+        assert ok(admin(config, "check-config")).startswith("config OK:")
+        db_path(config).parent.mkdir()
+        store = Store.open(db_path(config))
+        store.users.add("1111", DOMAIN, "pw")
+        add_binding(store)
+        add_binding(store, contact="sip:1111@192.0.2.8:5060", token=OTHER_TOKEN, instance_id=None)
+        store.db.execute("UPDATE bindings SET push_provider = 'apns.dev' WHERE push_token = ?", (OTHER_TOKEN,))
+        out, err, code = yield admin_async(config, "push", "1111", "--json")
+        assert code == 0 and b"Traceback" not in err, err
+        assert {r["token"]: r["provider"] for r in json.loads(out)} == {TOKEN: "apns", OTHER_TOKEN: "apns.dev"}
+        assert [r.token for r in production.requests] == [TOKEN]
+        assert [r.token for r in sandbox.requests] == [OTHER_TOKEN]
+        assert sandbox.requests[0].headers["apns-topic"] == BUNDLE_ID + ".voip"
+        store.close()
+    finally:
+        yield gatherResults([production.stop(), sandbox.stop()])

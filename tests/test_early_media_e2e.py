@@ -96,7 +96,7 @@ def _sipp(svc: Any, scenario: str, port: int, *extra: str) -> list[str]:
 def _register(svc: Any, contact_port: int) -> defer.Deferred:
     """The phone (user 1111, push token TOKEN) registers ``contact_port``, off the reactor."""
     cmd = _sipp(svc, "register_contact.xml", free_port(), "-key", "contact_port",
-                str(contact_port), "-key", "expires", "3600", "-key", "token", TOKEN)
+                str(contact_port), "-key", "expires", "3600", "-key", "provider", "i", "-key", "token", TOKEN)
     return threads.deferToThread(subprocess.run, cmd, capture_output=True, text=True,
                                  timeout=40)
 

@@ -165,7 +165,7 @@ def test_rfc8599_unsupported_provider_is_a_555() -> None:
     assert isinstance(error, SipError)
     assert (error.status, error.reason) == (555, "Push Notification Service Not Supported")
     assert error.provider == "webpush"
-    assert UnsupportedPushProvider.feature_caps() == '*;+sip.pns="apns,fcm"'
+    assert error.feature_caps() == '*;+sip.pns="apns,fcm"'
 
 
 @pytest.mark.parametrize(

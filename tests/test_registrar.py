@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from twisted.logger import Logger
 
 import pytest
 from twisted.internet.defer import Deferred
@@ -770,3 +771,71 @@ def test_q_and_reg_id_are_listed(h: Harness) -> None:
         '+sip.instance="<urn:uuid:00000000-0000-1000-8000-000A95A0E128>";reg-id=1']
     [binding] = h.durable()
     assert (binding.q, binding.reg_id) == (0.5, 1)
+
+
+# -- providers enabled in the config (issue 15: honest capabilities) -----------------------
+
+FCM_CONTACT = "<sip:1111@192.168.1.101:14501;pn-provider=fcm;pn-param=demo-project;pn-prid=fcmtoken123456>"
+
+
+def only(h: Harness, *providers: str) -> Harness:
+    h.registrar.enabled_push_providers = frozenset(providers)
+    return h
+
+
+def test_feature_caps_confirm_an_enabled_fcm(h: Harness) -> None:
+    response = only(h, "apns", "fcm").register(edit(Contact=FCM_CONTACT, X_MPUSH=None))
+    assert response.status == 200 and response.headers.get("Feature-Caps") == '*;+sip.pns="fcm"'
+    assert h.durable()[0].push_token == "fcmtoken123456"
+
+
+def test_rfc8599_register_for_a_provider_not_enabled_is_555_listing_the_enabled(h: Harness) -> None:
+    response = only(h, "apns").register(edit(Contact=FCM_CONTACT, X_MPUSH=None))
+    assert response.status == 555
+    assert response.headers.get("Feature-Caps") == '*;+sip.pns="apns"'
+    assert h.durable() == []
+
+
+def test_555_without_feature_caps_when_no_provider_is_enabled(h: Harness) -> None:
+    response = only(h).register(edit(Contact=RFC8599_CONTACT, X_MPUSH=None))
+    assert response.status == 555 and response.headers.get("Feature-Caps") is None
+    query = only(h).register(edit(Contact="<sip:1111@192.168.1.101:14501;pn-provider>", X_MPUSH=None))
+    assert query.status == 555
+
+
+def test_x_mpush_for_a_provider_not_enabled_binds_without_push_and_logs_once(h: Harness) -> None:
+    logged: list[dict[str, Any]] = []
+    h.registrar.log = Logger(observer=logged.append)  # type: ignore[misc]
+    only(h, "fcm")
+    assert h.register().status == 200  # EXAMPLE carries "X-MPUSH: i:..." (APNs)
+    [binding] = h.durable()
+    assert binding.contact and binding.push_token is None
+    assert (binding.push_provider, binding.push_source) == ("i", "disabled")
+    assert h.register(edit(cseq=3)).status == 200
+    warnings = [e for e in logged if "not enabled" in e.get("log_format", "")]
+    assert len(warnings) == 1 and warnings[0]["provider"] == "apns"
+
+
+def test_a_token_kept_from_before_is_dropped_once_the_provider_is_disabled(h: Harness) -> None:
+    assert h.register().status == 200
+    assert h.durable()[0].push_token
+    only(h, "fcm")
+    assert h.register(edit(cseq=3)).status == 200
+    assert h.durable()[0].push_token is None
+
+
+APNS_DEV_CONTACT = ("<sip:1111@192.168.1.101:14501;pn-provider=apns.dev;"
+                    "pn-param=ABCD1234.com.example.softphone.voip;pn-prid=devtoken0001>")
+
+
+def test_apns_dev_binds_the_sandbox_provider_when_enabled(h: Harness) -> None:
+    response = only(h, "apns", "apns.dev").register(edit(Contact=APNS_DEV_CONTACT, X_MPUSH=None))
+    assert response.status == 200 and response.headers.get("Feature-Caps") == '*;+sip.pns="apns.dev"'
+    [binding] = h.durable()
+    assert (binding.push_provider, binding.push_topic, binding.push_token) == (
+        "apns.dev", "com.example.softphone.voip", "devtoken0001")
+
+
+def test_apns_dev_without_a_sandbox_endpoint_is_555(h: Harness) -> None:
+    assert only(h, "apns", "fcm").register(edit(Contact=APNS_DEV_CONTACT, X_MPUSH=None)).status == 555
+    assert h.durable() == []

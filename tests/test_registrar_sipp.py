@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fake_apns import make_pki
 from tests.support import SCENARIOS, RunningService, free_port, require_sipp, run_sipp
 
 TOKEN = "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
@@ -27,6 +29,16 @@ password = "other-secret"
 """
 
 Start = Callable[..., RunningService]
+
+
+@pytest.fixture
+def with_apns(tmp_path: Path) -> str:
+    """USERS plus an enabled [apns]: X-MPUSH "i" tokens are bound only for an enabled provider.
+    No push is sent here; the endpoint is a closed port."""
+    pki = make_pki(tmp_path / "pki")
+    return USERS + (f'\n[apns]\nenabled = true\nkey_file = "{pki.key_file}"\nkey_id = "{pki.key_id}"\n'
+                    f'team_id = "{pki.team_id}"\nendpoint = "https://127.0.0.1:{free_port()}"\n'
+                    f'ca_file = "{pki.ca_file}"\n')
 
 
 @pytest.fixture(autouse=True)
@@ -86,8 +98,8 @@ def pushed(binding: dict[str, Any]) -> tuple[Any, Any, Any]:
             field(binding, "push_token", "token"))
 
 
-def test_register_survives_sigkill_and_unregister_removes_it(start_service: Start) -> None:
-    svc = start_service(USERS)
+def test_register_survives_sigkill_and_unregister_removes_it(start_service: Start, with_apns: str) -> None:
+    svc = start_service(with_apns)
     phone = free_port()
     assert_passed(sipp(svc, "register_auth.xml", "-key", "expires", "3600", port=phone), svc)
     [binding] = bindings(svc)
@@ -102,8 +114,8 @@ def test_register_survives_sigkill_and_unregister_removes_it(start_service: Star
     assert bindings(svc) == []
 
 
-def test_register_over_tcp(start_service: Start) -> None:
-    svc = start_service(USERS)
+def test_register_over_tcp(start_service: Start, with_apns: str) -> None:
+    svc = start_service(with_apns)
     assert_passed(sipp(svc, "register_auth.xml", "-key", "expires", "3600", transport="t1"), svc)
     [binding] = bindings(svc)
     assert pushed(binding) == ("i", "com.example.softphone", TOKEN)

@@ -52,9 +52,11 @@ def _run(cmd: list[str], timeout: float = 40) -> defer.Deferred:
 
 
 def _register(svc: Any, contact_port: int, expires: int = 3600,
-              token: str = TOKEN) -> defer.Deferred:
+              token: str = TOKEN, provider: str = "i") -> defer.Deferred:
+    """The phone registers `contact_port` with `X-MPUSH: PROVIDER:com.example.softphone:TOKEN`."""
     return _run(_sipp(svc, "register_contact.xml", free_port(), "-key", "contact_port",
-                      str(contact_port), "-key", "expires", str(expires), "-key", "token", token))
+                      str(contact_port), "-key", "expires", str(expires), "-key", "provider", provider,
+                      "-key", "token", token))
 
 
 def _invites_sent(svc: Any, call_id: str) -> int:

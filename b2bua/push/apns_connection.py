@@ -199,6 +199,9 @@ class ApnsConnection(Protocol):
 
     def connectionMade(self) -> None:
         self._h2.initiate_connection()
+        # FCM answers every push with a small JSON body: a 1 MiB connection window lets a burst
+        # of answers through without waiting for our WINDOW_UPDATEs (h2's default is 64 KiB).
+        self._h2.increment_flow_control_window(1 << 20)
         self.flush()
 
     def dataReceived(self, data: bytes) -> None:

@@ -25,6 +25,7 @@ class ApnsResponse:
     apns_id: str | None
     reason: str  # the JSON `reason` of an error body, "" on success
     retry_after: float | None  # a Retry-After header, in seconds, if the server sent one
+    body: bytes = b""  # the whole (error) body, for providers whose errors are not `reason`
 
 
 class ApnsH2Connection(H2Connection):
@@ -107,7 +108,7 @@ def response_of(stream: StreamState) -> ApnsResponse:
             reason = str(json.loads(stream.body).get("reason", ""))
         except (ValueError, AttributeError):
             reason = "unreadable error body"
-    return ApnsResponse(stream.status, stream.apns_id, reason, stream.retry_after)
+    return ApnsResponse(stream.status, stream.apns_id, reason, stream.retry_after, stream.body)
 
 
 def goaway_reason(event: ConnectionTerminated) -> str:

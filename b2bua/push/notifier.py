@@ -259,37 +259,36 @@ def apns_client_from_settings(
             ) from None
     else:
         raise PushConfigError('[apns] auth must be "token" or "certificate"')
-    trust_root = _trust_root(where, ca_file)
-    connector = tls_connector(reactor, target, trust_root, client_certificate, timings.connect_timeout)
+    connector = tls_connector(reactor, target, trust_root(where, ca_file), client_certificate, timings.connect_timeout)
     return ApnsClient(target, connector, clock, provider_token, timings)
 
 
-def _read_secret(where: Path, value: str, key: str) -> bytes:
+def _read_secret(where: Path, value: str, key: str, section: str = "apns") -> bytes:
     if value.lstrip().startswith("-----BEGIN"):  # PEM given inline (e.g. from ${ENV})
         return value.encode("ascii", "replace")
     if not value:
-        raise PushConfigError("[apns] %s is required for this auth" % key)
+        raise PushConfigError("[%s] %s is required for this auth" % (section, key))
     path = where / value
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise PushConfigError("[apns] %s: cannot read %s (%s)" % (key, path, exc.strerror)) from None
+        raise PushConfigError("[%s] %s: cannot read %s (%s)" % (section, key, path, exc.strerror)) from None
 
 
-def _trust_root(where: Path, ca_file: str) -> Any:
+def trust_root(where: Path, ca_file: str, section: str = "apns") -> Any:
     """The system roots, plus the certificates of `ca_file` when one is given."""
     if not ca_file:
         return platformTrust()  # type: ignore[no-untyped-call]
-    extra = _pem_certificates(_read_secret(where, ca_file, "ca_file"))
+    extra = _pem_certificates(_read_secret(where, ca_file, "ca_file", section), section)
     if not extra:
-        raise PushConfigError("[apns] ca_file holds no PEM certificate")
+        raise PushConfigError("[%s] ca_file holds no PEM certificate" % section)
     system = stdlib_ssl.get_default_verify_paths().cafile
     if system and os.path.isfile(system):
         extra += _pem_certificates(Path(system).read_bytes(), strict=False)
     return trustRootFromCertificates(extra)  # type: ignore[no-untyped-call]
 
 
-def _pem_certificates(data: bytes, strict: bool = True) -> list[Certificate]:
+def _pem_certificates(data: bytes, section: str = "apns", strict: bool = True) -> list[Certificate]:
     marker = b"-----END CERTIFICATE-----"
     certificates = []
     for block in data.split(marker)[:-1]:
@@ -300,5 +299,5 @@ def _pem_certificates(data: bytes, strict: bool = True) -> list[Certificate]:
             certificates.append(Certificate.loadPEM(block[start:] + marker + b"\n"))
         except (OpenSSLError, ValueError):
             if strict:
-                raise PushConfigError("[apns] ca_file holds a certificate that cannot be read") from None
+                raise PushConfigError("[%s] ca_file holds a certificate that cannot be read" % section) from None
     return certificates

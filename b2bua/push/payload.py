@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 #: APNs refuses VoIP payloads above 5 KB (413 PayloadTooLarge); we refuse them before sending.
 MAX_VOIP_PAYLOAD = 5120
@@ -99,24 +100,37 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_CALLER_TEXT else text[: MAX_CALLER_TEXT - 1] + "…"
 
 
+def call_data(facts: CallFacts, kind: PushKind = PushKind.INCOMING_CALL) -> dict[str, Any]:
+    """The `data` keys the app reads (push-facts.md), the same for every provider.
+
+    The caller is named by number in the text, by display name (else number) in
+    `nfromusername`; `ntype` is an int here as APNs sends it (FCM wants strings).
+    """
+    number = _clip(facts.caller_number)
+    display = _clip(facts.caller_display) if facts.caller_display else ""
+    caller = number or display or "unknown"
+    title = ("Incoming call from " if kind is PushKind.INCOMING_CALL else "Missed call from ") + caller
+    return {
+        "ntype": int(kind),
+        "nfromusername": display or number,
+        "nfrom": number,
+        "nmsg": title,
+        "ncallid": facts.call_id,
+        "ntousr": facts.callee,
+    }
+
+
 def build_voip_push(
     facts: CallFacts, topic: str, kind: PushKind = PushKind.INCOMING_CALL
 ) -> tuple[dict[str, str], bytes]:
     """Headers (apns-*) and compact JSON body of a VoIP push for this call.
 
-    The caller is named by number in the texts, by display name (else number) in
-    `nfromusername`, exactly as push-facts.md shows. The body may exceed
-    :data:`MAX_VOIP_PAYLOAD` (a huge call id); the client refuses such a push locally.
+    The body may exceed :data:`MAX_VOIP_PAYLOAD` (a huge call id); the client refuses such
+    a push locally.
     """
-    number = _clip(facts.caller_number)
-    display = _clip(facts.caller_display) if facts.caller_display else ""
-    caller = number or display or "unknown"
-    if kind is PushKind.INCOMING_CALL:
-        title = "Incoming call from " + caller
-        body_text = "Incoming VoIP call from " + caller
-    else:
-        title = "Missed call from " + caller
-        body_text = "Missed VoIP call from " + caller
+    data = call_data(facts, kind)
+    title = data["nmsg"]
+    body_text = title.replace(" call from ", " VoIP call from ", 1)
     payload = {
         "aps": {
             "alert": {"title": title, "body": body_text},
@@ -124,14 +138,7 @@ def build_voip_push(
             "sound": "default",
             "badge": 1,
         },
-        "data": {
-            "ntype": int(kind),
-            "nfromusername": display or number,
-            "nfrom": number,
-            "nmsg": title,
-            "ncallid": facts.call_id,
-            "ntousr": facts.callee,
-        },
+        "data": data,
     }
     headers = {
         "apns-push-type": "voip",

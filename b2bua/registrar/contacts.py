@@ -17,9 +17,12 @@ from twisted.logger import Logger
 
 from b2bua.registrar.push_token import (
     APNS,
+    DEFAULT_PROVIDERS,
     FCM,
     RFC8599_PROVIDERS,
     MalformedPushToken,
+    PROVIDER_NAMES,
+    SOURCE_DISABLED,
     NullToken,
     PushBinding,
     UnsupportedPushProvider,
@@ -83,19 +86,22 @@ class RegisterRequest(NamedTuple):
 
 
 def read_register(request: Request, min_expires: int, max_expires: int,
-                  default_expires: int, log: Logger) -> RegisterRequest:
+                  default_expires: int, log: Logger,
+                  enabled: frozenset[str] | None = None) -> RegisterRequest:
     """Read ``request``; raise :class:`RegisterRejected` (400/423) or
-    ``UnsupportedPushProvider`` (555)."""
+    ``UnsupportedPushProvider`` (555).  ``enabled`` names the providers we can push
+    through ("apns", "fcm"; None: all we know): RFC 8599 asks for another get 555, an
+    X-MPUSH token for another known one is not kept (``SOURCE_DISABLED``)."""
     header_expires = _header_expires(request)
     if request.contact_star:
         if request.contacts or header_expires != 0:
             raise RegisterRejected(400, "Contact * Needs Expires 0 And No Other Contact")
         return RegisterRequest((), True, False, None)
-    x_mpush = _x_mpush(request, log)
+    x_mpush = _x_mpush(request, log, enabled)
     contacts = []
     for name_addr in request.contacts:
         contact = _read_contact(name_addr, header_expires, x_mpush, default_expires,
-                                max_expires, log)
+                                max_expires, log, enabled)
         if 0 < contact.expires < min_expires:
             raise RegisterRejected(423, "Interval Too Brief",
                                    [("Min-Expires", str(min_expires))])
@@ -111,7 +117,8 @@ def _header_expires(request: Request) -> int | None:
         return None  # RFC 3261 §20.19: treat a malformed value as absent
 
 
-def _x_mpush(request: Request, log: Logger) -> PushBinding | NullToken | None:
+def _x_mpush(request: Request, log: Logger,
+             enabled: frozenset[str] | None) -> PushBinding | NullToken | None:
     try:
         push = parse_x_mpush(request.headers.get("X-MPUSH"))
     except MalformedPushToken as error:
@@ -121,12 +128,16 @@ def _x_mpush(request: Request, log: Logger) -> PushBinding | NullToken | None:
     if isinstance(push, PushBinding) and push.provider not in (APNS, FCM):
         log.info("X-MPUSH with unknown provider {provider!r} stored as sent",
                  provider=push.provider)
+    elif isinstance(push, PushBinding) and enabled is not None and \
+            PROVIDER_NAMES[push.provider] not in enabled:
+        return PushBinding(push.provider, push.package, "", push.topic, SOURCE_DISABLED)
     return push
 
 
 def _read_contact(name_addr: NameAddr, header_expires: int | None,
                   x_mpush: PushBinding | NullToken | None, default_expires: int,
-                  max_expires: int, log: Logger) -> ContactRequest:
+                  max_expires: int, log: Logger,
+                  enabled: frozenset[str] | None = None) -> ContactRequest:
     uri = name_addr.uri
     if not isinstance(uri, SipUri):
         raise RegisterRejected(400, "Contact Is Not A SIP URI")
@@ -140,7 +151,7 @@ def _read_contact(name_addr: NameAddr, header_expires: int | None,
     params = name_addr.params
     instance = params.get("+sip.instance")
     reg_id = params.get("reg-id")
-    push, provider = _rfc8599_push(uri, expires, log)
+    push, provider = _rfc8599_push(uri, expires, log, enabled)
     if push is None and isinstance(x_mpush, PushBinding):
         push = x_mpush
     try:
@@ -154,7 +165,8 @@ def _read_contact(name_addr: NameAddr, header_expires: int | None,
         push=push, pns_provider=provider, pnsreg="+sip.pnsreg" in params)
 
 
-def _rfc8599_push(uri: SipUri, expires: int, log: Logger) -> tuple[PushBinding | None, str | None]:
+def _rfc8599_push(uri: SipUri, expires: int, log: Logger,
+                  enabled: frozenset[str] | None = None) -> tuple[PushBinding | None, str | None]:
     """(push binding, pn-provider to confirm) from RFC 8599 URI parameters.
 
     ``pn-provider`` without ``pn-prid`` is a capability query (RFC 8599 §4.1):
@@ -163,10 +175,12 @@ def _rfc8599_push(uri: SipUri, expires: int, log: Logger) -> tuple[PushBinding |
     if "pn-provider" not in uri.params or expires == 0:
         return None, None
     name = (uri.params["pn-provider"] or "").strip('"').lower()
-    if not name:
-        return None, ",".join(RFC8599_PROVIDERS)
-    if name not in RFC8599_PROVIDERS:
-        raise UnsupportedPushProvider(name)
+    supported = DEFAULT_PROVIDERS if enabled is None else tuple(
+        p for p in RFC8599_PROVIDERS if p in enabled)
+    if not name and supported:
+        return None, ",".join(supported)
+    if name not in supported:
+        raise UnsupportedPushProvider(name, supported)
     if not uri.params.get("pn-prid"):
         return None, name
     try:

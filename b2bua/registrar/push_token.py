@@ -24,11 +24,15 @@ from b2bua.sip.errors import SipError
 
 __all__ = [
     "APNS",
+    "APNS_DEV",
+    "DEFAULT_PROVIDERS",
     "FCM",
     "MalformedPushToken",
     "NullToken",
     "PushBinding",
+    "PROVIDER_NAMES",
     "RFC8599_PROVIDERS",
+    "SOURCE_DISABLED",
     "UnsupportedPushProvider",
     "parse_rfc8599",
     "parse_x_mpush",
@@ -37,10 +41,20 @@ __all__ = [
 
 APNS = "i"
 FCM = "a"
+APNS_DEV = "apns.dev"
+"""RFC 8599 ``pn-provider=apns.dev`` (Flexisip's name): an app built for APNs' sandbox
+(development builds), pushed through ``[apns] sandbox_endpoint``; stored under this name."""
 SOURCE_X_MPUSH = "x-mpush"
 SOURCE_RFC8599 = "rfc8599"
-RFC8599_PROVIDERS: Mapping[str, str] = {"apns": APNS, "fcm": FCM}
+SOURCE_DISABLED = "disabled"
+"""``push_source`` of a device whose token names a provider this server has not enabled:
+the contact is bound, the token is not kept (``b2bua-admin bindings`` says why)."""
+PROVIDER_NAMES: Mapping[str, str] = {APNS: "apns", FCM: "fcm", APNS_DEV: "apns.dev"}
+RFC8599_PROVIDERS: Mapping[str, str] = {"apns": APNS, "fcm": FCM, "apns.dev": APNS_DEV}
 """RFC 8599 pn-provider values we accept, and the X-MPUSH letter each maps to."""
+DEFAULT_PROVIDERS = ("apns", "fcm")
+"""Those a registrar told nothing about the config supports (apns.dev needs
+``[apns] sandbox_endpoint``)."""
 
 
 class MalformedPushToken(ValueError):
@@ -54,14 +68,17 @@ class UnsupportedPushProvider(SipError):
     status = 555
     reason = "Push Notification Service Not Supported"
 
-    def __init__(self, provider: str) -> None:
+    def __init__(self, provider: str, supported: tuple[str, ...] = DEFAULT_PROVIDERS) -> None:
         super().__init__()
         self.provider = provider
+        self.supported = supported
 
-    @staticmethod
-    def feature_caps() -> str:
-        """``Feature-Caps`` value for the 555 (RFC 8599 12.2 ``sip.pns``)."""
-        return "*;+sip.pns=" + '"' + ",".join(RFC8599_PROVIDERS) + '"'
+    def feature_caps(self) -> str | None:
+        """``Feature-Caps`` value for the 555 (RFC 8599 12.2 ``sip.pns``): the providers we
+        can push through; None when there is none."""
+        if not self.supported:
+            return None
+        return "*;+sip.pns=" + '"' + ",".join(self.supported) + '"'
 
     def __str__(self) -> str:
         return f"unsupported push provider {self.provider!r}"
@@ -86,7 +103,7 @@ class PushBinding:
 
     @property
     def is_apns(self) -> bool:
-        return self.provider.lower() == APNS
+        return self.provider.lower() in (APNS, APNS_DEV)
 
     @property
     def token_hint(self) -> str:

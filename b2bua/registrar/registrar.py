@@ -46,7 +46,12 @@ from b2bua.registrar.contacts import (
 )
 from b2bua.registrar.events import BindingEvent, BindingEventKind, BindingEvents
 from b2bua.registrar.flows import FlowTable
-from b2bua.registrar.push_token import UnsupportedPushProvider, short_token
+from b2bua.registrar.push_token import (
+    PROVIDER_NAMES,
+    SOURCE_DISABLED,
+    UnsupportedPushProvider,
+    short_token,
+)
 from b2bua.sip.addressing import Source
 from b2bua.sip.digest import AuthStatus, DigestAuthenticator, FailureThrottle
 from b2bua.sip.errors import SipError
@@ -90,13 +95,18 @@ class Registrar:
                  auth: DigestAuthenticator, throttle: FailureThrottle | None,
                  events: BindingEvents, clock: IReactorTime, domain: str,
                  min_expires: int = 60, max_expires: int = 86400,
-                 default_expires: int = 3600, token_lifetime: float = 0.0) -> None:
+                 default_expires: int = 3600, token_lifetime: float = 0.0,
+                 enabled_push_providers: frozenset[str] | None = None) -> None:
         """``bindings`` is a ``BindingStore`` (every write durable when it returns)
         or a ``BindingWriter`` (writes applied at once, ``durable()`` fires after
         the batched commit).  ``token_lifetime``: how long a device's push token
-        is kept after its contact expired (``[push] token_lifetime``)."""
+        is kept after its contact expired (``[push] token_lifetime``).
+        ``enabled_push_providers`` ("apns", "fcm"; None: all) are those
+        ``Feature-Caps`` may promise."""
         self.token_lifetime = token_lifetime
         self.users = users
+        self.enabled_push_providers = enabled_push_providers
+        self._disabled_logged: set[str] = set()
         self.bindings = bindings
         self.auth = auth
         self._tag_key = os.urandom(16)   # for the To tags of stateless challenges
@@ -173,8 +183,9 @@ class Registrar:
         except UnsupportedPushProvider as error:
             self.log.info("REGISTER {call_id}: push provider {provider} not supported",
                           call_id=_call_id(request), provider=error.provider)
+            caps = error.feature_caps()
             return self._reply(request, error.status, error.reason,
-                               [("Feature-Caps", error.feature_caps())])
+                               [("Feature-Caps", caps)] if caps else [])
         except RegisterRejected as error:
             return self._reply(request, error.status, error.reason, error.extra)
         except SipError as error:
@@ -196,7 +207,7 @@ class Registrar:
         aor = self.aor_for(user)
         now = self.clock.seconds()
         register = read_register(request, self.min_expires, self.max_expires,
-                                 self.default_expires, self.log)
+                                 self.default_expires, self.log, self.enabled_push_providers)
         incoming = [self._incoming(request, source, aor, user, c, now) for c in register.contacts]
         plan = self._plan(request, register, incoming, aor, now)
         outcomes: list[_Outcome] = []
@@ -209,6 +220,9 @@ class Registrar:
                                 if old.id not in removed)
             else:
                 keep_push = not (register.null_push and contact.push is None)
+                if contact.push is not None and contact.push.source == SOURCE_DISABLED:
+                    keep_push = False  # nor an older token: we cannot push through it
+                    self._disabled_once(contact.push.provider)
                 outcomes.append(self._upsert(binding, target, keep_push, source))
         self._publish(outcomes, source, aor)
         durable = self.bindings.durable()
@@ -217,6 +231,13 @@ class Registrar:
         return durable.addCallbacks(
             lambda _: self._accepted(request, aor, register.feature_caps),
             lambda failure: self._write_failed(request, failure))
+
+    def _disabled_once(self, provider: str) -> None:
+        if provider not in self._disabled_logged:
+            self._disabled_logged.add(provider)
+            self.log.warn("phones register {provider} push tokens, but {provider} is not enabled here: "
+                          "they are bound without push (see b2bua-admin bindings)",
+                          provider=PROVIDER_NAMES.get(provider, provider))
 
     # -- authentication (steps 3 and 4) ------------------------------------------------
 
@@ -275,7 +296,7 @@ class Registrar:
             push_provider=push.provider if push else None,
             push_package=push.package if push else None,
             push_topic=push.topic if push else None,
-            push_token=push.token if push else None,
+            push_token=(push.token or None) if push else None,
             push_source=push.source if push else None,
             push_remote_token=push.remote_token if push else None,
             push_refresh=1 if push is not None and contact.pnsreg else None)
