@@ -21,6 +21,7 @@ from twisted.internet.endpoints import serverFromString
 
 from b2bua.config_schema import (
     APNS_ENDPOINTS,
+    DIGEST_ALGORITHMS,
     TONE_COUNTRIES,
     TRANSPORTS,
     ApnsConfig,
@@ -175,12 +176,29 @@ def _registrar(t: Table) -> RegistrarConfig:
         nonce_ttl=t.integer("nonce_ttl", 300, low=1, high=day),
         auth_failures_limit=t.integer("auth_failures_limit", 5, low=0, high=10000),
         auth_block_time=t.integer("auth_block_time", 300, low=1, high=day),
+        digest_algorithms=_digest_algorithms(t),
     )
     if registrar.max_expires < registrar.min_expires:
         raise t.error("max_expires", f"must not be less than min_expires ({registrar.min_expires})")
     if not registrar.min_expires <= registrar.default_expires <= registrar.max_expires:
         raise t.error("default_expires", "must lie between min_expires and max_expires")
     return registrar
+
+
+def _digest_algorithms(t: Table) -> tuple[str, ...]:
+    """The challenges to offer, in order; only algorithms the store keeps an HA1 for."""
+    names: list[str] = []
+    for key, text in t.string_list("digest_algorithms", ["MD5"]):
+        name = text.strip().upper()
+        if name not in DIGEST_ALGORITHMS:
+            raise ConfigError(t.ctx.file, key, f"unknown digest algorithm {text!r} "
+                              f"(known: {', '.join(DIGEST_ALGORITHMS)})")
+        if name in names:
+            raise ConfigError(t.ctx.file, key, f"{name} is listed twice")
+        names.append(name)
+    if not names:
+        raise t.error("digest_algorithms", "must name at least one algorithm")
+    return tuple(names)
 
 
 def _users(tables: list[Table]) -> tuple[UserEntry, ...]:

@@ -28,6 +28,8 @@ TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 DEFAULT_PORTS: Mapping[str, int] = {"udp": 5060, "tcp": 5060, "tls": 5061}
 #: Ringback tone plans the media layer knows (ITU-T E.180 cadences).
 TONE_COUNTRIES: tuple[str, ...] = tuple(sorted(TONES))  # the cadences b2bua.media.tone knows
+#: Digest algorithms we can verify: the store keeps an HA1 for each (b2bua.store.users).
+DIGEST_ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256")
 #: APNs endpoints by name; anything else must be an https URL.
 APNS_ENDPOINTS: Mapping[str, tuple[str, int]] = {
     "production": ("api.push.apple.com", 443),
@@ -143,6 +145,8 @@ class RegistrarConfig:
     nonce_ttl: int = 300
     auth_failures_limit: int = 5
     auth_block_time: int = 300
+    #: Digest challenges offered in 401/407, most preferred first (RFC 8760 §2.4).
+    digest_algorithms: tuple[str, ...] = ("MD5",)
 
 
 @dataclass(frozen=True)

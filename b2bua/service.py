@@ -179,11 +179,12 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     # REGISTERs of that turn); a woken phone's INVITE waits for this commit.
     bindings = BindingWriter(store.bindings, clock, flush_delay=0)
     events = BindingEvents()
-    # MD5 is offered first: many phones (and SIPp) answer the first challenge
-    # whatever its algorithm; SHA-256 capable clients still find theirs.
+    # One challenge per configured algorithm, in the configured order (RFC 8760 §2.4).
+    # The default is MD5 alone: some clients (baresip 1.0) give up on a challenge whose
+    # algorithm they lack instead of picking the one they know. 401 and 407 share it.
     auth = DigestAuthenticator(config.sip.realm, clock, os.urandom(32),
                                nonce_ttl=config.registrar.nonce_ttl,
-                               algorithms=("MD5", "SHA-256"))
+                               algorithms=config.registrar.digest_algorithms)
     throttle = (FailureThrottle(clock, config.registrar.auth_failures_limit,
                                 block_time=config.registrar.auth_block_time)
                 if config.registrar.auth_failures_limit else None)
