@@ -305,7 +305,9 @@ def _routers(tables: list[Table]) -> tuple[RouterEntry, ...]:
         plugin = t.string("plugin", None)
         if not _PLUGIN.match(plugin):
             raise t.error("plugin", f"{plugin!r}: expected a module in plugins/ or 'package.module:Class'")
-        routers.append(RouterEntry(plugin=plugin, options=MappingProxyType(t.rest())))
+        timeout = t.seconds("timeout", 2.0, low=0.01, high=3600)   # ours, not the plugin's
+        routers.append(RouterEntry(plugin=plugin, options=MappingProxyType(t.rest()),
+                                   timeout=timeout))
     return tuple(routers) or (RouterEntry("local_users"),)
 
 

@@ -218,10 +218,13 @@ class RouterEntry:
 
     plugin: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: Seconds the router may take to decide; then the caller gets 503.
+    timeout: float = 2.0
 
     def __repr__(self) -> str:
         # Option values may be secrets (API tokens); show only their names.
-        return f"RouterEntry(plugin={self.plugin!r}, options=<{', '.join(sorted(self.options))}>)"
+        return (f"RouterEntry(plugin={self.plugin!r}, options=<{', '.join(sorted(self.options))}>, "
+                f"timeout={self.timeout!r})")
 
 
 def _loopback() -> tuple[Network, ...]:
