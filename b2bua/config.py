@@ -295,7 +295,11 @@ def _trunks(tables: list[Table]) -> tuple[TrunkConfig, ...]:
             password=t.string("password", ""), register=register,
             register_expires=t.integer("register_expires", 3600, low=60, high=86400),
             transport=cast(Any, transport),
+            from_user=cast(Any, t.choice("from_user", "caller_id", ("caller_id", "account"))),
+            send_display_name=t.boolean("send_display_name", True),
         )
+        if trunks[name].from_user == "account" and not username:
+            raise t.error("from_user", '"account" needs username (the trunk account)')
     return tuple(trunks.values())
 
 

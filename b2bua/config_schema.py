@@ -202,6 +202,10 @@ class TrunkConfig:
     register: bool = False
     register_expires: int = 3600
     transport: Transport = "udp"
+    #: The From user of calls from local users: their caller number, or `username`.
+    from_user: Literal["caller_id", "account"] = "caller_id"
+    #: Whether From/P-Asserted-Identity carry the user's configured display name.
+    send_display_name: bool = True
 
     def accepts(self, address: str) -> bool:
         """True when a request from this IP address comes from this trunk."""

@@ -18,6 +18,7 @@ from twisted.internet import reactor as default_reactor
 from twisted.internet import defer, ssl, task
 from twisted.logger import Logger
 
+from b2bua.calls.caller_id import CallerIdPolicy, TrunkIdentity
 from b2bua.calls.context import CallServices, CallSettings, TrunkCredentials
 from b2bua.calls.early_media import MediaSettings
 from b2bua.calls.table import CallTable
@@ -41,6 +42,7 @@ from b2bua.sip.timers import Timers
 from b2bua.sip.transaction_layer import TransactionLayer
 from b2bua.store import Store
 from b2bua.store.cdrs import CdrWriter
+from b2bua.store.user_policy import UserPolicyStore
 from b2bua.store.writer import BindingWriter
 from b2bua.trunk_register import TrunkRegistration
 from b2bua.transport.endpoint import SipEndpoint
@@ -227,7 +229,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
                            for t in config.trunks if t.username},
         metrics=root.metrics, media=_media_settings(config, reactor))
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
-                      store.users.ha1_lookup(config.sip.realm), throttle)
+                      store.users.ha1_lookup(config.sip.realm), throttle,
+                      caller_id=_caller_id_policy(config, store))
     core.layer, core.registrar, core.calls = layer, registrar, calls
     root.network, root.core, root.layer = network, core, layer
     root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
@@ -390,6 +393,14 @@ def _router_chain(config: Config, store: Store, clock: object,
         return load_chain(entries, context, [config.base_dir], reload_modules=reload_modules)
     except PluginLoadError as exc:
         raise ServiceBuildError(str(exc)) from None
+
+
+def _caller_id_policy(config: Config, store: Store) -> CallerIdPolicy:
+    """Identity of local users' calls toward each trunk (b2bua.calls.caller_id)."""
+    trunks = {t.name: TrunkIdentity(t.from_user, t.username, t.send_display_name)
+              for t in config.trunks}
+    return CallerIdPolicy(config.sip.domain, config.sip.realm, trunks,
+                          UserPolicyStore(store.db), store.users)
 
 
 def _contact_factory(sent_by: dict[str, str]) -> Callable[[str], str]:

@@ -35,8 +35,9 @@ class CallTable:
 
     def __init__(self, services: CallServices, chain: Any, trunks: list[Any],
                  authenticator: Any = None, lookup_ha1: Callable[..., Any] | None = None,
-                 throttle: Any = None) -> None:
+                 throttle: Any = None, caller_id: Any = None) -> None:
         self.services = services
+        self.caller_id = caller_id                # CallerIdPolicy: identity toward trunks
         self.throttle = throttle                  # FailureThrottle shared with the registrar
         self.chain = chain
         self.trunks = list(trunks)
@@ -114,12 +115,16 @@ class CallTable:
             user = self._authenticate(tx, request, source)
             if user is None:
                 return
+            if self._over_limit(tx, request, user):
+                return
         call = Call(self.services, tx, request, source, caller=user, trunk=trunk)
         tx.context = call
         self.calls[request.call_id] = call
         self.calls_started += 1
         call.on_finished.append(self._finished)
         call.on_branch.append(self._index_branch)
+        if self.caller_id is not None and user is not None:
+            call.on_branch.append(self.caller_id.on_branch)
         call.run(self._start, call, request, source, user, trunk)
 
     def _start(self, call: Call, request: Request, source: Source, user: str | None,
@@ -134,6 +139,18 @@ class CallTable:
         d.addErrback(self._call_error, call)
         if not d.called:  # a router answers later: a caller who gives up stops it
             call.on_finished.append(lambda _: d.cancel())
+
+    def _over_limit(self, tx: Any, request: Request, user: str) -> bool:
+        """403 for a user already in ``max_calls`` calls; True when answered."""
+        limit = self.caller_id.max_calls(user) if self.caller_id is not None else 0
+        if not limit or sum(1 for c in self.calls.values() if c.caller == user) < limit:
+            return False
+        self.log.info("INVITE {call_id}: user {user} is at max_calls {limit}",
+                      call_id=request.call_id, user=user, limit=limit)
+        self.services.layer.send_response(tx, make_response(
+            request, 403, "Too Many Calls", to_tag=generate_tag(),
+            extra=[("Server", self.services.settings.server_header)]))
+        return True
 
     def _looped(self, tx: Any, request: Request) -> bool:
         """482 for an INVITE that is one of our own B-legs come back, or a copy of a
@@ -207,6 +224,12 @@ class CallTable:
         trunk = next((t for t in self.trunks if t.name == decision.trunk), None)
         if trunk is None:
             call.fail(500, "Unknown Trunk")
+            return
+        caller_id = self.caller_id
+        if call.caller is not None and caller_id is not None \
+                and not caller_id.may_call_trunk(call.caller):
+            call.route_text = f"trunk {trunk.name} refused"
+            call.fail(403, "Trunk Calls Not Allowed")
             return
         base = parse_uri(trunk.uri)
         assert isinstance(base, SipUri)
