@@ -319,6 +319,11 @@ def cmd_push(args: argparse.Namespace) -> int:
     return run_push(args)
 
 
+def cmd_trunks(args: argparse.Namespace) -> int:
+    from b2bua.admin_calls import run_trunks
+    return run_trunks(args)
+
+
 def cmd_calls(args: argparse.Namespace) -> int:
     from b2bua.admin_calls import run_calls
     return run_calls(args)
@@ -410,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.set_defaults(func=cmd_push)
     commands.add_parser("calls", parents=[common, json_flag],
                         help="active calls of the running service").set_defaults(func=cmd_calls)
+    commands.add_parser("trunks", parents=[common, json_flag],
+                        help="trunks of the running service: registration, last failure"
+                        ).set_defaults(func=cmd_trunks)
     cdr = commands.add_parser("cdr", parents=[common, json_flag], help="recent call records")
     cdr.add_argument("--tail", type=_positive, default=20, metavar="N", help="last N (default 20)")
     cdr.set_defaults(func=cmd_cdr)

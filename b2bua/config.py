@@ -22,6 +22,7 @@ from twisted.internet.endpoints import serverFromString
 from b2bua.config_schema import (
     APNS_ENDPOINTS,
     DIGEST_ALGORITHMS,
+    DnsConfig,
     TONE_COUNTRIES,
     TRANSPORTS,
     ApnsConfig,
@@ -59,7 +60,7 @@ _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$")  # RFC 3261 user part, 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PLUGIN = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?$", re.ASCII)
 _SECTIONS = ("sip", "tls", "database", "registrar", "users", "push", "apns", "trunk", "router",
-             "metrics", "log", "calls", "media")
+             "metrics", "log", "calls", "media", "dns")
 _SIP_URI = re.compile(r"(?i)(?P<scheme>sips?):(?:(?P<userinfo>[^@;]*)@)?"
                       r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:;\[\]@]+)(?::(?P<port>\d+))?(?P<params>;.*)?")
 _LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "warning": "warn",
@@ -109,7 +110,24 @@ def parse_config(data: Mapping[str, Any], path: str | Path,
         log=_log(root.table("log", keys_of(LogConfig))),
         calls=_calls(root.table("calls", keys_of(CallsConfig))),
         media=media,
+        dns=_dns(root.table("dns", keys_of(DnsConfig))),
     )
+
+
+def _dns(t: Table) -> DnsConfig:
+    servers: list[tuple[str, int]] = []
+    for key, text in t.string_list("servers", []):
+        host, _, port = text.rpartition(":") if text.count(":") == 1 or "]:" in text \
+            else (text, "", "53")
+        host = host.strip("[]") or text
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(t.ctx.file, key, f"{text!r}: expected IP or IP:PORT") from None
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(t.ctx.file, key, f"{text!r}: bad port")
+        servers.append((host, int(port)))
+    return DnsConfig(servers=tuple(servers), min_ttl=t.seconds("min_ttl", 5.0, low=0, high=86400))
 
 
 def _sip(t: Table) -> SipConfig:
@@ -297,6 +315,7 @@ def _trunks(tables: list[Table]) -> tuple[TrunkConfig, ...]:
             transport=cast(Any, transport),
             from_user=cast(Any, t.choice("from_user", "caller_id", ("caller_id", "account"))),
             send_display_name=t.boolean("send_display_name", True),
+            ca_file=t.path("ca_file", must_exist=True),
         )
         if trunks[name].from_user == "account" and not username:
             raise t.error("from_user", '"account" needs username (the trunk account)')

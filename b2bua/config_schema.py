@@ -206,6 +206,8 @@ class TrunkConfig:
     from_user: Literal["caller_id", "account"] = "caller_id"
     #: Whether From/P-Asserted-Identity carry the user's configured display name.
     send_display_name: bool = True
+    #: Extra trust roots (PEM) for a TLS trunk's certificate, checked against the URI's host.
+    ca_file: Path | None = None
 
     def accepts(self, address: str) -> bool:
         """True when a request from this IP address comes from this trunk."""
@@ -214,6 +216,16 @@ class TrunkConfig:
         except ValueError:
             return False
         return any(ip in network for network in self.accept_from)
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    """Where trunk host names are looked up (RFC 3263: NAPTR, SRV, A/AAAA)."""
+
+    #: (IP, port) name servers; empty: the system's (/etc/resolv.conf, /etc/hosts).
+    servers: tuple[tuple[str, int], ...] = ()
+    #: Seconds an answer is kept at least (a TTL of 0 would mean one query per call).
+    min_ttl: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -302,6 +314,7 @@ class Config:
     log: LogConfig
     calls: CallsConfig
     media: MediaConfig
+    dns: DnsConfig = field(default_factory=lambda: DnsConfig())
 
     @property
     def base_dir(self) -> Path:

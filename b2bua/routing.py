@@ -56,10 +56,15 @@ class Targets:
 
 @dataclass(frozen=True)
 class ToTrunk:
-    """Send the call out through a trunk, with `user` (the number) in the R-URI."""
+    """Send the call out through a trunk, with `user` (the number) in the R-URI.
+
+    `alternatives` are further trunks, tried in order when every target of the ones before
+    answered 503, 408 or could not be reached.
+    """
 
     trunk: str
     user: str
+    alternatives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

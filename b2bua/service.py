@@ -19,6 +19,7 @@ from twisted.internet import defer, ssl, task
 from twisted.logger import Logger
 
 from b2bua.calls.caller_id import CallerIdPolicy, TrunkIdentity
+from b2bua.calls.locate import SipLocator, make_resolver
 from b2bua.calls.context import CallServices, CallSettings, TrunkCredentials
 from b2bua.calls.early_media import MediaSettings
 from b2bua.calls.table import CallTable
@@ -39,12 +40,14 @@ from b2bua.registrar.registrar import Registrar
 from b2bua.routing import RouterContext, TrunkInfo
 from b2bua.sip.digest import DigestAuthenticator, FailureThrottle
 from b2bua.sip.timers import Timers
+from b2bua.sip.uri import parse_uri
 from b2bua.sip.transaction_layer import TransactionLayer
 from b2bua.store import Store
 from b2bua.store.cdrs import CdrWriter
 from b2bua.store.user_policy import UserPolicyStore
 from b2bua.store.writer import BindingWriter
 from b2bua.trunk_register import TrunkRegistration
+from b2bua.trunk_status import TrunkStatus
 from b2bua.transport.endpoint import SipEndpoint
 from b2bua.transport.network import SipNetwork
 from b2bua.web import web_service
@@ -84,6 +87,7 @@ class B2buaService(service.MultiService):
         self.notifier: PushNotifierRegistry | None = None
         self.metrics = Metrics()
         self.reload_routers: Callable[[], None] | None = None
+        self.trunk_status: TrunkStatus | None = None
 
     def startService(self) -> None:  # noqa: N802
         self.started_at = self.clock.seconds()
@@ -197,7 +201,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     core = SipCore(server_header=config.sip.user_agent)
     network = SipNetwork(reactor, list(config.sip.listen),
                          tls_options=_server_tls_options(config),
-                         client_tls_options=lambda host: ssl.optionsForClientTLS(host),
+                         client_tls_options=_client_tls_factory(config),
                          max_message_size=config.sip.max_message_size)
     endpoint = SipEndpoint(network, server_header=config.sip.user_agent)
     network.sink = endpoint
@@ -216,6 +220,11 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
 
     network.on_connection_lost = connection_lost
 
+    locator = SipLocator(make_resolver(list(config.dns.servers), reactor), clock,
+                         min_ttl=config.dns.min_ttl)
+    locator.on_tls_target = network.tls_server_names.__setitem__
+    locator.transports = frozenset(sent_by)
+    trunk_status = TrunkStatus(list(config.trunks), clock)
     notifier, push_clients = _push_notifier(config, reactor, bindings)
     chain_holder = _RouterChainHolder(_router_chain(config, store, clock))
     cdrs = CdrWriter(store.cdrs, clock)     # batched: no INSERT + commit per call
@@ -227,10 +236,11 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         write_cdr=cdrs.write, settings=_call_settings(config),
         trunk_credentials={t.name: TrunkCredentials(t.username, t.password)
                            for t in config.trunks if t.username},
-        metrics=root.metrics, media=_media_settings(config, reactor))
+        metrics=root.metrics, media=_media_settings(config, reactor), locator=locator)
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
                       store.users.ha1_lookup(config.sip.realm), throttle,
                       caller_id=_caller_id_policy(config, store))
+    calls.trunk_status = root.trunk_status = trunk_status
     core.layer, core.registrar, core.calls = layer, registrar, calls
     root.network, root.core, root.layer = network, core, layer
     root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
@@ -249,7 +259,11 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     for trunk in config.trunks:
         if trunk.register:
             contact = contact_for(trunk.transport).replace("sip:b2bua@", f"sip:{trunk.username}@")
-            TrunkRegistration(trunk, layer, clock, reactor, contact).setServiceParent(root)
+            registration = TrunkRegistration(trunk, layer, clock, reactor, contact,
+                                             locator=locator)
+            registration.on_failure = trunk_status.failed
+            trunk_status.registrations[trunk.name] = registration
+            registration.setServiceParent(root)
     return root
 
 
@@ -393,6 +407,32 @@ def _router_chain(config: Config, store: Store, clock: object,
         return load_chain(entries, context, [config.base_dir], reload_modules=reload_modules)
     except PluginLoadError as exc:
         raise ServiceBuildError(str(exc)) from None
+
+
+def _client_tls_factory(config: Config) -> Callable[[str], object]:
+    """TLS client options per server name: a trunk's certificate must name the host of its
+    URI (service_identity), trusted by the trunk's ca_file or else the system's roots."""
+    roots: dict[str, Any] = {}
+    for trunk in config.trunks:
+        if trunk.ca_file is None:
+            continue
+        host = (parse_uri(trunk.uri).host or "").strip("[]")    # type: ignore[union-attr]
+        try:
+            pem = trunk.ca_file.read_bytes()
+            blocks = [b"-----BEGIN CERTIFICATE-----" + part for part in
+                      pem.split(b"-----BEGIN CERTIFICATE-----")[1:]]
+            roots[host.lower()] = ssl.trustRootFromCertificates(
+                [ssl.Certificate.loadPEM(block) for block in blocks])
+        except Exception as exc:   # a bad PEM names the trunk, not a traceback
+            raise ServiceBuildError(f"trunk {trunk.name}: ca_file: cannot load "
+                                    f"({exc.__class__.__name__})") from None
+
+    def options(host: str) -> object:
+        root = roots.get(host.lower())
+        if root is not None:
+            return ssl.optionsForClientTLS(host, trustRoot=root)
+        return ssl.optionsForClientTLS(host)
+    return options
 
 
 def _caller_id_policy(config: Config, store: Store) -> CallerIdPolicy:

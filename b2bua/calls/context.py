@@ -63,3 +63,4 @@ class CallServices:
     trunk_credentials: dict[str, TrunkCredentials] = field(default_factory=dict)
     metrics: Any | None = None                    # b2bua.metrics.Metrics
     media: Any | None = None                      # b2bua.calls.early_media.MediaSettings
+    locator: Any | None = None                    # b2bua.calls.locate.SipLocator (trunks)

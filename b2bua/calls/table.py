@@ -11,6 +11,7 @@ call through the transaction's context; in-dialog requests by Call-ID.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from typing import Any, Callable
 
 from twisted.internet import defer
@@ -38,6 +39,7 @@ class CallTable:
                  throttle: Any = None, caller_id: Any = None) -> None:
         self.services = services
         self.caller_id = caller_id                # CallerIdPolicy: identity toward trunks
+        self.trunk_status: Any = None             # TrunkStatus: last failure per trunk
         self.throttle = throttle                  # FailureThrottle shared with the registrar
         self.chain = chain
         self.trunks = list(trunks)
@@ -221,21 +223,55 @@ class CallTable:
         d.addErrback(lambda failure: call.run(unreachable, failure))
 
     def _to_trunk(self, call: Call, decision: ToTrunk) -> None:
-        trunk = next((t for t in self.trunks if t.name == decision.trunk), None)
-        if trunk is None:
+        by_name = {t.name: t for t in self.trunks}
+        names = [decision.trunk, *decision.alternatives]
+        if any(name not in by_name for name in names):
             call.fail(500, "Unknown Trunk")
             return
+        trunk = by_name[decision.trunk]
         caller_id = self.caller_id
         if call.caller is not None and caller_id is not None \
                 and not caller_id.may_call_trunk(call.caller):
             call.route_text = f"trunk {trunk.name} refused"
             call.fail(403, "Trunk Calls Not Allowed")
             return
-        base = parse_uri(trunk.uri)
-        assert isinstance(base, SipUri)
-        uri = base.with_(user=decision.user)
-        call.route_text = f"trunk {trunk.name} {decision.user}"
-        self._to_uris(call, [str(uri)], True, trunk=trunk.name)
+        call.route_text = f"trunk {' '.join(names)} {decision.user}"
+        locator = self.services.locator
+        if locator is None:
+            base = parse_uri(trunk.uri)
+            assert isinstance(base, SipUri)
+            self._to_uris(call, [str(base.with_(user=decision.user))], True, trunk=trunk.name)
+            return
+        self._locate_trunks(call, [by_name[name] for name in names], decision.user, locator)
+
+    def _locate_trunks(self, call: Call, trunks: list[Any], user: str, locator: Any) -> None:
+        """Every target of every trunk in order (RFC 3263), tried one after another."""
+        def located(trunk: Any) -> defer.Deferred[list[Any]]:
+            base = parse_uri(trunk.uri)
+            assert isinstance(base, SipUri)
+            d = locator.locate(str(base.with_(user=user)), trunk.transport)
+            d.addCallback(lambda dests: [replace(dest, trunk=trunk.name) for dest in dests])
+
+            def unreachable(failure: Any) -> list[Any]:
+                self.log.info("call {call_id}: trunk {trunk}: {error}", call_id=call.call_id,
+                              trunk=trunk.name, error=failure.getErrorMessage())
+                if self.trunk_status is not None:
+                    self.trunk_status.failed(trunk.name, failure.getErrorMessage())
+                return []
+            return d.addErrback(unreachable)
+
+        def go(lists: list[list[Any]]) -> None:
+            destinations = [dest for found in lists for dest in found]
+            if call.finished:
+                return
+            if not destinations:
+                call.fail(502, "Bad Gateway")
+                return
+            call.routed(destinations, parallel=False, trunk=destinations[0].trunk)
+
+        d = defer.gatherResults([located(t) for t in trunks], consumeErrors=True)
+        d.addCallback(lambda lists: call.run(go, lists))
+        d.addErrback(self._call_error, call)
 
     def _index_branch(self, call: Call, branch: Any) -> None:
         """Index a new branch before its INVITE leaves, so an in-dialog request or
@@ -335,6 +371,8 @@ class CallTable:
         if what == "relay":
             call.run(call.relay_response, tx, response)
         elif what != "bye":
+            if self.trunk_status is not None and response.status >= 300:
+                self.trunk_status.branch_failed(what, response.status, str(response.status))
             call.run(call.branch_response, what, response)
 
     def transaction_timeout(self, tx: Any) -> None:
@@ -353,9 +391,13 @@ class CallTable:
         call, what = context
         if what == "relay":
             call.run(call.relay_failed, tx, status)
-        elif what == "bye":
             return
-        elif status == 408:
+        if what == "bye":
+            return
+        if self.trunk_status is not None:
+            self.trunk_status.branch_failed(what, status, "timeout" if status == 408
+                                            else "transport error")
+        if status == 408:
             call.run(call.branch_timeout, what)
         else:
             call.run(call.branch_transport_error, what)
