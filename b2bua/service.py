@@ -48,6 +48,7 @@ from b2bua.store.user_policy import UserPolicyStore
 from b2bua.store.writer import BindingWriter
 from b2bua.trunk_register import TrunkRegistration
 from b2bua.trunk_status import TrunkStatus
+from b2bua.reload import ReloadParts, Reloader
 from b2bua.transport.endpoint import SipEndpoint
 from b2bua.transport.network import SipNetwork
 from b2bua.web import web_service
@@ -65,7 +66,7 @@ class B2buaService(service.MultiService):
     Stopping (SIGTERM) first drains: new INVITEs get 503 with Retry-After
     while calls in progress get up to ``[calls] drain_time`` to end, then the
     children stop in reverse order (listeners first, pending binding writes
-    flushed last).  SIGHUP reloads the router chain without touching calls.
+    flushed last).  SIGHUP applies the config file again to new calls (b2bua.reload).
     """
 
     log = Logger()
@@ -86,7 +87,7 @@ class B2buaService(service.MultiService):
         self.cdrs: CdrWriter | None = None
         self.notifier: PushNotifierRegistry | None = None
         self.metrics = Metrics()
-        self.reload_routers: Callable[[], None] | None = None
+        self.reload_routers: Callable[[], object] | None = None   # b2bua.reload.Reloader.reload
         self.trunk_status: TrunkStatus | None = None
 
     def startService(self) -> None:  # noqa: N802
@@ -107,19 +108,14 @@ class B2buaService(service.MultiService):
         reactor.callFromThread(self.reload)  # type: ignore[attr-defined]
 
     def reload(self) -> None:
-        """Rebuild the router chain from the config file (the old one stays on error)
-        and re-read bindings changed by ``b2bua-admin``."""
+        """Apply the config file again (users, trunks, routers, call and push settings; the
+        whole file or nothing) and re-read bindings changed by ``b2bua-admin``."""
         if self.bindings is not None:
             self.bindings.reload().addErrback(
                 lambda f: self.log.failure("re-reading bindings failed", f))
         if self.reload_routers is None:
             return
-        try:
-            self.reload_routers()
-        except Exception as exc:
-            self.log.error("reload failed, keeping the running routers: {error}", error=str(exc))
-        else:
-            self.log.info("routers reloaded from {path}", path=str(self.config.path))
+        self.reload_routers()   # b2bua.reload.Reloader: logs what it applied or refused
 
     def stopService(self) -> defer.Deferred:  # noqa: N802
         d = self.drain(self.config.calls.drain_time)
@@ -234,8 +230,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         aor_for=registrar.aor_for, flow_for=registrar.flow_for,
         contact_for=contact_for, notifier=notifier,
         write_cdr=cdrs.write, settings=_call_settings(config),
-        trunk_credentials={t.name: TrunkCredentials(t.username, t.password)
-                           for t in config.trunks if t.username},
+        trunk_credentials=_trunk_credentials(config),
         metrics=root.metrics, media=_media_settings(config, reactor), locator=locator)
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
                       store.users.ha1_lookup(config.sip.realm), throttle,
@@ -245,8 +240,22 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     root.network, root.core, root.layer = network, core, layer
     root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
     root.notifier, root.endpoint, root.cdrs = notifier, endpoint, cdrs
-    root.reload_routers = lambda: chain_holder.swap(
-        _router_chain(load_config(config.path), store, clock, reload_modules=True))
+    def start_registration(trunk: Any) -> TrunkRegistration:
+        contact = contact_for(trunk.transport).replace("sip:b2bua@", f"sip:{trunk.username}@")
+        registration = TrunkRegistration(trunk, layer, clock, reactor, contact, locator=locator)
+        registration.on_failure = trunk_status.failed
+        registration.setServiceParent(root)
+        return registration
+
+    reloader = Reloader(root, chain_holder, ReloadParts(
+        chain=lambda new: _router_chain(new, store, clock, reload_modules=True),
+        client_tls=_client_tls_factory,
+        caller_id=lambda new: _caller_id_policy(new, store),
+        call_settings=_call_settings,
+        trunk_credentials=_trunk_credentials,
+        create_users=lambda new: _create_users(new, store),
+        registration=start_registration))
+    root.reload_routers = reloader.reload
     root.metrics.attach(root)
 
     _Housekeeping(registrar, bindings, cdrs).setServiceParent(root)
@@ -258,13 +267,12 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     network.setServiceParent(root)
     for trunk in config.trunks:
         if trunk.register:
-            contact = contact_for(trunk.transport).replace("sip:b2bua@", f"sip:{trunk.username}@")
-            registration = TrunkRegistration(trunk, layer, clock, reactor, contact,
-                                             locator=locator)
-            registration.on_failure = trunk_status.failed
-            trunk_status.registrations[trunk.name] = registration
-            registration.setServiceParent(root)
+            trunk_status.registrations[trunk.name] = start_registration(trunk)
     return root
+
+
+def _trunk_credentials(config: Config) -> dict[str, TrunkCredentials]:
+    return {t.name: TrunkCredentials(t.username, t.password) for t in config.trunks if t.username}
 
 
 class _RouterChainHolder:
