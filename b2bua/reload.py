@@ -65,12 +65,12 @@ class Reloader:
             return False
         fixed = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
         if fixed:
-            self.log.warn("reload: {sections} changed; these take effect at the next restart",
+            self.log.warning("reload: {sections} changed; these take effect at the next restart",
                           sections=", ".join(fixed))
         self._swap(new, chain, client_tls, caller_id, settings, credentials)
         try:
             self.parts.create_users(new)
-        except Exception:
+        except Exception:  # noqa: BLE001 (the store's error: logged, the reload stands)
             self.log.failure("reload: creating [[users]] failed")
         self.log.info("reloaded {path}: {trunks} trunks, {routers} routers",
                       path=str(new.path), trunks=len(new.trunks), routers=len(new.routers))
