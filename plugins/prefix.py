@@ -26,7 +26,13 @@ from typing import Any
 from zope.interface import implementer
 
 from b2bua.plugin_loader import RouterOptions
-from b2bua.routing import IRouter, RequestView, RouterContext, ToTrunk
+from b2bua.routing import (
+    IRouter,
+    RequestView,
+    RouterConfigError,
+    RouterContext,
+    ToTrunk,
+)
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,10 @@ class PrefixRouter:
             prefix = row.string("prefix")
             if prefix in routes:
                 row.fail("prefix", f"{prefix!r} is already routed by an earlier entry")
-            names = (row.string_list("trunk") if isinstance(row_trunk(row), list)
-                     else [row.string("trunk")])
+            try:
+                names = [row.string("trunk")]
+            except RouterConfigError:           # a list: the trunks tried in order
+                names = row.string_list("trunk")
             if not names:
                 row.fail("trunk", "must name at least one trunk")
             for trunk in names:
@@ -81,11 +89,6 @@ class PrefixRouter:
             if number.startswith(candidate.prefix):
                 return ToTrunk(candidate.trunk, candidate.rewrite(number), candidate.alternatives)
         return None
-
-
-def row_trunk(row: RouterOptions) -> Any:
-    """The raw `trunk` value of a row: a name or a list of names."""
-    return row._config.get("trunk")
 
 
 Router = PrefixRouter
