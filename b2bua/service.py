@@ -429,7 +429,7 @@ def _client_tls_factory(config: Config) -> Callable[[str], object]:
             pem = trunk.ca_file.read_bytes()
             blocks = [b"-----BEGIN CERTIFICATE-----" + part for part in
                       pem.split(b"-----BEGIN CERTIFICATE-----")[1:]]
-            roots[host.lower()] = ssl.trustRootFromCertificates(
+            roots[host.lower()] = ssl.trustRootFromCertificates(  # type: ignore[no-untyped-call]
                 [ssl.Certificate.loadPEM(block) for block in blocks])
         except Exception as exc:   # a bad PEM names the trunk, not a traceback
             raise ServiceBuildError(f"trunk {trunk.name}: ca_file: cannot load "

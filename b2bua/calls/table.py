@@ -258,7 +258,9 @@ class CallTable:
                 if self.trunk_status is not None:
                     self.trunk_status.failed(trunk.name, failure.getErrorMessage())
                 return []
-            return d.addErrback(unreachable)
+            d.addErrback(unreachable)
+            found: defer.Deferred[list[Any]] = d
+            return found
 
         def go(lists: list[list[Any]]) -> None:
             destinations = [dest for found in lists for dest in found]
