@@ -164,8 +164,10 @@ class TrunkRegistration(service.Service):
         self.failures += 1
         self._next_target += 1
         if self.on_failure is not None:
-            where = self._dest.address if self._dest is not None else self.trunk.uri
-            self.on_failure(self.trunk.name, f"REGISTER {status} ({where})")
+            dest = self._dest
+            where = (f"{dest.transport.lower()}:{dest.address[0]}:{dest.address[1]}"
+                     if dest is not None else self.trunk.uri)
+            self.on_failure(self.trunk.name, f"REGISTER {status} from {where}")
         delay = min(self.retry_max, self.retry_min * 2 ** (self.failures - 1))
         self.log.warn("trunk {trunk}: registration failed ({status}); retry in {delay} s",
                       trunk=self.trunk.name, status=status, delay=delay)
