@@ -23,6 +23,7 @@ from typing import Any
 
 from b2bua.config import Config, ConfigError, load_config
 from b2bua.store import Binding, Store, StoreError, UnknownUser, UserExists, normalise_aor
+from b2bua.store.user_policy import UserPolicy, UserPolicyStore
 
 DEFAULT_CONFIG = os.path.join("etc", "b2bua.toml")
 _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$")  # RFC 3261 user part, unescaped
@@ -177,16 +178,48 @@ def cmd_user_enable(args: argparse.Namespace) -> int:
                         "enabled" if enabled else "disabled")
 
 
+_SETTINGS = ("caller_id", "max_calls", "trunk")
+
+
+def cmd_user_set(args: argparse.Namespace) -> int:
+    """``user set NAME caller_id NUMBER|default``, ``max_calls N``, ``trunk yes|no``."""
+    value = args.value.strip()
+
+    def change(store: Store, name: str, realm: str) -> None:
+        policies = UserPolicyStore(store.db)
+        try:
+            if args.setting == "caller_id":
+                policies.set_caller_id(name, realm, None if value in ("", "default") else value)
+            elif args.setting == "max_calls":
+                if not value.isdigit():
+                    raise ValueError("max_calls is a number of calls (0: no limit)")
+                policies.set_max_calls(name, realm, int(value))
+            else:
+                if value.lower() not in ("yes", "no"):
+                    raise ValueError("trunk is yes or no")
+                policies.set_trunk_calls(name, realm, value.lower() == "yes")
+        except ValueError as error:
+            raise AdminError(f"{args.setting}: {error}") from None
+    return _change_user(args, change, f"set {args.setting} = {value} for")
+
+
 def cmd_user_list(args: argparse.Namespace) -> int:
     config = load(args.config)
     with open_store(config) as store:
         users = store.users.list()
+        policies = UserPolicyStore(store.db)
+        rules = {u.name: policies.get(u.name, u.realm) or UserPolicy(u.name) for u in users}
     if args.json:
         print_json([{"name": u.name, "realm": u.realm, "display_name": u.display_name,
-                      "enabled": u.enabled, "created_at": u.created_at} for u in users])
+                      "enabled": u.enabled, "created_at": u.created_at,
+                      "caller_id": rules[u.name].number, "max_calls": rules[u.name].max_calls,
+                      "trunk": rules[u.name].trunk_calls} for u in users])
     elif users:
-        print(table(["NAME", "REALM", "ENABLED", "DISPLAY NAME", "CREATED"],
+        print(table(["NAME", "REALM", "ENABLED", "DISPLAY NAME", "CALLER ID", "MAX CALLS",
+                     "TRUNK", "CREATED"],
                      [[u.name, u.realm, "yes" if u.enabled else "no", u.display_name or "",
+                       rules[u.name].number, str(rules[u.name].max_calls or "-"),
+                       "yes" if rules[u.name].trunk_calls else "no",
                        when(u.created_at)] for u in users]))
     else:
         print("no users")
@@ -350,6 +383,11 @@ def cmd_push(args: argparse.Namespace) -> int:
     return run_push(args)
 
 
+def cmd_trunks(args: argparse.Namespace) -> int:
+    from b2bua.admin_calls import run_trunks
+    return run_trunks(args)
+
+
 def cmd_calls(args: argparse.Namespace) -> int:
     from b2bua.admin_calls import run_calls
     return run_calls(args)
@@ -419,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
         user_commands.add_parser(action, parents=[common], help=text).set_defaults(func=func)
     for sub in user_commands.choices.values():
         sub.add_argument("name", metavar="NAME")
+    setting = user_commands.add_parser(
+        "set", parents=[common], help="caller_id NUMBER|default, max_calls N (0: none), "
+                                      "trunk yes|no")
+    setting.add_argument("name", metavar="NAME")
+    setting.add_argument("setting", choices=_SETTINGS)
+    setting.add_argument("value", metavar="VALUE")
+    setting.set_defaults(func=cmd_user_set)
     user_commands.add_parser("list", parents=[common, json_flag],
                              help="list users").set_defaults(func=cmd_user_list)
 
@@ -439,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.set_defaults(func=cmd_push)
     commands.add_parser("calls", parents=[common, json_flag],
                         help="active calls of the running service").set_defaults(func=cmd_calls)
+    commands.add_parser("trunks", parents=[common, json_flag],
+                        help="trunks of the running service: registration, last failure"
+                        ).set_defaults(func=cmd_trunks)
     cdr = commands.add_parser("cdr", parents=[common, json_flag], help="recent call records")
     cdr.add_argument("--tail", type=_positive, default=20, metavar="N", help="last N (default 20)")
     cdr.set_defaults(func=cmd_cdr)

@@ -20,7 +20,7 @@ from typing import Any
 from b2bua.admin import AdminError, load, print_json, span, table, when
 from b2bua.config import Config
 
-__all__ = ["fetch_status", "run_calls", "status_url"]
+__all__ = ["fetch_status", "run_calls", "run_trunks", "status_url"]
 
 
 def _split_endpoint(text: str) -> tuple[str, list[str], dict[str, str]]:
@@ -138,4 +138,31 @@ def run_calls(args: argparse.Namespace) -> int:
                      [_call_row(c, now) for c in calls]))
     else:
         print("no active calls")
+    return 0
+
+
+def run_trunks(args: argparse.Namespace) -> int:
+    """`b2bua-admin trunks`: each trunk's registration state and last failure (from /status)."""
+    config = load(args.config)
+    trunks = [t for t in fetch_status(config).get("trunks") or [] if isinstance(t, dict)]
+    if args.json:
+        print_json(trunks)
+        return 0
+    if not trunks:
+        print("no trunks")
+        return 0
+    now = time.time()
+    rows = []
+    for trunk in trunks:
+        until = _epoch(trunk.get("registered_until"))
+        state = trunk.get("registration") or "-"
+        if state == "registered" and until:
+            state += f" ({span(until - now)} left)"
+        failed_at = _epoch(trunk.get("last_failure_at"))
+        failure = trunk.get("last_failure") or "-"
+        if failed_at:
+            failure = f"{when(failed_at)} {failure}"
+        rows.append([str(trunk.get("name")), str(trunk.get("uri")), state,
+                     str(trunk.get("failures", 0)), failure])
+    print(table(["TRUNK", "URI", "REGISTRATION", "FAILURES", "LAST FAILURE"], rows))
     return 0

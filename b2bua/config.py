@@ -21,6 +21,8 @@ from twisted.internet.endpoints import serverFromString
 
 from b2bua.config_schema import (
     APNS_ENDPOINTS,
+    DIGEST_ALGORITHMS,
+    DnsConfig,
     TONE_COUNTRIES,
     TRANSPORTS,
     ApnsConfig,
@@ -59,7 +61,7 @@ _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$")  # RFC 3261 user part, 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PLUGIN = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?$", re.ASCII)
 _SECTIONS = ("sip", "tls", "database", "registrar", "users", "push", "apns", "fcm", "trunk", "router",
-             "metrics", "log", "calls", "media")
+             "metrics", "log", "calls", "media", "dns")
 _SIP_URI = re.compile(r"(?i)(?P<scheme>sips?):(?:(?P<userinfo>[^@;]*)@)?"
                       r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:;\[\]@]+)(?::(?P<port>\d+))?(?P<params>;.*)?")
 _LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "warning": "warn",
@@ -110,7 +112,24 @@ def parse_config(data: Mapping[str, Any], path: str | Path,
         calls=_calls(root.table("calls", keys_of(CallsConfig))),
         media=media,
         fcm=_fcm(root.table("fcm", keys_of(FcmConfig))),
+        dns=_dns(root.table("dns", keys_of(DnsConfig))),
     )
+
+
+def _dns(t: Table) -> DnsConfig:
+    servers: list[tuple[str, int]] = []
+    for key, text in t.string_list("servers", []):
+        host, _, port = text.rpartition(":") if text.count(":") == 1 or "]:" in text \
+            else (text, "", "53")
+        host = host.strip("[]") or text
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(t.ctx.file, key, f"{text!r}: expected IP or IP:PORT") from None
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(t.ctx.file, key, f"{text!r}: bad port")
+        servers.append((host, int(port)))
+    return DnsConfig(servers=tuple(servers), min_ttl=t.seconds("min_ttl", 5.0, low=0, high=86400))
 
 
 def _sip(t: Table) -> SipConfig:
@@ -177,12 +196,29 @@ def _registrar(t: Table) -> RegistrarConfig:
         nonce_ttl=t.integer("nonce_ttl", 300, low=1, high=day),
         auth_failures_limit=t.integer("auth_failures_limit", 5, low=0, high=10000),
         auth_block_time=t.integer("auth_block_time", 300, low=1, high=day),
+        digest_algorithms=_digest_algorithms(t),
     )
     if registrar.max_expires < registrar.min_expires:
         raise t.error("max_expires", f"must not be less than min_expires ({registrar.min_expires})")
     if not registrar.min_expires <= registrar.default_expires <= registrar.max_expires:
         raise t.error("default_expires", "must lie between min_expires and max_expires")
     return registrar
+
+
+def _digest_algorithms(t: Table) -> tuple[str, ...]:
+    """The challenges to offer, in order; only algorithms the store keeps an HA1 for."""
+    names: list[str] = []
+    for key, text in t.string_list("digest_algorithms", ["MD5"]):
+        name = text.strip().upper()
+        if name not in DIGEST_ALGORITHMS:
+            raise ConfigError(t.ctx.file, key, f"unknown digest algorithm {text!r} "
+                              f"(known: {', '.join(DIGEST_ALGORITHMS)})")
+        if name in names:
+            raise ConfigError(t.ctx.file, key, f"{name} is listed twice")
+        names.append(name)
+    if not names:
+        raise t.error("digest_algorithms", "must name at least one algorithm")
+    return tuple(names)
 
 
 def _users(tables: list[Table]) -> tuple[UserEntry, ...]:
@@ -307,7 +343,12 @@ def _trunks(tables: list[Table]) -> tuple[TrunkConfig, ...]:
             password=t.string("password", ""), register=register,
             register_expires=t.integer("register_expires", 3600, low=60, high=86400),
             transport=cast(Any, transport),
+            from_user=cast(Any, t.choice("from_user", "caller_id", ("caller_id", "account"))),
+            send_display_name=t.boolean("send_display_name", True),
+            ca_file=t.path("ca_file", must_exist=True),
         )
+        if trunks[name].from_user == "account" and not username:
+            raise t.error("from_user", '"account" needs username (the trunk account)')
     return tuple(trunks.values())
 
 
@@ -317,7 +358,9 @@ def _routers(tables: list[Table]) -> tuple[RouterEntry, ...]:
         plugin = t.string("plugin", None)
         if not _PLUGIN.match(plugin):
             raise t.error("plugin", f"{plugin!r}: expected a module in plugins/ or 'package.module:Class'")
-        routers.append(RouterEntry(plugin=plugin, options=MappingProxyType(t.rest())))
+        timeout = t.seconds("timeout", 2.0, low=0.01, high=3600)   # ours, not the plugin's
+        routers.append(RouterEntry(plugin=plugin, options=MappingProxyType(t.rest()),
+                                   timeout=timeout))
     return tuple(routers) or (RouterEntry("local_users"),)
 
 

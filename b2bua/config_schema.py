@@ -28,6 +28,8 @@ TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 DEFAULT_PORTS: Mapping[str, int] = {"udp": 5060, "tcp": 5060, "tls": 5061}
 #: Ringback tone plans the media layer knows (ITU-T E.180 cadences).
 TONE_COUNTRIES: tuple[str, ...] = tuple(sorted(TONES))  # the cadences b2bua.media.tone knows
+#: Digest algorithms we can verify: the store keeps an HA1 for each (b2bua.store.users).
+DIGEST_ALGORITHMS: tuple[str, ...] = ("MD5", "SHA-256")
 #: APNs endpoints by name; anything else must be an https URL.
 APNS_ENDPOINTS: Mapping[str, tuple[str, int]] = {
     "production": ("api.push.apple.com", 443),
@@ -143,6 +145,8 @@ class RegistrarConfig:
     nonce_ttl: int = 300
     auth_failures_limit: int = 5
     auth_block_time: int = 300
+    #: Digest challenges offered in 401/407, most preferred first (RFC 8760 §2.4).
+    digest_algorithms: tuple[str, ...] = ("MD5",)
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,12 @@ class TrunkConfig:
     register: bool = False
     register_expires: int = 3600
     transport: Transport = "udp"
+    #: The From user of calls from local users: their caller number, or `username`.
+    from_user: Literal["caller_id", "account"] = "caller_id"
+    #: Whether From/P-Asserted-Identity carry the user's configured display name.
+    send_display_name: bool = True
+    #: Extra trust roots (PEM) for a TLS trunk's certificate, checked against the URI's host.
+    ca_file: Path | None = None
 
     def accepts(self, address: str) -> bool:
         """True when a request from this IP address comes from this trunk."""
@@ -230,15 +240,28 @@ class TrunkConfig:
 
 
 @dataclass(frozen=True)
+class DnsConfig:
+    """Where trunk host names are looked up (RFC 3263: NAPTR, SRV, A/AAAA)."""
+
+    #: (IP, port) name servers; empty: the system's (/etc/resolv.conf, /etc/hosts).
+    servers: tuple[tuple[str, int], ...] = ()
+    #: Seconds an answer is kept at least (a TTL of 0 would mean one query per call).
+    min_ttl: float = 5.0
+
+
+@dataclass(frozen=True)
 class RouterEntry:
     """One router in the chain: the plugin name and its own options (the rest of the table)."""
 
     plugin: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: Seconds the router may take to decide; then the caller gets 503.
+    timeout: float = 2.0
 
     def __repr__(self) -> str:
         # Option values may be secrets (API tokens); show only their names.
-        return f"RouterEntry(plugin={self.plugin!r}, options=<{', '.join(sorted(self.options))}>)"
+        return (f"RouterEntry(plugin={self.plugin!r}, options=<{', '.join(sorted(self.options))}>, "
+                f"timeout={self.timeout!r})")
 
 
 def _loopback() -> tuple[Network, ...]:
@@ -313,6 +336,7 @@ class Config:
     calls: CallsConfig
     media: MediaConfig
     fcm: FcmConfig = FcmConfig()
+    dns: DnsConfig = field(default_factory=lambda: DnsConfig())
 
     @property
     def base_dir(self) -> Path:

@@ -153,6 +153,9 @@ class SipCore:
         self.layer.send_response(tx, response)
 
     def _options(self, tx: Any) -> None:
+        if not self.accepting_calls:   # draining: a load balancer pinging us moves on
+            self.respond(tx, 503, "Shutting Down", extra=[("Retry-After", "30")])
+            return
         self.respond(tx, 200, extra=[
             ("Allow", ALLOW), ("Accept", "application/sdp"),
             ("Supported", ", ".join(SUPPORTED)), ("Accept-Language", "en")])

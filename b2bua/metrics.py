@@ -84,6 +84,21 @@ class ServiceCollector(Collector):
             errors.add_metric([], endpoint.parse_errors)
             yield errors
         yield from _push_families(svc.push_clients)
+        trunks = svc.trunk_status
+        if trunks is not None:
+            rows = trunks.document()
+            registered = GaugeMetricFamily("b2bua_trunk_registered",
+                                           "1 while the trunk's registration is current",
+                                           labels=["trunk"])
+            failures = CounterMetricFamily("b2bua_trunk_failures",
+                                           "Failed REGISTERs and trunk targets that answered "
+                                           "503/408 or could not be reached", labels=["trunk"])
+            for row in rows:
+                registered.add_metric([row["name"]], 1 if row["registration"] == "registered"
+                                      else 0)
+                failures.add_metric([row["name"]], row["failures"])
+            yield registered
+            yield failures
         bindings = svc.bindings
         if bindings is not None:
             now = svc.clock.seconds()
@@ -161,4 +176,5 @@ def status_document(service: B2buaService) -> dict[str, Any]:
         "transactions": len(service.layer) if service.layer is not None else 0,
         "accepting_calls": service.core.accepting_calls if service.core is not None else False,
         "uptime": now - service.started_at if service.started_at else 0.0,
+        "trunks": service.trunk_status.document() if service.trunk_status is not None else [],
     }

@@ -207,7 +207,9 @@ def load_chain(
     the chain in only when this returns; calls already routed keep their decisions.
     """
     routers = load_routers(entries, context, search_paths, reload_modules=reload_modules)
-    return RouterChain(routers, clock=context.clock, timeout=timeout)
+    # Each entry's own `timeout` (config's RouterEntry), else `timeout` for the whole chain.
+    limits = [getattr(entry, "timeout", timeout) for entry in entries]
+    return RouterChain(routers, clock=context.clock, timeouts=limits)
 
 
 def load_routers(

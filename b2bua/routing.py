@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Union
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import TimeoutError as RouterTimedOut
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface
 
@@ -55,10 +56,15 @@ class Targets:
 
 @dataclass(frozen=True)
 class ToTrunk:
-    """Send the call out through a trunk, with `user` (the number) in the R-URI."""
+    """Send the call out through a trunk, with `user` (the number) in the R-URI.
+
+    `alternatives` are further trunks, tried in order when every target of the ones before
+    answered 503, 408 or could not be reached.
+    """
 
     trunk: str
     user: str
+    alternatives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,10 @@ RouteResult = Union[
 
 NOT_FOUND = Reject(404, "Not Found")
 INTERNAL_ERROR = Reject(500, "Server Internal Error")
+#: A router that did not answer within its `timeout`: the caller may retry elsewhere.
+ROUTER_TIMEOUT = Reject(503, "Service Unavailable")
+#: Seconds a router may take to decide, unless its `[[router]]` table says `timeout`.
+DEFAULT_ROUTER_TIMEOUT = 2.0
 
 
 # -- what a router sees -----------------------------------------------------------------
@@ -269,9 +279,11 @@ class RouterConfigError(ValueError):
 class RouterChain:
     """Asks routers in order; the first decision wins; nobody deciding means 404.
 
-    A router that raises, fails its Deferred, times out or returns something that is not a
-    decision is our bug, not the caller's: the chain logs it and answers 500, and does not
-    ask the next router (which might send the call somewhere the broken one would not).
+    A router that raises, fails its Deferred or returns something that is not a decision is
+    our bug, not the caller's: the chain logs it and answers 500, and does not ask the next
+    router (which might send the call somewhere the broken one would not). A router that
+    does not decide within its timeout (``timeouts[i]``, else ``timeout``) gets 503: the
+    database or web service it waits on is down, and the caller may try another server.
     Cancelling the returned Deferred (the caller hung up) cancels the router being waited on.
     """
 
@@ -283,12 +295,16 @@ class RouterChain:
         *,
         clock: IReactorTime | None = None,
         timeout: float | None = None,
+        timeouts: Iterable[float | None] = (),
         not_found: Reject = NOT_FOUND,
     ) -> None:
-        if timeout is not None and clock is None:
-            raise ValueError("a router timeout needs a clock")
         self.routers: tuple[IRouter, ...] = tuple(routers)
-        self._timeout = (timeout, clock) if timeout is not None and clock is not None else None
+        limits = list(timeouts)
+        limits += [timeout] * (len(self.routers) - len(limits))
+        if clock is None and (timeout is not None or any(x is not None for x in limits)):
+            raise ValueError("a router timeout needs a clock")
+        self._clock = clock
+        self._timeouts = {id(router): limit for router, limit in zip(self.routers, limits)}
         self._not_found = not_found
 
     def route(self, request: RequestView) -> Deferred[Decision]:
@@ -318,9 +334,14 @@ class RouterChain:
         rest: Iterator[IRouter],
     ) -> Decision:
         try:
-            answer = await self._wait(pending)
+            answer = await self._wait(router, pending)
         except CancelledError:
             raise  # the caller gave up: nothing to decide, nothing to log
+        except RouterTimedOut:
+            self.log.warn("Router {router} did not decide {method} {uri} in {limit} s; 503",  # noqa: G010
+                          router=type(router).__name__, method=request.method,
+                          uri=request.request_uri, limit=self._timeouts.get(id(router)))
+            return ROUTER_TIMEOUT
         except Exception:
             return self._failed(router, request)
         decision = self._check(router, request, answer)
@@ -328,13 +349,15 @@ class RouterChain:
             return decision
         return await self._ask(request, rest)
 
-    def _wait(self, pending: Deferred[Any] | Coroutine[Any, Any, Any]) -> Deferred[Any]:
+    def _wait(self, router: IRouter,
+              pending: Deferred[Any] | Coroutine[Any, Any, Any]) -> Deferred[Any]:
         if isinstance(pending, Deferred):
             waiting = pending
         else:
             waiting = Deferred.fromCoroutine(pending)
-        if self._timeout is not None:
-            waiting.addTimeout(*self._timeout)
+        limit = self._timeouts.get(id(router))
+        if limit is not None and self._clock is not None:
+            waiting.addTimeout(limit, self._clock)
         return waiting
 
     def _check(self, router: IRouter, request: RequestView, answer: object) -> Decision | None:

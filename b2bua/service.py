@@ -18,6 +18,8 @@ from twisted.internet import reactor as default_reactor
 from twisted.internet import defer, ssl, task
 from twisted.logger import Logger
 
+from b2bua.calls.caller_id import CallerIdPolicy, TrunkIdentity
+from b2bua.calls.locate import SipLocator, make_resolver
 from b2bua.calls.context import CallServices, CallSettings, TrunkCredentials
 from b2bua.calls.early_media import MediaSettings
 from b2bua.calls.table import CallTable
@@ -41,11 +43,15 @@ from b2bua.registrar.registrar import Registrar
 from b2bua.routing import RouterContext, TrunkInfo
 from b2bua.sip.digest import DigestAuthenticator, FailureThrottle
 from b2bua.sip.timers import Timers
+from b2bua.sip.uri import parse_uri
 from b2bua.sip.transaction_layer import TransactionLayer
 from b2bua.store import Store
 from b2bua.store.cdrs import CdrWriter
+from b2bua.store.user_policy import UserPolicyStore
 from b2bua.store.writer import BindingWriter
 from b2bua.trunk_register import TrunkRegistration
+from b2bua.trunk_status import TrunkStatus
+from b2bua.reload import ReloadParts, Reloader
 from b2bua.transport.endpoint import SipEndpoint
 from b2bua.transport.network import SipNetwork
 from b2bua.web import web_service
@@ -63,7 +69,7 @@ class B2buaService(service.MultiService):
     Stopping (SIGTERM) first drains: new INVITEs get 503 with Retry-After
     while calls in progress get up to ``[calls] drain_time`` to end, then the
     children stop in reverse order (listeners first, pending binding writes
-    flushed last).  SIGHUP reloads the router chain without touching calls.
+    flushed last).  SIGHUP applies the config file again to new calls (b2bua.reload).
     """
 
     log = Logger()
@@ -87,7 +93,8 @@ class B2buaService(service.MultiService):
         self.refresh: RefreshScheduler | None = None
         self.push_clients: dict[str, Any] = {}   # H2PushClient by provider ("apns", "fcm")
         self.metrics = Metrics()
-        self.reload_routers: Callable[[], None] | None = None
+        self.reload_routers: Callable[[], object] | None = None   # b2bua.reload.Reloader.reload
+        self.trunk_status: TrunkStatus | None = None
 
     def startService(self) -> None:  # noqa: N802
         self.started_at = self.clock.seconds()
@@ -107,19 +114,14 @@ class B2buaService(service.MultiService):
         reactor.callFromThread(self.reload)  # type: ignore[attr-defined]
 
     def reload(self) -> None:
-        """Rebuild the router chain from the config file (the old one stays on error)
-        and re-read bindings changed by ``b2bua-admin``."""
+        """Apply the config file again (users, trunks, routers, call and push settings; the
+        whole file or nothing) and re-read bindings changed by ``b2bua-admin``."""
         if self.bindings is not None:
             self.bindings.reload().addErrback(
                 lambda f: self.log.failure("re-reading bindings failed", f))
         if self.reload_routers is None:
             return
-        try:
-            self.reload_routers()
-        except Exception as exc:
-            self.log.error("reload failed, keeping the running routers: {error}", error=str(exc))
-        else:
-            self.log.info("routers reloaded from {path}", path=str(self.config.path))
+        self.reload_routers()   # b2bua.reload.Reloader: logs what it applied or refused
 
     def stopService(self) -> defer.Deferred:  # noqa: N802
         d = self.drain(self.config.calls.drain_time)
@@ -185,11 +187,12 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     # REGISTERs of that turn); a woken phone's INVITE waits for this commit.
     bindings = BindingWriter(store.bindings, clock, flush_delay=0)
     events = BindingEvents()
-    # MD5 is offered first: many phones (and SIPp) answer the first challenge
-    # whatever its algorithm; SHA-256 capable clients still find theirs.
+    # One challenge per configured algorithm, in the configured order (RFC 8760 §2.4).
+    # The default is MD5 alone: some clients (baresip 1.0) give up on a challenge whose
+    # algorithm they lack instead of picking the one they know. 401 and 407 share it.
     auth = DigestAuthenticator(config.sip.realm, clock, os.urandom(32),
                                nonce_ttl=config.registrar.nonce_ttl,
-                               algorithms=("MD5", "SHA-256"))
+                               algorithms=config.registrar.digest_algorithms)
     throttle = (FailureThrottle(clock, config.registrar.auth_failures_limit,
                                 block_time=config.registrar.auth_block_time)
                 if config.registrar.auth_failures_limit else None)
@@ -202,7 +205,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     core = SipCore(server_header=config.sip.user_agent)
     network = SipNetwork(reactor, list(config.sip.listen),
                          tls_options=_server_tls_options(config),
-                         client_tls_options=lambda host: ssl.optionsForClientTLS(host),
+                         client_tls_options=_client_tls_factory(config),
                          max_message_size=config.sip.max_message_size)
     endpoint = SipEndpoint(network, server_header=config.sip.user_agent)
     network.sink = endpoint
@@ -221,6 +224,11 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
 
     network.on_connection_lost = connection_lost
 
+    locator = SipLocator(make_resolver(list(config.dns.servers), reactor), clock,
+                         min_ttl=config.dns.min_ttl)
+    locator.on_tls_target = network.tls_server_names.__setitem__
+    locator.transports = frozenset(sent_by)
+    trunk_status = TrunkStatus(list(config.trunks), clock)
     notifier, push_clients = _push_notifier(config, reactor, bindings)
     chain_holder = _RouterChainHolder(_router_chain(config, store, clock))
     cdrs = CdrWriter(store.cdrs, clock)     # batched: no INSERT + commit per call
@@ -230,12 +238,13 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         aor_for=registrar.aor_for, flow_for=registrar.flow_for,
         contact_for=contact_for, notifier=notifier,
         write_cdr=cdrs.write, settings=_call_settings(config),
-        trunk_credentials={t.name: TrunkCredentials(t.username, t.password)
-                           for t in config.trunks if t.username},
-        metrics=root.metrics, media=_media_settings(config, reactor),
+        trunk_credentials=_trunk_credentials(config),
+        metrics=root.metrics, media=_media_settings(config, reactor), locator=locator,
         kept_bindings=registrar.kept_bindings)
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
-                      store.users.ha1_lookup(config.sip.realm), throttle)
+                      store.users.ha1_lookup(config.sip.realm), throttle,
+                      caller_id=_caller_id_policy(config, store))
+    calls.trunk_status = root.trunk_status = trunk_status
     push = config.push
     mailbox = Mailbox(
         store.messages, events, clock, layer, registrar.flow_for,
@@ -254,8 +263,23 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
     root.notifier, root.endpoint, root.cdrs = notifier, endpoint, cdrs
     root.push_clients = push_clients
-    root.reload_routers = lambda: chain_holder.swap(
-        _router_chain(load_config(config.path), store, clock, reload_modules=True))
+
+    def start_registration(trunk: Any) -> TrunkRegistration:
+        contact = contact_for(trunk.transport).replace("sip:b2bua@", f"sip:{trunk.username}@")
+        registration = TrunkRegistration(trunk, layer, clock, reactor, contact, locator=locator)
+        registration.on_failure = trunk_status.failed
+        registration.setServiceParent(root)
+        return registration
+
+    reloader = Reloader(root, chain_holder, ReloadParts(
+        chain=lambda new: _router_chain(new, store, clock, reload_modules=True),
+        client_tls=_client_tls_factory,
+        caller_id=lambda new: _caller_id_policy(new, store),
+        call_settings=_call_settings,
+        trunk_credentials=_trunk_credentials,
+        create_users=lambda new: _create_users(new, store),
+        registration=start_registration))
+    root.reload_routers = reloader.reload
     root.metrics.attach(root)
 
     root.refresh = RefreshScheduler(clock, notifier, bindings.list_all, lead=PNSREG_INTERVAL)
@@ -268,9 +292,12 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     network.setServiceParent(root)
     for trunk in config.trunks:
         if trunk.register:
-            contact = contact_for(trunk.transport).replace("sip:b2bua@", f"sip:{trunk.username}@")
-            TrunkRegistration(trunk, layer, clock, reactor, contact).setServiceParent(root)
+            trunk_status.registrations[trunk.name] = start_registration(trunk)
     return root
+
+
+def _trunk_credentials(config: Config) -> dict[str, TrunkCredentials]:
+    return {t.name: TrunkCredentials(t.username, t.password) for t in config.trunks if t.username}
 
 
 class _RouterChainHolder:
@@ -424,6 +451,40 @@ def _router_chain(config: Config, store: Store, clock: object,
         return load_chain(entries, context, [config.base_dir], reload_modules=reload_modules)
     except PluginLoadError as exc:
         raise ServiceBuildError(str(exc)) from None
+
+
+def _client_tls_factory(config: Config) -> Callable[[str], object]:
+    """TLS client options per server name: a trunk's certificate must name the host of its
+    URI (service_identity), trusted by the trunk's ca_file or else the system's roots."""
+    roots: dict[str, Any] = {}
+    for trunk in config.trunks:
+        if trunk.ca_file is None:
+            continue
+        host = (parse_uri(trunk.uri).host or "").strip("[]")    # type: ignore[union-attr]
+        try:
+            pem = trunk.ca_file.read_bytes()
+            blocks = [b"-----BEGIN CERTIFICATE-----" + part for part in
+                      pem.split(b"-----BEGIN CERTIFICATE-----")[1:]]
+            roots[host.lower()] = ssl.trustRootFromCertificates(  # type: ignore[no-untyped-call]
+                [ssl.Certificate.loadPEM(block) for block in blocks])
+        except Exception as exc:   # a bad PEM names the trunk, not a traceback
+            raise ServiceBuildError(f"trunk {trunk.name}: ca_file: cannot load "
+                                    f"({exc.__class__.__name__})") from None
+
+    def options(host: str) -> object:
+        root = roots.get(host.lower())
+        if root is not None:
+            return ssl.optionsForClientTLS(host, trustRoot=root)
+        return ssl.optionsForClientTLS(host)
+    return options
+
+
+def _caller_id_policy(config: Config, store: Store) -> CallerIdPolicy:
+    """Identity of local users' calls toward each trunk (b2bua.calls.caller_id)."""
+    trunks = {t.name: TrunkIdentity(t.from_user, t.username, t.send_display_name)
+              for t in config.trunks}
+    return CallerIdPolicy(config.sip.domain, config.sip.realm, trunks,
+                          UserPolicyStore(store.db), store.users)
 
 
 def _contact_factory(sent_by: dict[str, str]) -> Callable[[str], str]:

@@ -36,7 +36,8 @@ class TrunkRegistration(service.Service):
     log = Logger()
 
     def __init__(self, trunk: Any, layer: Any, clock: Any, reactor: Any, contact: str,
-                 retry_min: float = 5.0, retry_max: float = 300.0) -> None:
+                 retry_min: float = 5.0, retry_max: float = 300.0,
+                 locator: Any = None) -> None:
         self.trunk = trunk
         self.layer = layer
         self.clock = clock
@@ -54,6 +55,9 @@ class TrunkRegistration(service.Service):
         self._auth_tried = False
         self._timer: Any = None
         self._dest: Any = None
+        self.locator = locator           # SipLocator: RFC 3263 targets, the trunk's transport
+        self._next_target = 0            # after a failure, the next target of the list
+        self.on_failure: Any = None      # (trunk name, text): TrunkStatus.failed
         uri = parse_uri(trunk.uri)
         if not isinstance(uri, SipUri):
             raise ValueError(f"trunk {trunk.name}: uri must be sip: or sips:")
@@ -77,9 +81,17 @@ class TrunkRegistration(service.Service):
         self._timer = None
         self._auth_tried = False
         self.state = RegistrationState.REGISTERING
-        d = resolve_uri(self.trunk.uri, self.reactor)
+        if self.locator is None:
+            d = resolve_uri(self.trunk.uri, self.reactor)
+        else:
+            d = self.locator.locate(self.trunk.uri, self.trunk.transport)
+            d.addCallback(self._pick)
         d.addCallback(self._send)
         d.addErrback(self._resolve_failed)
+
+    def _pick(self, targets: list[Any]) -> Any:
+        """The target to register at: the first, or after failures the next one in turn."""
+        return targets[self._next_target % len(targets)]
 
     def _resolve_failed(self, failure: Any) -> None:
         self.log.warn("trunk {trunk}: cannot resolve {uri}", trunk=self.trunk.name,
@@ -150,6 +162,12 @@ class TrunkRegistration(service.Service):
     def _failed(self, status: int) -> None:
         self.state = RegistrationState.FAILED
         self.failures += 1
+        self._next_target += 1
+        if self.on_failure is not None:
+            dest = self._dest
+            where = (f"{dest.transport.lower()}:{dest.address[0]}:{dest.address[1]}"
+                     if dest is not None else self.trunk.uri)
+            self.on_failure(self.trunk.name, f"REGISTER {status} from {where}")
         delay = min(self.retry_max, self.retry_min * 2 ** (self.failures - 1))
         self.log.warn("trunk {trunk}: registration failed ({status}); retry in {delay} s",
                       trunk=self.trunk.name, status=status, delay=delay)

@@ -7,12 +7,14 @@ routes = [
   { prefix = "00", trunk = "carrier", strip = 2, prepend = "+" },  # 0049301 -> +49301
   { prefix = "+",  trunk = "carrier" },
   { prefix = "",   trunk = "backup" },      # "" matches every number: a default route
+  { prefix = "0800", trunk = ["carrier", "backup"] },   # backup when carrier answers 503/408
 ]
 from_trunk = true    # false: decline calls that came in from a trunk (no hairpinning)
 ```
 
 `strip` removes that many leading characters (at most the prefix's length), then `prepend`
-is put in front. A number no prefix matches is declined.
+is put in front. A number no prefix matches is declined. A list of trunks is tried in order:
+the next one when every target of the one before answered 503, 408 or was unreachable.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from typing import Any
 from zope.interface import implementer
 
 from b2bua.plugin_loader import RouterOptions
-from b2bua.routing import IRouter, RequestView, RouterContext, ToTrunk
+from b2bua.routing import (
+    IRouter,
+    RequestView,
+    RouterConfigError,
+    RouterContext,
+    ToTrunk,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class PrefixRoute:
     trunk: str
     strip: int = 0
     prepend: str = ""
+    alternatives: tuple[str, ...] = ()
 
     def rewrite(self, number: str) -> str:
         return self.prepend + number[self.strip :]
@@ -52,12 +61,19 @@ class PrefixRouter:
             prefix = row.string("prefix")
             if prefix in routes:
                 row.fail("prefix", f"{prefix!r} is already routed by an earlier entry")
-            trunk = row.string("trunk")
-            if trunk not in context.trunks:
-                known = ", ".join(sorted(context.trunks)) or "none configured"
-                row.fail("trunk", f"no [[trunk]] named {trunk!r} (known: {known})")
+            try:
+                names = [row.string("trunk")]
+            except RouterConfigError:           # a list: the trunks tried in order
+                names = row.string_list("trunk")
+            if not names:
+                row.fail("trunk", "must name at least one trunk")
+            for trunk in names:
+                if trunk not in context.trunks:
+                    known = ", ".join(sorted(context.trunks)) or "none configured"
+                    row.fail("trunk", f"no [[trunk]] named {trunk!r} (known: {known})")
             strip = row.integer("strip", 0, minimum=0, maximum=len(prefix))
-            routes[prefix] = PrefixRoute(prefix, trunk, strip, row.string("prepend", ""))
+            routes[prefix] = PrefixRoute(prefix, names[0], strip, row.string("prepend", ""),
+                                         tuple(names[1:]))
         options.finish()
         if not routes:
             options.fail("routes", "must hold at least one route")
@@ -71,7 +87,7 @@ class PrefixRouter:
         number = number.split(";", 1)[0]
         for candidate in self._routes:
             if number.startswith(candidate.prefix):
-                return ToTrunk(candidate.trunk, candidate.rewrite(number))
+                return ToTrunk(candidate.trunk, candidate.rewrite(number), candidate.alternatives)
         return None
 
 

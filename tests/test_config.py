@@ -235,6 +235,7 @@ accept_from = ["203.0.113.0/24", "2001:db8::1"]
 def test_router_options_are_the_rest_of_the_table(tmp_path: Path) -> None:
     config = load(tmp_path, '[[router]]\nplugin = "static"\ntarget = "sip:127.0.0.1:5070"\nweight = 3\n')
     assert config.routers == (RouterEntry("static", {"target": "sip:127.0.0.1:5070", "weight": 3}),)
+    assert config.routers[0].timeout == 2.0
     with pytest.raises(TypeError):
         config.routers[0].options["target"] = "x"  # type: ignore[index]
 
@@ -307,3 +308,11 @@ def test_dataclasses_are_frozen() -> None:
         trunk.name = "d"  # type: ignore[misc]
     assert ApnsConfig().address == ("api.push.apple.com", 443)
     assert ApnsConfig(endpoint="sandbox").address == ("api.sandbox.push.apple.com", 443)
+
+
+def test_router_timeout_is_ours_not_the_plugins(tmp_path: Path) -> None:
+    config = load(tmp_path, '[[router]]\nplugin = "static"\ntarget = "sip:127.0.0.1:5070"\ntimeout = 0.5\n')
+    assert config.routers[0].timeout == 0.5
+    assert dict(config.routers[0].options) == {"target": "sip:127.0.0.1:5070"}
+    with pytest.raises(ConfigError, match=r"router\[0\]\.timeout: must be at least"):
+        load(tmp_path, '[[router]]\nplugin = "static"\ntimeout = 0\n')

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from tests.support import (free_port, http_get, metric_value, require_sipp, run_sipp,
-                           start_sipp, stop_process)
+from tests.support import (free_port, http_get, metric_value, options_ping, require_sipp,
+                           run_sipp, start_sipp, stop_process)
 
 STATIC = '[[router]]\nplugin = "static"\ntarget = "sip:127.0.0.1:{port}"\n'
 TRUNK = '[[trunk]]\nname = "sipp"\nuri = "sip:127.0.0.1:5999"\naccept_from = ["127.0.0.1/32"]\n'
@@ -91,6 +91,9 @@ def test_sigterm_lets_a_call_finish_and_refuses_new_ones(start_service) -> None:
         while status is None and time.monotonic() < deadline:
             status = _invite(svc.port, timeout=1)
         assert status == 503
+        options = options_ping(svc.port)       # a load balancer's probe moves on too
+        assert options is not None and options.startswith(b"SIP/2.0 503 ")
+        assert b"\r\nRetry-After: 30\r\n" in options
         assert caller.wait(20) == 0, "the call in progress must end normally"
         # twistd ends by re-raising the signal it stopped for (systemd counts it as clean).
         assert svc.process.wait(15) in (0, -signal.SIGTERM)
@@ -139,3 +142,29 @@ def test_config_errors_stop_twistd_with_a_message(tmp_path, toml: str, needle: s
     output = result.stdout + result.stderr
     assert needle in output
     assert "Traceback" not in output
+
+
+HANGING_ROUTER = '''
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+from b2bua.routing import IRouter
+
+@implementer(IRouter)
+class Router:
+    """Waits for a database that never answers."""
+    def __init__(self, options, context):
+        pass
+    def route(self, request):
+        return Deferred()
+'''
+
+
+def test_a_hanging_router_gives_the_caller_503_after_its_timeout(start_service) -> None:
+    svc = start_service(TRUNK, start=False, routers=(
+        '[[router]]\nplugin = "field_hanging_router"\ntimeout = 0.5\n'))
+    (svc.workdir / "field_hanging_router.py").write_text(HANGING_ROUTER)
+    svc.start()
+    started = time.monotonic()
+    assert _invite(svc.port, timeout=5) == 503
+    assert 0.4 < time.monotonic() - started < 3
+    assert "did not decide" in svc.log()

@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from b2bua.routing import RequestView, RouterConfigError, RouterContext, ToTrunk, TrunkInfo
+from b2bua.routing import (
+    RequestView,
+    RouterConfigError,
+    RouterContext,
+    ToTrunk,
+    TrunkInfo,
+)
 from plugins.prefix import PrefixRouter
 
 TRUNKS = {
@@ -100,3 +106,15 @@ def test_unknown_trunk_message_lists_the_known_ones() -> None:
         RouterConfigError, match=r"no \[\[trunk\]\] named 'nope' \(known: backup, carrier, intl\)"
     ):
         router([{"prefix": "0", "trunk": "nope"}])
+
+
+def test_a_list_of_trunks_becomes_alternatives() -> None:
+    from twisted.internet.task import Clock
+
+    from b2bua.routing import RequestView, RouterContext, ToTrunk, TrunkInfo
+    from plugins.prefix import PrefixRouter
+    trunks = {n: TrunkInfo(n, f"sip:{n}.example") for n in ("a", "b", "c")}
+    context = RouterContext("example.com", lambda name: False, trunks, Clock())
+    router = PrefixRouter({"routes": [{"prefix": "00", "trunk": ["a", "b", "c"]}]}, context)
+    view = RequestView(method="INVITE", request_uri="sip:0049@x", ruri_user="0049")
+    assert router.route(view) == ToTrunk("a", "0049", ("b", "c"))

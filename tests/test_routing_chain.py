@@ -13,6 +13,7 @@ from zope.interface import implementer
 from b2bua.routing import (
     INTERNAL_ERROR,
     NOT_FOUND,
+    ROUTER_TIMEOUT,
     IRouter,
     LocalUser,
     Reject,
@@ -168,16 +169,35 @@ def test_cancelling_the_chain_cancels_the_waiting_router() -> None:
     assert later.asked == []
 
 
-def test_router_timeout_answers_500() -> None:
+def test_router_timeout_answers_503() -> None:
     clock = Clock()
     pending: Deferred[Any] = Deferred()
     chain = RouterChain([Fixed(lambda: pending)], clock=clock, timeout=2.0)
-    with capturedLogs():
+    with capturedLogs() as events:
         result = chain.route(REQUEST)
         clock.advance(1.9)
         assert not result.called
         clock.advance(0.2)
-    assert result_of(result) == INTERNAL_ERROR
+    assert result_of(result) == ROUTER_TIMEOUT == Reject(503, "Service Unavailable")
+    assert any("did not decide" in e.get("log_format", "") for e in events)
+
+
+def test_each_router_has_its_own_timeout() -> None:
+    """The first router answers (declines) after 1.5 s, within its 2 s; the second hangs
+    and is given up after its own 0.5 s, not after the first's."""
+    clock = Clock()
+    first: Deferred[Any] = Deferred()
+    hanging: Deferred[Any] = Deferred()
+    chain = RouterChain([Fixed(lambda: first), Fixed(lambda: hanging)], clock=clock,
+                        timeouts=[2.0, 0.5])
+    with capturedLogs():
+        result = chain.route(REQUEST)
+        clock.advance(1.5)
+        first.callback(None)
+        clock.advance(0.4)
+        assert not result.called
+        clock.advance(0.2)
+    assert result_of(result) == ROUTER_TIMEOUT
 
 
 def test_timeout_needs_a_clock() -> None:

@@ -114,3 +114,38 @@ def test_a_zero_expiry_grant_does_not_make_a_register_loop() -> None:
     assert len(layer.sent) == count
     clock.advance(0.2)
     assert len(layer.sent) == count + 1
+
+
+def test_with_a_locator_it_uses_the_trunk_transport_and_rotates_targets() -> None:
+    from twisted.internet import defer
+
+    from b2bua.calls.targets import Destination
+
+    asked: list[tuple[str, str | None]] = []
+
+    class Locator:
+        def locate(self, uri: str, transport: str | None) -> defer.Deferred[list[Destination]]:
+            asked.append((uri, transport))
+            return defer.succeed([Destination(uri, ("192.0.2.1", 5060), "TCP"),
+                                  Destination(uri, ("192.0.2.2", 5060), "TCP")])
+
+    @dataclass
+    class TcpTrunk(Trunk):
+        uri: str = "sip:carrier.test"
+        transport: str = "tcp"
+
+    clock, layer = Clock(), FakeLayer()
+    failures: list[tuple[str, str]] = []
+    reg = TrunkRegistration(TcpTrunk(), layer, clock, clock, "<sip:acct42@127.0.0.1:5060>",
+                            locator=Locator())
+    reg.on_failure = lambda name, text: failures.append((name, text))
+    reg.startService()
+    clock.advance(0)
+    assert asked == [("sip:carrier.test", "tcp")]
+    assert layer.sent[-1][1:] == (("192.0.2.1", 5060), "TCP")
+    reg.transport_error()
+    assert failures == [("carrier", "REGISTER 503 from tcp:192.0.2.1:5060")]
+    clock.advance(5)
+    assert layer.sent[-1][1:] == (("192.0.2.2", 5060), "TCP")   # the next target
+    reg.response_received(make_response(layer.sent[-1][0], 200))
+    assert reg.state is RegistrationState.REGISTERED

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 PASSED_HEADERS = ("Content-Type", "Content-Disposition", "Subject", "Priority", "Accept",
                   "Allow", "Alert-Info", "Call-Info", "Privacy")
 IDENTITY_HEADERS = ("P-Asserted-Identity", "Remote-Party-ID")
+#: A trunk target that ends with these (503 includes a transport error, 408 a timeout) makes
+#: the call try the next target or trunk; any other failure is the callee's answer.
+FAILOVER_STATUSES = frozenset({408, 503})
 
 
 class BranchState(enum.Enum):
@@ -64,7 +67,7 @@ class Branch:
         self.cseq = 1
         self.timer_c: Any = None
         self.auth_tried = False
-        self.trunk = trunk
+        self.trunk = dest.trunk or trunk   # a failover target names its own trunk
         self.died = False
         """Ended by a timeout or transport error, not by an answer of the target."""
         self.created_at = 0.0

@@ -65,3 +65,4 @@ class CallServices:
     media: Any | None = None                      # b2bua.calls.early_media.MediaSettings
     kept_bindings: Callable[[str], list[Binding]] | None = None
     """aor -> devices whose contact expired but whose push token is kept (push only)."""
+    locator: Any | None = None                    # b2bua.calls.locate.SipLocator (trunks)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from b2bua.logs import Logger
 
 from b2bua.calls.best_response import best_final
-from b2bua.calls.branch import Branch, BranchState
+from b2bua.calls.branch import FAILOVER_STATUSES, Branch, BranchState
 from b2bua.calls.relay import copy_headers
 from b2bua.calls.state import CallState
 from b2bua.calls.targets import Destination, redirect_targets, resolve_uri
@@ -308,6 +308,7 @@ class Forking:
             self.pending.clear()
             self._fail_with(branch, status)
             return
+        if branch.trunk is not None and status not in FAILOVER_STATUSES: self.pending.clear()  # noqa: E701
         self._next_serial(branch.trunk)
         self.check_done()
 

@@ -11,6 +11,7 @@ call through the transaction's context; in-dialog requests by Call-ID.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from typing import Any, Callable
 
 from twisted.internet import defer
@@ -35,8 +36,10 @@ class CallTable:
 
     def __init__(self, services: CallServices, chain: Any, trunks: list[Any],
                  authenticator: Any = None, lookup_ha1: Callable[..., Any] | None = None,
-                 throttle: Any = None) -> None:
+                 throttle: Any = None, caller_id: Any = None) -> None:
         self.services = services
+        self.caller_id = caller_id                # CallerIdPolicy: identity toward trunks
+        self.trunk_status: Any = None             # TrunkStatus: last failure per trunk
         self.throttle = throttle                  # FailureThrottle shared with the registrar
         self.chain = chain
         self.trunks = list(trunks)
@@ -117,12 +120,16 @@ class CallTable:
             user = self._authenticate(tx, request, source)
             if user is None:
                 return
+            if self._over_limit(tx, request, user):
+                return
         call = Call(self.services, tx, request, source, caller=user, trunk=trunk)
         tx.context = call
         self.calls[request.call_id] = call
         self.calls_started += 1
         call.on_finished.append(self._finished)
         call.on_branch.append(self._index_branch)
+        if self.caller_id is not None and user is not None:
+            call.on_branch.append(self.caller_id.on_branch)
         call.run(self._start, call, request, source, user, trunk)
 
     def _start(self, call: Call, request: Request, source: Source, user: str | None,
@@ -137,6 +144,18 @@ class CallTable:
         d.addErrback(self._call_error, call)
         if not d.called:  # a router answers later: a caller who gives up stops it
             call.on_finished.append(lambda _: d.cancel())
+
+    def _over_limit(self, tx: Any, request: Request, user: str) -> bool:
+        """403 for a user already in ``max_calls`` calls; True when answered."""
+        limit = self.caller_id.max_calls(user) if self.caller_id is not None else 0
+        if not limit or sum(1 for c in self.calls.values() if c.caller == user) < limit:
+            return False
+        self.log.info("INVITE {call_id}: user {user} is at max_calls {limit}",
+                      call_id=request.call_id, user=user, limit=limit)
+        self.services.layer.send_response(tx, make_response(
+            request, 403, "Too Many Calls", to_tag=generate_tag(),
+            extra=[("Server", self.services.settings.server_header)]))
+        return True
 
     def _looped(self, tx: Any, request: Request) -> bool:
         """482 for an INVITE that is one of our own B-legs come back, or a copy of a
@@ -208,15 +227,57 @@ class CallTable:
         d.addErrback(lambda failure: call.run(unreachable, failure))
 
     def _to_trunk(self, call: Call, decision: ToTrunk) -> None:
-        trunk = next((t for t in self.trunks if t.name == decision.trunk), None)
-        if trunk is None:
+        by_name = {t.name: t for t in self.trunks}
+        names = [decision.trunk, *decision.alternatives]
+        if any(name not in by_name for name in names):
             call.fail(500, "Unknown Trunk")
             return
-        base = parse_uri(trunk.uri)
-        assert isinstance(base, SipUri)
-        uri = base.with_(user=decision.user)
-        call.route_text = f"trunk {trunk.name} {decision.user}"
-        self._to_uris(call, [str(uri)], True, trunk=trunk.name)
+        trunk = by_name[decision.trunk]
+        caller_id = self.caller_id
+        if call.caller is not None and caller_id is not None \
+                and not caller_id.may_call_trunk(call.caller):
+            call.route_text = f"trunk {trunk.name} refused"
+            call.fail(403, "Trunk Calls Not Allowed")
+            return
+        call.route_text = f"trunk {' '.join(names)} {decision.user}"
+        locator = self.services.locator
+        if locator is None:
+            base = parse_uri(trunk.uri)
+            assert isinstance(base, SipUri)
+            self._to_uris(call, [str(base.with_(user=decision.user))], True, trunk=trunk.name)
+            return
+        self._locate_trunks(call, [by_name[name] for name in names], decision.user, locator)
+
+    def _locate_trunks(self, call: Call, trunks: list[Any], user: str, locator: Any) -> None:
+        """Every target of every trunk in order (RFC 3263), tried one after another."""
+        def located(trunk: Any) -> defer.Deferred[list[Any]]:
+            base = parse_uri(trunk.uri)
+            assert isinstance(base, SipUri)
+            d = locator.locate(str(base.with_(user=user)), trunk.transport)
+            d.addCallback(lambda dests: [replace(dest, trunk=trunk.name) for dest in dests])
+
+            def unreachable(failure: Any) -> list[Any]:
+                self.log.info("call {call_id}: trunk {trunk}: {error}", call_id=call.call_id,
+                              trunk=trunk.name, error=failure.getErrorMessage())
+                if self.trunk_status is not None:
+                    self.trunk_status.failed(trunk.name, failure.getErrorMessage())
+                return []
+            d.addErrback(unreachable)
+            found: defer.Deferred[list[Any]] = d
+            return found
+
+        def go(lists: list[list[Any]]) -> None:
+            destinations = [dest for found in lists for dest in found]
+            if call.finished:
+                return
+            if not destinations:
+                call.fail(502, "Bad Gateway")
+                return
+            call.routed(destinations, parallel=False, trunk=destinations[0].trunk)
+
+        d = defer.gatherResults([located(t) for t in trunks], consumeErrors=True)
+        d.addCallback(lambda lists: call.run(go, lists))
+        d.addErrback(self._call_error, call)
 
     def _index_branch(self, call: Call, branch: Any) -> None:
         """Index a new branch before its INVITE leaves, so an in-dialog request or
@@ -316,6 +377,8 @@ class CallTable:
         if what == "relay":
             call.run(call.relay_response, tx, response)
         elif what != "bye":
+            if self.trunk_status is not None and response.status >= 300:
+                self.trunk_status.branch_failed(what, response.status, str(response.status))
             call.run(call.branch_response, what, response)
 
     def transaction_timeout(self, tx: Any) -> None:
@@ -334,9 +397,13 @@ class CallTable:
         call, what = context
         if what == "relay":
             call.run(call.relay_failed, tx, status)
-        elif what == "bye":
             return
-        elif status == 408:
+        if what == "bye":
+            return
+        if self.trunk_status is not None:
+            self.trunk_status.branch_failed(what, status, "timeout" if status == 408
+                                            else "transport error")
+        if status == 408:
             call.run(call.branch_timeout, what)
         else:
             call.run(call.branch_transport_error, what)

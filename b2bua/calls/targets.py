@@ -43,6 +43,8 @@ class Destination:
     flow: object | None = None
     routes: tuple[str, ...] = ()
     binding: Binding | None = None
+    trunk: str | None = None
+    """The trunk this target belongs to (one call may fail over across trunks)."""
 
     @property
     def device(self) -> str | None:

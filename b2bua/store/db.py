@@ -188,9 +188,18 @@ def _push_reach(db: Database) -> None:
     messages.create_index(["expires_at"], index_name="messages_expires_at")
 
 
+def _user_policy_columns(db: Database) -> None:
+    # Caller ID toward trunks and per-user call limits (b2bua.store.user_policy):
+    # NULL caller_id = the user name, max_calls 0 = no limit, trunk_calls 1 = allowed.
+    db.execute("ALTER TABLE users ADD COLUMN caller_id TEXT")
+    db.execute("ALTER TABLE users ADD COLUMN max_calls INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE users ADD COLUMN trunk_calls INTEGER NOT NULL DEFAULT 1")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, bindings, cdrs", _initial_schema),
     Migration(2, "push remote token and refresh; stored messages", _push_reach),
+    Migration(3, "users: caller_id, max_calls, trunk_calls", _user_policy_columns),
 ]
 """Append only; never edit a released step.  Versions are 1, 2, 3, ..."""
 

@@ -100,6 +100,8 @@ class SipNetwork(service.Service):
         self.sink = sink
         self.tls_options = tls_options
         self.client_tls_options = client_tls_options
+        #: address -> the host name a TLS peer there must prove (a trunk located by name)
+        self.tls_server_names: dict[Address, str] = {}
         self.max_message_size = max_message_size
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
@@ -277,8 +279,9 @@ class SipNetwork(service.Service):
         self.connections[(transport, dest)] = conn
         client = _OutboundFactory(conn, self)
         if tls_options is not None and transport == "TLS":
+            name = self.tls_server_names.get((dest[0], dest[1]), dest[0])
             self.reactor.connectSSL(dest[0], dest[1], client,  # type: ignore[attr-defined]
-                                    tls_options(dest[0]), timeout=10)
+                                    tls_options(name), timeout=10)
         else:
             self.reactor.connectTCP(dest[0], dest[1], client, timeout=10)  # type: ignore[attr-defined]
         return conn
