@@ -307,7 +307,7 @@ def test_message_and_refresh_counters_are_scraped() -> None:
     w.send(message(call_id="a"))
     w.send(message(call_id="b"))                             # full: refused
     svc = SimpleNamespace(calls=None, layer=None, core=None, endpoint=None, bindings=None,
-                          mailbox=w.mailbox, refresh=SimpleNamespace(sent=3), push_clients={})
+                          mailbox=w.mailbox, refresh=SimpleNamespace(sent=3), push_clients={}, trunk_status=None)
     registry = CollectorRegistry()
     registry.register(ServiceCollector(svc))  # type: ignore[arg-type]
     text = generate_latest(registry).decode()
