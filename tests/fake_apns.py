@@ -38,7 +38,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import DataReceived, PingReceived, RequestReceived, StreamEnded, StreamReset
+from h2.events import (
+    DataReceived,
+    PingReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
@@ -435,6 +443,7 @@ class FakeApnsProtocol(Protocol):
         self.client_subject: str | None = None
         self._streams: dict[int, tuple[list[tuple[bytes, bytes]], bytearray]] = {}
         self._last_stream_id: int | None = None  # set once we sent GOAWAY
+        self._unsent: dict[int, bytes] = {}  # answer bodies waiting for the client's flow control
         self._raised = False
         self._h2 = _ServerH2Connection(H2Configuration(client_side=False, header_encoding=None,
                                                      validate_inbound_headers=fake.validate_h2),
@@ -481,7 +490,11 @@ class FakeApnsProtocol(Protocol):
                     self._request_complete(event.stream_id)
             elif isinstance(event, StreamReset):
                 self._streams.pop(event.stream_id, None)
+                self._unsent.pop(event.stream_id, None)
                 self.fake.cancelled += 1
+            elif isinstance(event, (WindowUpdated, RemoteSettingsChanged)):
+                for stream_id in list(self._unsent):
+                    self._send_body(stream_id)
             elif isinstance(event, PingReceived):
                 self.fake.pings += 1
             if not self.open:
@@ -565,11 +578,27 @@ class FakeApnsProtocol(Protocol):
         """Headers and body of a response; False when the client reset the stream meanwhile."""
         try:
             self._h2.send_headers(stream_id, headers, end_stream=not data)
-            if data:
-                self._h2.send_data(stream_id, data, end_stream=True)
         except ProtocolError:
             return False
+        if data:
+            self._unsent[stream_id] = data
+            self._send_body(stream_id)
         return True
+
+    def _send_body(self, stream_id: int) -> None:
+        """What the client's windows allow of an answer body; the rest waits for WINDOW_UPDATE."""
+        data = self._unsent.pop(stream_id)
+        try:
+            while data:
+                size = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size,
+                           len(data))
+                if size <= 0:
+                    self._unsent[stream_id] = data
+                    return
+                chunk, data = data[:size], data[size:]
+                self._h2.send_data(stream_id, chunk, end_stream=not data)
+        except ProtocolError:  # the client reset the stream meanwhile
+            return
 
     def _goaway(self, stream_id: int, process: bool) -> None:
         """GOAWAY written by hand: h2 would refuse to finish streams after its own."""
