@@ -86,7 +86,8 @@ def build_notifiers(config: Config, reactor: Any, registry: PushNotifierRegistry
         clients["apns.dev"] = sandbox
     fcm = build_fcm_client(config, reactor)
     if fcm is not None:
-        registry.register("fcm", FcmNotifier(fcm, ttl_seconds=int(config.push.wake_timeout)))
+        registry.register("fcm", FcmNotifier(fcm, ttl_seconds=int(config.push.wake_timeout),
+                                             message_ttl=int(config.push.message_lifetime)))
         clients["fcm"] = fcm
     return clients
 

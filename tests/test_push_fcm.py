@@ -17,7 +17,7 @@ from b2bua.push.fcm_account import load_service_account
 from b2bua.push.fcm_auth import SCOPE, AccessTokens, TokenError
 from b2bua.push.fcm_client import FcmClient, fcm_error
 from b2bua.push.fcm_notifier import FcmNotifier, fcm_call_data, fcm_client_from_settings
-from b2bua.push.payload import PushKind
+from b2bua.push.payload import MessageFacts, PushKind
 from tests.fake_apns import FakePki, Reply, make_pki
 from tests.fake_fcm import FakeFcm, google_error, service_account_json, service_account_key
 
@@ -94,6 +94,33 @@ async def test_call_push_is_a_data_only_high_priority_message(start: Any) -> Non
     assert message["android"] == {"priority": "high", "ttl": "30s"}
     assert message["data"] == {"ntype": "0", "nfromusername": "John Smith", "nfrom": "1234",
                                "nmsg": "Incoming call from 1234", "ncallid": "abcdef@10.0.0.1", "ntousr": "9876"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_message_push_is_high_priority_data_kept_as_long_as_the_message(start: Any) -> None:
+    fake, client = start()
+    facts = MessageFacts("msg-1@10.0.0.1", "1234", "John Smith", "9876", "Are you there?")
+    notifier = FcmNotifier(client, 30, message_ttl=604800)
+    outcome = await notifier.notify_message(PushTarget("a", "com.example.app", TOKEN, callee="9876"), facts)
+    assert outcome.delivered
+    [request] = fake.requests
+    message = request.payload["message"]
+    assert message["android"] == {"priority": "high", "ttl": "604800s"}
+    assert message["data"] == {"ntype": "2", "nfromusername": "John Smith", "nfrom": "1234",
+                               "nmsg": "Are you there?", "ncallid": "msg-1@10.0.0.1", "ntousr": "9876"}
+    assert FcmNotifier(client, 30, message_ttl=10**8).message_ttl == 28 * 86400  # FCM's maximum
+
+
+@pytest_twisted.ensureDeferred
+async def test_refresh_push_is_normal_priority_data_only(start: Any) -> None:
+    fake, client = start()
+    outcome = await FcmNotifier(client, 30).notify_refresh(PushTarget("a", "com.example.app", TOKEN, callee="9876"))
+    assert outcome.delivered
+    [request] = fake.requests
+    message = request.payload["message"]
+    assert set(message) == {"token", "data", "android"}
+    assert message["android"] == {"priority": "normal", "ttl": "130s"}
+    assert message["data"] == {"ntype": "3", "ntousr": "9876"}
 
 
 def test_call_data_matches_the_apns_payload_keys_as_strings() -> None:

@@ -16,11 +16,16 @@ from b2bua.push.fcm_auth import AccessTokens, agent_fetch
 from b2bua.push.fcm_client import FcmClient
 from b2bua.push.notifier import PushTarget, trust_root
 from b2bua.push.outcome import PushConfigError, PushOutcome
-from b2bua.push.payload import CallFacts, PushKind, call_data
+from b2bua.push.payload import CallFacts, MessageFacts, PushKind, call_data, message_data
 
 __all__ = ["DEFAULT_ENDPOINT", "FcmNotifier", "fcm_call_data", "fcm_client_from_settings"]
 
 DEFAULT_ENDPOINT = "https://fcm.googleapis.com"
+#: FCM keeps a message at most 28 days (`android.ttl`).
+MAX_TTL = 28 * 86400
+#: A refresh push is sent this long before the contact expires (RFC 8599 §5.4, the registrar's
+#: `+sip.pnsreg` interval): delivered later it would only wake the phone for nothing.
+REFRESH_TTL = 130
 
 
 def fcm_call_data(facts: CallFacts, kind: PushKind = PushKind.INCOMING_CALL) -> dict[str, str]:
@@ -29,17 +34,20 @@ def fcm_call_data(facts: CallFacts, kind: PushKind = PushKind.INCOMING_CALL) -> 
 
 
 class FcmNotifier:
-    """Data-only, high-priority FCM messages that wake the app for a call.
+    """Data-only FCM messages: high priority for what the user sees at once (a call, a text
+    message), normal priority for a refresh, which Android permits at any time.
 
-    The message lives (`android.ttl`) as long as the call waits for the phone: delivered
-    later, it would ring for a call that is gone.
+    A call's message lives (`android.ttl`) as long as the call waits for the phone: delivered
+    later, it would ring for a call that is gone. A text message's lives as long as the
+    message is kept for the phone (`message_ttl`, at most FCM's 28 days).
     """
 
     provider = "fcm"
 
-    def __init__(self, client: FcmClient, ttl_seconds: int) -> None:
+    def __init__(self, client: FcmClient, ttl_seconds: int, message_ttl: int = MAX_TTL) -> None:
         self.client = client
         self.ttl_seconds = ttl_seconds
+        self.message_ttl = min(message_ttl, MAX_TTL)
 
     def notify_incoming_call(self, target: PushTarget, facts: CallFacts) -> Deferred[PushOutcome]:
         return self.client.send(target.token, fcm_call_data(facts, PushKind.INCOMING_CALL),
@@ -48,6 +56,15 @@ class FcmNotifier:
     def notify_call_ended(self, target: PushTarget, facts: CallFacts) -> Deferred[PushOutcome]:
         return self.client.send(target.token, fcm_call_data(facts, PushKind.CALL_ENDED),
                                 high_priority=True, ttl_seconds=self.ttl_seconds)
+
+    def notify_message(self, target: PushTarget, facts: MessageFacts) -> Deferred[PushOutcome]:
+        data = {key: str(value) for key, value in message_data(facts).items()}
+        return self.client.send(target.token, data, high_priority=True,
+                                ttl_seconds=self.message_ttl, collapse_key=None)
+
+    def notify_refresh(self, target: PushTarget) -> Deferred[PushOutcome]:
+        data = {"ntype": str(int(PushKind.REFRESH)), "ntousr": target.callee}
+        return self.client.send(target.token, data, high_priority=False, ttl_seconds=REFRESH_TTL)
 
 
 def parse_endpoint(text: str) -> ApnsEndpoint:
