@@ -418,7 +418,8 @@ def _media_settings(config: Config, reactor: object) -> MediaSettings | None:
     return MediaSettings(reactor=reactor, ports=PortAllocator(media.rtp_port_min,
                                                               media.rtp_port_max),
                          advertised_address=advertised, bind_address=bind,
-                         country=media.country, tone=tone, relay_all=media.relay)
+                         country=media.country, tone=tone, relay_all=media.relay,
+                         rtp_timeout=media.rtp_timeout)
 
 
 def _call_settings(config: Config) -> CallSettings:
