@@ -9,7 +9,10 @@ byte, RTCP on port + 1 and muxed, roaming without a re-INVITE, a stray sender, a
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from b2bua.media.bencode import decode, encode
 from b2bua.media.rtp import RtpPacket, pack_header
 from b2bua.media.sdp import SessionDescription
 from b2bua.sip.message import Request, Response, parse_message
@@ -32,14 +36,60 @@ def _sipp() -> None:
     require_sipp()
 
 
-def relay_config(rtp_low: int, callee_port: int, metrics_port: int,
+def ng_ping(port: int, timeout: float = 0.5) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        cookie = os.urandom(6).hex().encode()
+        sock.sendto(cookie + b" " + encode({"command": "ping"}), ("127.0.0.1", port))
+        try:
+            reply = sock.recv(65535)
+        except OSError:
+            return False
+    return reply.startswith(cookie + b" ") and decode(reply.split(b" ", 1)[1]) == {
+        "result": b"pong"}
+
+
+@pytest.fixture
+def rtpengine(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """A real rtpengine in user space on free loopback ports: (ng port, first media port)."""
+    binary = shutil.which("rtpengine")
+    if binary is None:
+        pytest.skip("rtpengine is not installed (apt-get install -y rtpengine-daemon)")
+    ng_port, media_low = free_port(), free_window(100)
+    log = tmp_path / "rtpengine.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [binary, "--config-file=none", "--interface=127.0.0.1",
+             f"--listen-ng=127.0.0.1:{ng_port}",
+             f"--listen-cli=127.0.0.1:{free_port(socket.SOCK_STREAM)}", "--foreground",
+             "--log-stderr", "--log-level=5", "--table=-1", f"--port-min={media_low}",
+             f"--port-max={media_low + 99}"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not ng_ping(ng_port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"rtpengine did not start: {log.read_text()[-2000:]}")
+        yield ng_port, media_low
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture(params=["builtin", "rtpengine"])
+def engine(request: Any) -> tuple[str, int, int]:
+    """(the [media] lines choosing the engine, first port, count) of where RTP goes."""
+    if request.param == "builtin":
+        low = free_window(40)
+        return f"rtp_port_min = {low}\nrtp_port_max = {low + 39}\n", low, 40
+    ng_port, low = request.getfixturevalue("rtpengine")
+    return f'engine = "rtpengine"\nrtpengine = "udp:127.0.0.1:{ng_port}"\n', low, 100
+
+
+def relay_config(media: str, callee_port: int, metrics_port: int,
                  rtp_timeout: float = 0) -> tuple[str, str]:
     extra = f"""
 [media]
 relay = true
-rtp_port_min = {rtp_low}
-rtp_port_max = {rtp_low + 39}
-rtp_timeout = {rtp_timeout}
+{media}rtp_timeout = {rtp_timeout}
 
 [metrics]
 listen = "tcp:{metrics_port}:interface=127.0.0.1"
@@ -214,10 +264,12 @@ def sockets() -> Iterator[list[socket.socket]]:
 
 
 def test_hold_resume_new_address_roaming_opus_and_rtcp_mux(
-        start_service: Any, tmp_path: Path, sockets: list[socket.socket]) -> None:
-    rtp_low, echo_port, callee_port, metrics_port = (free_window(40), free_window(4),
-                                                      free_port(), free_port())
-    extra, routers = relay_config(rtp_low, callee_port, metrics_port)
+        start_service: Any, tmp_path: Path, sockets: list[socket.socket],
+        engine: tuple[str, int, int]) -> None:
+    media, rtp_low, rtp_count = engine
+    builtin = "rtpengine" not in media
+    echo_port, callee_port, metrics_port = free_window(4), free_port(), free_port()
+    extra, routers = relay_config(media, callee_port, metrics_port)
     svc = start_service(extra, routers=routers)
     log = tmp_path / "callee.log"
     callee = start_sipp(sipp_args(svc.port, "media_uas_hold.xml", callee_port, "-mi",
@@ -230,7 +282,7 @@ def test_hold_resume_new_address_roaming_opus_and_rtcp_mux(
         assert final.status == 200, svc.log()[-3000:]
         caller.ack(final)
         relay = relay_address(final)
-        assert relay[0] == "127.0.0.1" and rtp_low <= relay[1] < rtp_low + 40
+        assert relay[0] == "127.0.0.1" and rtp_low <= relay[1] < rtp_low + rtp_count
         answer = final.body.decode()
         assert "m=audio %d RTP/AVP 96 101" % relay[1] in answer and "opus/48000/2" in answer
         assert "a=rtcp-mux" in answer and str(echo_port) not in answer
@@ -255,29 +307,8 @@ def test_hold_resume_new_address_roaming_opus_and_rtcp_mux(
         assert relay_address(resumed) == relay
         assert caller.echo_from(moved, relay, 10) == (10, [])
 
-        # roaming without a re-INVITE: the same stream from a third address
-        roamed = udp_socket()
-        sockets.append(roamed)
-        for _ in range(3):
-            roamed.sendto(caller.packet(), relay)
-        assert caller.echo_from(roamed, relay, 10)[0] == 10
-
-        # a stray sender with another SSRC reaches nobody
-        stray = udp_socket()
-        sockets.append(stray)
-        for seq in range(5):
-            stray.sendto(pack_header(0, seq, seq * 160, 0xBAD) + bytes(160), relay)
-        count, strays = caller.echo_from(roamed, relay, 5)
-        assert count == 5 and not any(RtpPacket.parse(d).ssrc == 0xBAD for d in strays)
-        stray.settimeout(0.3)
-        with pytest.raises(socket.timeout):
-            stray.recvfrom(2048)
-
-        metrics = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
-        assert metric_value(metrics, "b2bua_media_streams_active") == 1
-        assert metric_value(metrics, "b2bua_media_packets_total") >= 2 * 36
-        assert metric_value(metrics, "b2bua_media_relatches_total") == 1   # the roaming
-        assert metric_value(metrics, "b2bua_media_latches_total") >= 3
+        if builtin:   # rtpengine follows its own latching policy
+            check_roaming_and_strays(caller, relay, sockets, metrics_port)
         assert caller.bye().status == 200
         callee.wait(20)
         assert callee.returncode == 0, callee.stdout.read().decode(errors="replace")[-2000:]
@@ -289,14 +320,43 @@ def test_hold_resume_new_address_roaming_opus_and_rtcp_mux(
     assert "RTP/AVP 0 96 101" in invite and "a=rtpmap:96 opus/48000/2" in invite
     assert str(caller.rtp_port) not in invite.split("\n\n", 1)[0]
     assert recent_cdrs(svc, tail=1)[-1]["ended_by"] == "caller"
-    assert _ports_free(rtp_low, 40)
+    if builtin:
+        assert _ports_free(rtp_low, rtp_count)
+
+
+def check_roaming_and_strays(caller: MediaCaller, relay: tuple[str, int],
+                             sockets: list[socket.socket], metrics_port: int) -> None:
+    """The built-in relay follows the stream to a new address, never a stray sender."""
+    # roaming without a re-INVITE: the same stream from a third address
+    roamed = udp_socket()
+    sockets.append(roamed)
+    for _ in range(3):
+        roamed.sendto(caller.packet(), relay)
+    assert caller.echo_from(roamed, relay, 10)[0] == 10
+
+    # a stray sender with another SSRC reaches nobody
+    stray = udp_socket()
+    sockets.append(stray)
+    for seq in range(5):
+        stray.sendto(pack_header(0, seq, seq * 160, 0xBAD) + bytes(160), relay)
+    count, strays = caller.echo_from(roamed, relay, 5)
+    assert count == 5 and not any(RtpPacket.parse(d).ssrc == 0xBAD for d in strays)
+    stray.settimeout(0.3)
+    with pytest.raises(socket.timeout):
+        stray.recvfrom(2048)
+
+    metrics = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert metric_value(metrics, "b2bua_media_streams_active") == 1
+    assert metric_value(metrics, "b2bua_media_packets_total") >= 2 * 36
+    assert metric_value(metrics, "b2bua_media_relatches_total") == 1   # the roaming
+    assert metric_value(metrics, "b2bua_media_latches_total") >= 3
 
 
 def test_rtp_timeout_ends_a_dead_call_and_rtcp_crosses_on_port_plus_one(
-        start_service: Any, sockets: list[socket.socket]) -> None:
-    rtp_low, echo_port, callee_port, metrics_port = (free_window(40), free_window(4),
-                                                      free_port(), free_port())
-    extra, routers = relay_config(rtp_low, callee_port, metrics_port, rtp_timeout=1.5)
+        start_service: Any, sockets: list[socket.socket], engine: tuple[str, int, int]) -> None:
+    media, rtp_low, rtp_count = engine
+    echo_port, callee_port, metrics_port = free_window(4), free_port(), free_port()
+    extra, routers = relay_config(media, callee_port, metrics_port, rtp_timeout=1.5)
     svc = start_service(extra, routers=routers)
     callee_rtcp = udp_socket(echo_port + 1)   # the callee's RTCP port (SDP port + 1)
     sockets.append(callee_rtcp)
@@ -318,7 +378,7 @@ def test_rtp_timeout_ends_a_dead_call_and_rtcp_crosses_on_port_plus_one(
         caller_rtcp.sendto(sr, (relay[0], relay[1] + 1))
         callee_rtcp.settimeout(3)
         data, source = callee_rtcp.recvfrom(2048)
-        assert data == sr and source[1] % 2 == 1 and rtp_low <= source[1] < rtp_low + 40
+        assert data == sr and rtp_low <= source[1] < rtp_low + rtp_count
         # then silence: the service hangs up both legs
         bye = caller.wait_bye(timeout=10)
         assert bye.method == "BYE" and time.monotonic() - answered >= 1.5
@@ -331,4 +391,5 @@ def test_rtp_timeout_ends_a_dead_call_and_rtcp_crosses_on_port_plus_one(
     assert cdr["status"] == 200 and cdr["ended_by"] == "rtp-timeout", cdr
     metrics = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
     assert metric_value(metrics, "b2bua_media_timeouts_total") == 1
-    assert _ports_free(rtp_low, 40)
+    if "rtpengine" not in media:
+        assert _ports_free(rtp_low, rtp_count)

@@ -14,17 +14,25 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
+
 from b2bua.logs import Logger
 
 from b2bua.media.rtp import MediaError
 from b2bua.media.ports import PortAllocator
 from b2bua.media.relay import AnchoredCall, Side, anchor_call
 from b2bua.media.sdp import NotAcceptable, SessionDescription
+from b2bua.media.ng import NgClient
+from b2bua.media.rtpengine import RtpengineSession
 from b2bua.media.session import MediaSession
 from b2bua.media.stats import MediaStats
+
+if TYPE_CHECKING:
+    from b2bua.calls.call import Call
+    from b2bua.sip.message import Request, Response
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class MediaSettings:
     relay_all: bool = False     # [media] relay: anchor every call
     rtp_timeout: float = 0.0    # [media] rtp_timeout: end a relayed call without RTP; 0 = off
     stats: MediaStats = field(default_factory=MediaStats)
+    rtpengine: NgClient | None = None   # [media] engine = "rtpengine": relayed calls go there
 
 
 class EarlyMedia:
@@ -47,7 +56,8 @@ class EarlyMedia:
 
     log = Logger()
 
-    def __init__(self, session: MediaSession, anchored: AnchoredCall | None, country: str,
+    def __init__(self, session: MediaSession | RtpengineSession,
+                 anchored: AnchoredCall | None, country: str,
                  callee_offer: bytes = b"") -> None:
         self.session = session
         self.anchored = anchored
@@ -56,6 +66,48 @@ class EarlyMedia:
         self._callee_offer = callee_offer
         self._caller_sdp = b""
         self.late_offer = False   # the caller's INVITE had no SDP: the 200 offers, ACK answers
+        # An engine answering over the network (rtpengine) rewrites the first 2xx's and the
+        # ACK's SDP before the call sees them (``before_answer``/``before_ack``).
+        self.prepared: bytes | MediaError | None = None
+        self.prepared_ack: bytes | MediaError | None = None
+        self._preparing: list[defer.Deferred[None]] | None = None
+
+    @property
+    def asynchronous(self) -> bool:
+        return isinstance(self.session, RtpengineSession)
+
+    def after_preparing(self) -> defer.Deferred[None] | None:
+        """A Deferred that fires once the SDP in preparation is ready (None: nothing is)."""
+        if self._preparing is None:
+            return None
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._preparing.append(waiter)
+        return waiter
+
+    def prepare(self, work: defer.Deferred[bytes], slot: str) -> defer.Deferred[None]:
+        """Run ``work`` (an engine round trip); its SDP (or error) goes to ``slot``."""
+        self._preparing = []
+
+        def done(result: object) -> None:
+            if isinstance(result, Failure):
+                error = result.value
+                if not isinstance(error, MediaError):
+                    self.log.failure("media engine failed", result)
+                    error = MediaError(str(error))
+                result = error
+            setattr(self, slot, result)
+            waiters, self._preparing = self._preparing or [], None
+            for waiter in waiters:
+                waiter.callback(None)
+
+        return work.addBoth(done)
+
+    def _take(self, slot: str) -> bytes:
+        value = getattr(self, slot)
+        setattr(self, slot, None)
+        if isinstance(value, MediaError):
+            raise value
+        return value or b""
 
     @classmethod
     def start(cls, settings: MediaSettings, offer: bytes, caller_host: str, *,
@@ -124,6 +176,9 @@ class EarlyMedia:
         only after the tone is stopped: the call is answered, ringback must not go on.
         """
         session = self.session
+        if isinstance(session, RtpengineSession):
+            self._caller_sdp = self._take("prepared")
+            return self._caller_sdp
         session.hosts[Side.CALLEE] = frozenset((callee_host,))
         if self.anchored is None:
             if not callee_sdp:
@@ -154,6 +209,8 @@ class EarlyMedia:
         if not (self.late_offer and body):
             return body
         self.late_offer = False
+        if isinstance(self.session, RtpengineSession):
+            return self._take("prepared_ack")
         return self.session.answer(Side.CALLER, body)
 
     def stop(self) -> defer.Deferred[None]:
@@ -182,3 +239,77 @@ def try_start(settings: MediaSettings | None, offer: bytes, caller_host: str,
         if tone and settings.relay_all:   # no G.711 for the tone: still relay the call
             return try_start(settings, offer, caller_host, call_id, on_timeout=on_timeout)
         return None
+
+
+# -- an engine over the network (rtpengine): the SDP is ready before the call reads it -------
+
+
+def prepare_media(call: Call) -> defer.Deferred[None] | None:
+    """With ``engine = "rtpengine"``: the caller's offer goes to rtpengine before routing,
+    so that every branch's INVITE carries rtpengine's offer.  None: nothing to wait for."""
+    settings: MediaSettings | None = call.services.media
+    if (settings is None or settings.rtpengine is None or not settings.relay_all
+            or call.media is not None):
+        return None
+    session = RtpengineSession(settings.rtpengine, settings.reactor, call.call_id,
+                               hosts={Side.CALLER: (call.a_source.address[0],)},
+                               stats=settings.stats, rtp_timeout=settings.rtp_timeout,
+                               on_timeout=call.relay.media_timed_out)
+    media = EarlyMedia(session, None, settings.country)
+    call.media = media
+    offer = call.a_request.body
+    if not offer:
+        media.late_offer = True
+        return None
+
+    def offered(sdp: bytes) -> None:
+        media._callee_offer = sdp
+
+    return session.offer(Side.CALLER, offer).addCallback(offered)
+
+
+def _has_sdp(message: Request | Response) -> bool:
+    return bool(message.body) and (message.content_type or "").lower().startswith(
+        "application/sdp")
+
+
+def before_answer(call: Call, response: Response, callee_host: str,
+                  ) -> defer.Deferred[None] | None:
+    """The first 2xx of an rtpengine call: its SDP through rtpengine before the call
+    answers the caller (later 2xx wait for the same).  None: deliver it now."""
+    media = call.media
+    if media is None or not media.asynchronous or call.answered is not None:
+        return None
+    waiting = media.after_preparing()
+    if waiting is not None:
+        return waiting
+    if (media.prepared is not None or not 200 <= response.status < 300
+            or response.cseq.method != "INVITE" or not _has_sdp(response)):
+        return None
+    session = media.session
+    session.hosts[Side.CALLEE] = frozenset((callee_host,))
+    try:
+        work = (session.offer(Side.CALLEE, response.body) if media.late_offer
+                else session.answer(Side.CALLEE, response.body))
+    except MediaError as error:
+        work = defer.fail(error)
+    return media.prepare(work, "prepared")
+
+
+def before_ack(call: Call, ack: Request) -> defer.Deferred[None] | None:
+    """The caller's ACK answering a late offer of an rtpengine call: through rtpengine
+    first.  None: deliver it now."""
+    media = call.media
+    if media is None or not media.asynchronous:
+        return None
+    waiting = media.after_preparing()
+    if waiting is not None:
+        return waiting
+    if (not media.late_offer or media.prepared_ack is not None or not _has_sdp(ack)
+            or ack.cseq.number != call.a_request.cseq.number or call.a_acked):
+        return None
+    try:
+        work = media.session.answer(Side.CALLER, ack.body)
+    except MediaError as error:
+        work = defer.fail(error)
+    return media.prepare(work, "prepared_ack")

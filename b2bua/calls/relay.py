@@ -14,6 +14,9 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.python.failure import Failure
+
 from b2bua.logs import Logger
 
 from b2bua.media.relay import Side
@@ -159,21 +162,34 @@ class DialogRelay:
         self._send_across(tx, request, leg, mf)
 
     def _send_across(self, tx: Any, request: Request, leg: str, mf: int | None) -> None:
+        media = self.call.media
+        if media is not None and request.method in _SDP_METHODS and _has_sdp(request):
+            # The far side must keep talking to the relay, whatever this offer says.  The
+            # built-in relay answers at once; rtpengine after a round trip.
+            call = self.call
+            d = maybeDeferred(media.session.offer, _SIDES[leg], request.body)
+            d.addCallbacks(
+                lambda body: call.run(self._send, tx, request, leg, mf, body, True),
+                lambda failure: call.run(self._refuse, tx, request, failure))
+            return
+        self._send(tx, request, leg, mf, request.body, False)
+
+    def _refuse(self, tx: Any, request: Request, failure: Failure) -> None:
+        """The media relay cannot take this offer: 400 (bad SDP), 503 (no ports/engine)."""
+        error = failure.value
+        if not isinstance(error, MediaError):
+            failure.raiseException()
+        self.call.services.layer.send_response(tx, make_response(
+            request, error.status, error.reason,
+            extra=[("Server", self.call.services.settings.server_header)]))
+
+    def _send(self, tx: Any, request: Request, leg: str, mf: int | None, body: bytes,
+              offered: bool) -> None:
         far = "b" if leg == "a" else "a"
         dialog = self.dialog_of(far)
         if dialog is None:
             self.call.services.layer.send_response(tx, make_response(request, 481))
             return
-        body, offered = request.body, False
-        media = self.call.media
-        if media is not None and request.method in _SDP_METHODS and _has_sdp(request):
-            try:   # the far side must keep talking to the relay, whatever this offer says
-                body, offered = media.session.offer(_SIDES[leg], body), True
-            except MediaError as error:
-                self.call.services.layer.send_response(tx, make_response(
-                    request, error.status, error.reason,
-                    extra=[("Server", self.call.services.settings.server_header)]))
-                return
         out = dialog.create_request(request.method, body=body,
                                     content_type=request.content_type,
                                     extra=copy_headers(request, REQUEST_HEADERS))
@@ -213,35 +229,45 @@ class DialogRelay:
             extra.append(("Contact", self.contact_of(entry.leg)))
         reply = make_response(entry.server_tx.request, response.status, response.reason,
                               extra=extra)
-        reply.body = self._media_in_response(entry, far, response)
-        call.services.layer.send_response(entry.server_tx, reply)
-        if entry.method == "INVITE" and response.status in (408, 481):
-            # §12.2.1.2 / RFC 5057: the far side lost the session; end the call.
-            call.hangup("callee" if far == "b" else "caller")
 
-    def _media_in_response(self, entry: Relayed, far: str, response: Response) -> bytes:
+        def send(body: bytes) -> None:
+            reply.body = body
+            call.services.layer.send_response(entry.server_tx, reply)
+            if entry.method == "INVITE" and response.status in (408, 481):
+                # §12.2.1.2 / RFC 5057: the far side lost the session; end the call.
+                call.hangup("callee" if far == "b" else "caller")
+
+        self._media_in_response(entry, far, response).addCallback(
+            lambda body: call.run(send, body))
+
+    def _media_in_response(self, entry: Relayed, far: str, response: Response,
+                           ) -> Deferred[bytes]:
         """The response's body for the original requester: its SDP through the relay."""
         media = self.call.media
         if media is None or entry.method not in _SDP_METHODS:
-            return response.body
+            return succeed(response.body)
         session = media.session
         if response.status >= 300:
             if entry.offered:
                 session.rejected(_SIDES[entry.leg])
-            return response.body
+            return succeed(response.body)
         if not _has_sdp(response):
-            return response.body
-        try:
-            if entry.offered:
-                return session.answer(_SIDES[far], response.body)
-            if entry.method == "INVITE" and response.status >= 200:
-                self.late_offers.add(far)     # a late offer: the requester's ACK answers
-                return session.offer(_SIDES[far], response.body)
-        except MediaError as error:
-            self.log.warn("call {call_id}: SDP in a {status} not relayable ({reason})",
-                          call_id=self.call.call_id, status=response.status,
-                          reason=error.reason)
-        return response.body
+            return succeed(response.body)
+        if entry.offered:
+            d = maybeDeferred(session.answer, _SIDES[far], response.body)
+        elif entry.method == "INVITE" and response.status >= 200:
+            self.late_offers.add(far)     # a late offer: the requester's ACK answers
+            d = maybeDeferred(session.offer, _SIDES[far], response.body)
+        else:
+            return succeed(response.body)
+        return d.addErrback(self._unrelayable, response.body, "a %d" % response.status)
+
+    def _unrelayable(self, failure: Failure, body: bytes, what: str) -> bytes:
+        """SDP the relay could not take: it crosses as it came (and the call goes on)."""
+        failure.trap(MediaError)
+        self.log.warn("call {call_id}: SDP in {what} not relayable ({reason})",
+                      call_id=self.call.call_id, what=what, reason=failure.value.reason)
+        return body
 
     def media_timed_out(self) -> None:
         """No RTP for ``[media] rtp_timeout``: BYE both legs (CDR reason rtp-timeout)."""
@@ -283,16 +309,18 @@ class DialogRelay:
         dialog = self.dialog_of(far)
         if pending is None or dialog is None:
             return
-        body = ack.body
         media = self.call.media
+        body: Deferred[bytes] = succeed(ack.body)
         if far in self.late_offers:
             self.late_offers.discard(far)
             if media is not None and _has_sdp(ack):
-                try:
-                    body = media.session.answer(_SIDES[leg], body)
-                except MediaError as error:
-                    self.log.warn("call {call_id}: SDP in an ACK not relayable ({reason})",
-                                  call_id=self.call.call_id, reason=error.reason)
-        out = dialog.create_ack(pending[0], body=body, content_type=ack.content_type)
-        address, transport, flow = self.call.hop(far)
-        self.call.services.layer.send_ack(out, address, transport, flow, tx=pending[1])
+                body = maybeDeferred(media.session.answer, _SIDES[leg], ack.body)
+                body.addErrback(self._unrelayable, ack.body, "an ACK")
+        call = self.call
+
+        def send(body: bytes) -> None:
+            out = dialog.create_ack(pending[0], body=body, content_type=ack.content_type)
+            address, transport, flow = call.hop(far)
+            call.services.layer.send_ack(out, address, transport, flow, tx=pending[1])
+
+        body.addCallback(lambda data: call.run(send, data))
