@@ -287,6 +287,8 @@ def before_answer(call: Call, response: Response, callee_host: str,
             or response.cseq.method != "INVITE" or not _has_sdp(response)):
         return None
     session = media.session
+    if not isinstance(session, RtpengineSession):
+        return None
     session.hosts[Side.CALLEE] = frozenset((callee_host,))
     try:
         work = (session.offer(Side.CALLEE, response.body) if media.late_offer
@@ -308,8 +310,11 @@ def before_ack(call: Call, ack: Request) -> defer.Deferred[None] | None:
     if (not media.late_offer or media.prepared_ack is not None or not _has_sdp(ack)
             or ack.cseq.number != call.a_request.cseq.number or call.a_acked):
         return None
+    session = media.session
+    if not isinstance(session, RtpengineSession):
+        return None
     try:
-        work = media.session.answer(Side.CALLER, ack.body)
+        work = session.answer(Side.CALLER, ack.body)
     except MediaError as error:
         work = defer.fail(error)
     return media.prepare(work, "prepared_ack")

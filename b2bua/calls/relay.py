@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
@@ -260,13 +260,16 @@ class DialogRelay:
             d = maybeDeferred(session.offer, _SIDES[far], response.body)
         else:
             return succeed(response.body)
-        return d.addErrback(self._unrelayable, response.body, "a %d" % response.status)
+        d.addErrback(self._unrelayable, response.body, "a %d" % response.status)
+        return cast("Deferred[bytes]", d)
 
     def _unrelayable(self, failure: Failure, body: bytes, what: str) -> bytes:
         """SDP the relay could not take: it crosses as it came (and the call goes on)."""
-        failure.trap(MediaError)
+        error = failure.value
+        if not isinstance(error, MediaError):
+            failure.raiseException()
         self.log.warn("call {call_id}: SDP in {what} not relayable ({reason})",
-                      call_id=self.call.call_id, what=what, reason=failure.value.reason)
+                      call_id=self.call.call_id, what=what, reason=error.reason)
         return body
 
     def media_timed_out(self) -> None:

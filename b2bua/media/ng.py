@@ -89,7 +89,7 @@ class NgClient(DatagramProtocol):
             self._fail(cookie, NgError("the ng control socket is closed"))
             return
         try:
-            self.transport.write(pending.datagram, self.server)  # type: ignore[attr-defined]
+            cast(Any, self.transport).write(pending.datagram, self.server)
         except OSError as error:
             self.log.warn("ng send to {server} failed: {error}", server=self.server,
                           error=error)
@@ -137,7 +137,7 @@ class NgClient(DatagramProtocol):
             text = reason.decode(errors="replace") if isinstance(reason, bytes) else "?"
             pending.result.errback(NgError("rtpengine: %s" % text))
             return
-        pending.result.callback(cast(dict[str, Decoded], reply))
+        pending.result.callback(reply)
 
     def stop(self) -> None:
         """Fail what is still waiting (the service is stopping)."""

@@ -188,14 +188,14 @@ class NgClientService(Service):
         self.port: object = None
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         host = self.client.server[0]
         interface = self.interface or ("::1" if ":" in host else "")
         self.port = self.reactor.listenUDP(0, self.client,  # type: ignore[attr-defined]
                                            interface=interface)
 
     def stopService(self) -> Deferred[None] | None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         self.client.stop()
         port, self.port = self.port, None
         if port is not None:
