@@ -96,7 +96,8 @@ def test_every_codec_srtp_and_video_cross_pointing_at_the_relay() -> None:
     to_caller = media.answer(Side.CALLEE, CALLEE_ANSWER).decode()
     assert f"m=audio {audio.caller_port} RTP/SAVP 96 101\r\n" in to_caller
     assert "inline:QUJDREVGR0hJSktMTU5P" in to_caller and "192.0.2.50" not in to_caller
-    assert audio.state is RelayState.BRIDGED and audio.rtcp_mux and not video.rtcp_mux
+    assert audio.state is RelayState.BRIDGED
+    assert all(audio.rtcp_mux.values()) and not any(video.rtcp_mux.values())
     # Opus (PT 96) and H.264 cross byte for byte
     deliver(reactor_, audio.caller_port, rtp(1, pt=96), CALLER)
     deliver(reactor_, audio.callee_port, rtp(7, 0xB2, pt=96), CALLEE)
@@ -168,7 +169,7 @@ def test_rtcp_crosses_on_port_plus_one_or_muxed() -> None:
     reactor_, media, _ = connected(plain(4000, CALLER_HOST, mux=True),
                                    plain(5000, CALLEE_HOST, mux=True))
     relay = media.streams[0]
-    assert relay.rtcp_mux
+    assert all(relay.rtcp_mux.values())
     deliver(reactor_, relay.caller_port, rtcp_sr(), CALLER)
     assert written(reactor_, relay.callee_port) == [(rtcp_sr(), CALLEE)]
     assert relay.counters[Side.CALLER].rtcp_forwarded == 1
@@ -177,7 +178,7 @@ def test_rtcp_crosses_on_port_plus_one_or_muxed() -> None:
 
 def test_rtcp_mux_only_when_the_answer_takes_it() -> None:
     _, media, _ = connected(plain(4000, CALLER_HOST, mux=True), plain(5000, CALLEE_HOST))
-    assert not media.streams[0].rtcp_mux
+    assert not any(media.streams[0].rtcp_mux.values())
 
 
 def test_roaming_follows_the_stream_but_not_a_stray_sender() -> None:
@@ -262,3 +263,28 @@ def test_bad_sdp_is_a_400() -> None:
     _, media, _ = session()
     with pytest.raises(SdpError):
         media.offer(Side.CALLER, b"v=0\r\nm=audio x\r\n")
+
+
+def test_with_the_tone_the_caller_keeps_rtcp_on_port_plus_one() -> None:
+    """The 183 answer to the caller has no rtcp-mux; a callee answering mux gets it muxed."""
+    from b2bua.media.relay import anchor_call
+    reactor_ = FakeReactor()
+    ports = PortAllocator(30000, 30099)
+    offer = plain(4000, CALLER_HOST, mux=True)
+    anchored = anchor_call(reactor_, ports, offer, local_ip=RELAY_IP, session_id=5,
+                           caller_hosts=(CALLER_HOST,))
+    assert b"rtcp-mux" not in anchored.caller_answer.to_bytes()
+    media = MediaSession.from_anchored(anchored, SessionDescription.parse(offer), reactor_,
+                                       ports, local_ip=RELAY_IP, session_id=5,
+                                       hosts={Side.CALLER: (CALLER_HOST,)})
+    media.answer(Side.CALLEE, plain(5000, CALLEE_HOST, mux=True))
+    relay = media.streams[0]
+    assert relay.rtcp_mux == {Side.CALLER: False, Side.CALLEE: True}
+    deliver(reactor_, relay.callee_port, rtcp_sr(0xB2), CALLEE)
+    assert written(reactor_, relay.caller_port + 1) == [(rtcp_sr(0xB2), (CALLER_HOST, 4001))]
+    deliver(reactor_, relay.caller_port + 1, rtcp_sr(), (CALLER_HOST, 4001))
+    assert written(reactor_, relay.callee_port) == [(rtcp_sr(), CALLEE)]
+    # a later re-INVITE: both sides see the same answer again
+    media.offer(Side.CALLER, plain(4000, CALLER_HOST, mux=True, version=2))
+    media.answer(Side.CALLEE, plain(5000, CALLEE_HOST, mux=True, version=2))
+    assert relay.rtcp_mux == {Side.CALLER: True, Side.CALLEE: True}

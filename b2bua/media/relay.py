@@ -121,7 +121,9 @@ class RtpRelay:
     the caller's SDP, ``callee_port`` into the callee's), ``set_peer`` gives each side its SDP
     address, ``play_ringback`` starts tone, ``bridge`` switches to relaying, ``stop``
     releases everything.  Any payload is forwarded byte for byte (any codec, SRTP, DTLS);
-    RTCP crosses on port + 1, or on the RTP port when ``rtcp_mux`` was negotiated.
+    RTCP crosses on port + 1, or on the RTP port of a side whose ``rtcp_mux`` was
+    negotiated (per side: the 183 tone's answer to the caller never offers it, the callee's
+    answer may).
     """
 
     log = Logger()
@@ -140,7 +142,7 @@ class RtpRelay:
         self.rtcp_peers: dict[Side, SymmetricPeer] = {s: SymmetricPeer(None) for s in Side}
         self.counters: dict[Side, LegCounters] = {s: LegCounters() for s in Side}
         self.ringback: RingbackSender | None = None
-        self.rtcp_mux = False
+        self.rtcp_mux: dict[Side, bool] = {s: False for s in Side}
 
     def _input(self, event: RelayInput) -> None:
         try:
@@ -317,7 +319,7 @@ class RtpRelay:
             counters.dropped_unbridged += 1
             return
         other = side.other
-        if self.rtcp_mux:
+        if self.rtcp_mux[other]:
             writer, destination = self._writers[other], self.peers[other].destination
         else:
             writer, destination = self._rtcp_writers[other], self.rtcp_peers[other].destination

@@ -104,6 +104,7 @@ class MediaSession:
         self._seen = 0
         self._quiet_since = 0.0
         self.stopped = False
+        self._tone_answer = False   # the caller has our tone's answer (no rtcp-mux) for now
 
     @classmethod
     def from_anchored(cls, anchored: AnchoredCall, caller_offer: SessionDescription,
@@ -117,6 +118,7 @@ class MediaSession:
                       interface=interface, hosts=hosts, stats=stats, rtp_timeout=rtp_timeout,
                       on_timeout=on_timeout)
         session._adopt(anchored.media_index, anchored.relay)
+        session._tone_answer = True
         session._pending[Side.CALLER] = read_streams(caller_offer)
         session._sent[Side.CALLER] = (session_id, _body(anchored.caller_answer.sdp))
         session._sent[Side.CALLEE] = (session_id, _body(anchored.callee_offer))
@@ -155,11 +157,14 @@ class MediaSession:
             self._commit(offerer, offered)
         self._commit(side, views)
         for index, relay in self.streams.items():
-            relay.rtcp_mux = index < len(views) and views[index].rtcp_mux
+            mux = index < len(views) and views[index].rtcp_mux
+            relay.rtcp_mux = {Side.CALLER: mux and not self._tone_answer, Side.CALLEE: mux}
             if relay.state in (RelayState.LISTENING, RelayState.RINGBACK):
                 relay.bridge()
         self._start_watchdog()
-        return self._rewrite(sdp, views, offerer)
+        rewritten = self._rewrite(sdp, views, offerer)
+        self._tone_answer = False   # from now on both sides see the same answers
+        return rewritten
 
     def rejected(self, side: Side) -> None:
         """``side``'s offer was refused (a non-2xx to its re-INVITE): nothing changes."""
