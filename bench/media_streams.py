@@ -170,6 +170,9 @@ class Rtpengine:
             if data.startswith(cookie + b" "):
                 reply = decode(data.split(b" ", 1)[1])
                 assert isinstance(reply, dict)
+                if reply.get("result") == b"error":
+                    raise RuntimeError("rtpengine: %s" % reply.get("error-reason", b"?")
+                                       .decode(errors="replace"))
                 return reply
 
     def calls(self, streams: int, source: int, sinks: list[int]) -> list[int]:
@@ -189,7 +192,8 @@ class Rtpengine:
 
     def delete(self, streams: int) -> None:
         for i in range(streams):
-            self.command({"command": "delete", "call-id": f"bench-{i}", "from-tag": "a"})
+            self.command({"command": "delete", "call-id": f"bench-{i}", "from-tag": "a",
+                          "delete-delay": 0})   # free its ports now, not in 30 s
 
     def stop(self) -> None:
         self.sock.close()
@@ -256,7 +260,12 @@ def ramp(engine: str, counts: list[int], seconds: float, relay_cpu: int | None,
     results = []
     try:
         for streams in counts:
-            result = step(engine, streams, seconds, relay_cpu, load_cpu, rtpengine)
+            try:
+                result = step(engine, streams, seconds, relay_cpu, load_cpu, rtpengine)
+            except (RuntimeError, OSError, ValueError) as error:
+                print("  %-9s %5d streams: step failed (%s)" % (engine, streams, error),
+                      flush=True)
+                break
             results.append(result)
             print("  %-9s %5d streams %6.0f pps sent (%3.0f%%) lost %6d (%d silent streams)"
                   "  relay load %.2f -> %5.0f streams/core" % (
