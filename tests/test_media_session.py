@@ -288,3 +288,16 @@ def test_with_the_tone_the_caller_keeps_rtcp_on_port_plus_one() -> None:
     media.offer(Side.CALLER, plain(4000, CALLER_HOST, mux=True, version=2))
     media.answer(Side.CALLEE, plain(5000, CALLEE_HOST, mux=True, version=2))
     assert relay.rtcp_mux == {Side.CALLER: True, Side.CALLEE: True}
+
+
+def test_dtls_crosses_and_stun_does_not() -> None:
+    """A DTLS-SRTP handshake (records 20-63) crosses before any RTP; STUN is dropped."""
+    reactor_, media, _ = connected(plain(4000, CALLER_HOST), plain(5000, CALLEE_HOST))
+    relay = media.streams[0]
+    client_hello = bytes((22, 0xFE, 0xFD)) + bytes(10) + b"\x00\x10" + bytes(16)
+    deliver(reactor_, relay.caller_port, client_hello, CALLER)
+    deliver(reactor_, relay.caller_port, b"\x00\x01\x00\x00" + bytes(16), CALLER)   # STUN
+    deliver(reactor_, relay.caller_port, client_hello, ("198.51.100.66", 4000))     # stranger
+    assert written(reactor_, relay.callee_port) == [(client_hello, CALLEE)]
+    counters = relay.counters[Side.CALLER]
+    assert (counters.dropped_junk, counters.dropped_source) == (1, 1)
