@@ -408,8 +408,14 @@ def _media(t: Table) -> MediaConfig:
         if value is not None and not _is_ip(value):
             raise t.error(name, f"{value!r} is not an IP address")
         addresses[name] = value
+    engine = t.choice("engine", "builtin", ("builtin", "rtpengine"))
+    rtpengine = t.string("rtpengine", "udp:127.0.0.1:2223")
+    if not re.fullmatch(r"udp:(\d{1,3}(\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}", rtpengine):
+        raise t.error("rtpengine", f'{rtpengine!r}: expected "udp:ADDRESS:PORT"')
     return MediaConfig(enabled=t.boolean("enabled", True), country=t.choice("country", "us", TONE_COUNTRIES),
-                       rtp_port_min=low, rtp_port_max=high, relay=t.boolean("relay", False), **addresses)
+                       rtp_port_min=low, rtp_port_max=high, relay=t.boolean("relay", False),
+                       rtp_timeout=t.seconds("rtp_timeout", 0.0, low=0), engine=engine,
+                       rtpengine=rtpengine, **addresses)
 
 
 def _networks(t: Table, name: str, default: list[str]) -> list[Network]:

@@ -310,6 +310,9 @@ class MediaConfig:
     relay: bool = False
     bind_address: str | None = None
     advertised_address: str | None = None
+    rtp_timeout: float = 0.0             # seconds without RTP before a relayed call ends; 0 = off
+    engine: str = "builtin"              # or "rtpengine"
+    rtpengine: str = "udp:127.0.0.1:2223"  # its ng control socket, with engine = "rtpengine"
 
     @property
     def rtp_ports(self) -> range:

@@ -72,6 +72,7 @@ class ServiceCollector(Collector):
                 family = CounterMetricFamily(f"b2bua_transaction_{name}", help_text)
                 family.add_metric([], getattr(stats, name))
                 yield family
+        yield from _media_metrics(svc)
         core = svc.core
         if core is not None:
             yield _by_label("b2bua_requests", "SIP requests received, by method", "method",
@@ -142,6 +143,29 @@ def _push_families(clients: dict[str, Any]) -> Iterator[Any]:
     yield sent
     yield outcomes
     yield dropped
+
+
+def _media_metrics(svc: Any) -> Iterator[Any]:
+    """The RTP relay's figures (streams, packets, bytes, latches, rtp_timeout endings)."""
+    calls = getattr(svc, "calls", None)
+    media = getattr(getattr(calls, "services", None), "media", None)
+    stats = getattr(media, "stats", None)
+    if stats is None:
+        return
+    totals = stats.totals()
+    yield GaugeMetricFamily("b2bua_media_streams_active", "Media streams relayed now",
+                            value=len(stats.live))
+    for name, help_text, value in (
+            ("streams", "Media streams (m-lines) relayed", stats.streams_total),
+            ("packets", "Datagrams relayed (RTP, RTCP, DTLS)", totals.packets),
+            ("bytes", "Bytes relayed", totals.bytes),
+            ("latches", "Relay sides latched onto a source address", totals.latches),
+            ("relatches", "Latches that followed a stream to a new address", totals.moves),
+            ("dropped", "Datagrams dropped (strangers, junk, nowhere to go)", totals.dropped),
+            ("timeouts", "Calls ended by [media] rtp_timeout", stats.timeouts)):
+        family = CounterMetricFamily(f"b2bua_media_{name}", help_text)
+        family.add_metric([], value)
+        yield family
 
 
 def _by_label(name: str, help_text: str, label: str, counts: dict[Any, int]) -> Any:

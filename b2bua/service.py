@@ -11,7 +11,7 @@ import gc
 import os
 import signal
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from twisted.application import service
 from twisted.internet import reactor as default_reactor
@@ -26,7 +26,9 @@ from b2bua.calls.table import CallTable
 from b2bua.config import Config, load_config
 from b2bua.logs import apply_log_settings
 from b2bua.media.g711 import PCMA, PCMU
+from b2bua.media.ng import NgClient, parse_endpoint
 from b2bua.media.ports import PortAllocator
+from b2bua.media.rtpengine import NgClientService
 from b2bua.media.tone import encoded_cadence
 from b2bua.messaging import Mailbox, MailboxLimits, MessageRelay
 from b2bua.metrics import Metrics
@@ -239,7 +241,7 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         contact_for=contact_for, notifier=notifier,
         write_cdr=cdrs.write, settings=_call_settings(config),
         trunk_credentials=_trunk_credentials(config),
-        metrics=root.metrics, media=_media_settings(config, reactor), locator=locator,
+        metrics=root.metrics, media=_media_settings(config, reactor, root), locator=locator,
         kept_bindings=registrar.kept_bindings)
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
                       store.users.ha1_lookup(config.sip.realm), throttle,
@@ -498,8 +500,14 @@ def _contact_factory(sent_by: dict[str, str]) -> Callable[[str], str]:
     return contact_for
 
 
-def _media_settings(config: Config, reactor: object) -> MediaSettings | None:
-    """RTP for calls: only when a tone (ringback 183) or the relay is configured."""
+def _media_settings(config: Config, reactor: object,
+                    root: service.MultiService | None = None) -> MediaSettings | None:
+    """RTP for calls: only when a tone (ringback 183) or the relay is configured.
+
+    With ``engine = "rtpengine"`` relayed calls go to rtpengine over its ng socket, bound
+    while ``root`` runs; the built-in relay still plays the 183 tone to woken phones' callers
+    when ``relay`` is off (with it on, every call goes to rtpengine and callers hear 180).
+    """
     media = config.media
     tone = config.push.ringback == "183"
     if not media.enabled or not (tone or media.relay):
@@ -511,10 +519,17 @@ def _media_settings(config: Config, reactor: object) -> MediaSettings | None:
                   or "127.0.0.1")
     for codec in (PCMU, PCMA):
         encoded_cadence(media.country, codec)   # build the tone once, not on the first call
+    rtpengine = None
+    if media.engine == "rtpengine" and media.relay:
+        rtpengine = NgClient(cast(Any, reactor), parse_endpoint(media.rtpengine))
+        if root is not None:
+            NgClientService(reactor, rtpengine).setServiceParent(root)
+        tone = False
     return MediaSettings(reactor=reactor, ports=PortAllocator(media.rtp_port_min,
                                                               media.rtp_port_max),
                          advertised_address=advertised, bind_address=bind,
-                         country=media.country, tone=tone, relay_all=media.relay)
+                         country=media.country, tone=tone, relay_all=media.relay,
+                         rtp_timeout=media.rtp_timeout, rtpengine=rtpengine)
 
 
 def _call_settings(config: Config) -> CallSettings:

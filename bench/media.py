@@ -1,6 +1,9 @@
-"""Media benchmarks: ringback streams per core, and relayed packets per second, on loopback.
+"""Media benchmarks: ringback streams per core, relayed packets per second, and relayed
+streams per core (built-in relay and rtpengine), on loopback.
 
     python bench/media.py [--seconds 5] [--runs 3] [--streams 250,500,1000,2000]
+    python bench/media.py --sections relayed [--engines builtin,rtpengine]
+        [--relayed-streams 250,500,1000,1500,2000,3000,4000] [--relayed-seconds 6]
 
 Ringback: N senders, each on its own port like real calls, paced by the real reactor, sending
 to a sink socket nobody reads.  Reported per N: CPU this process used (user + system) per
@@ -9,6 +12,8 @@ against the 50 per stream-second due (below 100% the host did not give us enough
 the streams one core would sustain at that cost per packet.  Relay: a
 separate process floods the caller port of a bridged relay; reported: packets forwarded per
 second, CPU microseconds per packet and the packets per second one core would sustain.
+Relayed streams: see ``bench/media_streams.py`` (50 packets/s per stream, zero loss, the
+relay pinned to ``--cpu``, the load generator to ``--load-cpu``).
 Each figure is the median of ``--runs`` runs.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -33,6 +39,9 @@ from b2bua.media.relay import RtpRelay, Side  # noqa: E402
 from b2bua.media.ringback import RingbackSender  # noqa: E402
 from b2bua.media.rtp import RtpPacket  # noqa: E402
 from b2bua.media.tone import encoded_cadence  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import media_streams  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -144,11 +153,53 @@ def main(reactor: Any, options: argparse.Namespace) -> Generator[defer.Deferred[
     print("host: %d CPUs, load average %.1f %.1f %.1f (other work on the host lowers the"
           " wall-clock figures;\nthe CPU-time ones hold better)"
           % ((os.cpu_count() or 0,) + os.getloadavg()))
+    if "ringback" in options.sections or "flood" in options.sections:
+        yield ringback_and_flood(reactor, options)
+    if "relayed" in options.sections:
+        relayed_streams(options)
+
+
+def relayed_streams(options: argparse.Namespace) -> None:
+    """Both engines in the same run, alternating which goes first."""
+    # SIGTERM unwinds through the ramps' ``finally``: no relay or generator is left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    print()
+    print("relayed streams (50 pps each, one direction, zero loss; %d s steps x %d runs)"
+          % (options.relayed_seconds, options.runs))
+    best: dict[str, list[float]] = {engine: [] for engine in options.engines}
+    highest: dict[str, list[int]] = {engine: [] for engine in options.engines}
+    for run in range(options.runs):
+        order = options.engines if run % 2 == 0 else list(reversed(options.engines))
+        for engine in order:
+            try:
+                steps = media_streams.ramp(engine, options.relayed_streams,
+                                           options.relayed_seconds, options.cpu,
+                                           options.load_cpu)
+            except RuntimeError as error:
+                print("  %s: skipped (%s)" % (engine, error))
+                continue
+            clean = [s for s in steps if s["lost"] == 0 and s["kept_up"] >= 0.97]
+            if clean:
+                top = max(clean, key=lambda s: s["streams"])
+                best[engine].append(top["per_core"])
+                highest[engine].append(int(top["streams"]))
+    for engine in options.engines:
+        if best[engine]:
+            print("%-9s highest zero-loss step %s streams (median %d); at it %.0f streams per"
+                  " core (median of %s)" % (
+                      engine, highest[engine], statistics.median(highest[engine]),
+                      statistics.median(best[engine]),
+                      ", ".join("%.0f" % b for b in best[engine])))
+
+
+@defer.inlineCallbacks
+def ringback_and_flood(reactor: Any, options: argparse.Namespace
+                       ) -> Generator[defer.Deferred[Any], Any, None]:
     print("ringback (us tone, PCMU, %d s x %d runs, median)" % (options.seconds, options.runs))
     print("%8s %12s %14s %6s %10s %13s" % ("streams", "CPU us/s per", "CPU us per", "load",
                                            "delivered", "streams/core"))
     print("%8s %12s %14s %6s %10s %13s" % ("", "stream", "packet sent", "", "", ""))
-    for streams in options.streams:
+    for streams in options.streams if "ringback" in options.sections else ():
         runs = []
         for _ in range(options.runs):
             runs.append((yield ringback_run(reactor, streams, options.seconds)))
@@ -156,6 +207,8 @@ def main(reactor: Any, options: argparse.Namespace) -> Generator[defer.Deferred[
         print("%8d %12.0f %14.1f %6.2f %9.1f%% %13.0f" % (
             streams, median(runs, "cpu_per_stream_s") * 1e6, per_packet * 1e6,
             median(runs, "load"), 100 * median(runs, "delivered"), 1 / (50 * per_packet)))
+    if "flood" not in options.sections:
+        return
     print()
     print("relay (one direction flood, 172-byte RTP, %d s x %d runs, median)"
           % (options.seconds, options.runs))
@@ -176,6 +229,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")],
                         default=[250, 500, 1000, 2000])
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    parser.add_argument("--sections", type=lambda s: s.split(","),
+                        default=["ringback", "flood", "relayed"])
+    parser.add_argument("--engines", type=lambda s: s.split(","),
+                        default=["builtin", "rtpengine"])
+    parser.add_argument("--relayed-streams", type=ints,
+                        default=[250, 500, 1000, 1500, 2000, 3000, 4000])
+    parser.add_argument("--relayed-seconds", type=float, default=6.0)
+    parser.add_argument("--cpu", type=int, default=0, help="core of the relay under test")
+    parser.add_argument("--load-cpu", type=int, default=1, help="core of the load generator")
     return parser.parse_args()
 
 

@@ -110,6 +110,10 @@ ERRORS = [
     ("negative duration", '[calls]\nmax_duration = -1\n', "calls.max_duration:"),
     ("bad rtp range", '[media]\nrtp_ports = "30000-20000"\n', "media.rtp_ports:"),
     ("rtp range twice", '[media]\nrtp_ports = "20000-20999"\nrtp_port_min = 20000\n', "media.rtp_ports:"),
+    ("negative rtp_timeout", '[media]\nrtp_timeout = -5\n', "media.rtp_timeout:"),
+    ("unknown media engine", '[media]\nengine = "mediaproxy"\n', "media.engine: must be one of"),
+    ("rtpengine not udp", '[media]\nrtpengine = "tcp:127.0.0.1:2223"\n', "media.rtpengine:"),
+    ("rtpengine without port", '[media]\nrtpengine = "udp:127.0.0.1"\n', "media.rtpengine:"),
     ("expires order", '[registrar]\nmin_expires = 600\ndefault_expires = 300\n', "registrar.default_expires:"),
     ("duplicate user", '[[users]]\nname = "1"\npassword = "a"\n[[users]]\nname = "1"\npassword = "b"\n', "users[1].name:"),
     ("not TOML", '[sip\n', "not valid TOML"),
@@ -246,6 +250,7 @@ def test_alternative_spellings(tmp_path: Path) -> None:
     assert config.sip.listen == (ListenAddress("udp", "10.0.0.1", 5080),)
     assert config.push.ringback == "183"
     assert config.media.rtp_ports == range(30000, 30100)
+    assert (config.media.rtp_timeout, config.media.engine) == (0.0, "builtin")
     assert config.log.level == "warn" and config.log.log_level.name == "warn"
 
 

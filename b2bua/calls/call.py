@@ -242,7 +242,7 @@ class Call(Forking):
         if not (settings.relay_all or (for_tone and settings.tone)):
             return
         self.media = try_start(settings, self.a_request.body, self.a_source.address[0],
-                               self.call_id)
+                               self.call_id, tone=for_tone, on_timeout=self.relay.media_timed_out)
 
     def fail(self, status: int, reason: str | None = None, by: str = "b2bua",
              headers: list[tuple[str, str]] | None = None) -> None:
@@ -361,7 +361,7 @@ class Call(Forking):
             self._stop_timer("ack")
             if not self.a_acked:  # the layer repeats it to 2xx retransmissions
                 self.a_acked = True
-                self._ack_branch(self.answered, ack.body, ack.content_type)
+                self._ack_branch(self.answered, self.relay.initial_ack_body(ack), ack.content_type)
         else:
             self.relay.ack("a", ack)
 

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.python.failure import Failure
 
 from b2bua.logs import Logger
 
+from b2bua.media.relay import Side
+from b2bua.media.rtp import MediaError
 from b2bua.sip.errors import SipError
 from b2bua.sip.message import Request, Response, make_response
 
@@ -69,12 +74,22 @@ class Relayed:
     leg: str          # the leg the original came from: "a" or "b"
     cseq: int         # the CSeq number of the request we sent
     done: bool = False
+    offered: bool = False  # its SDP offer went through the media relay
+
+
+_SIDES = {"a": Side.CALLER, "b": Side.CALLEE}
+_SDP_METHODS = ("INVITE", "UPDATE")
+
+
+def _has_sdp(message: Request | Response) -> bool:
+    return bool(message.body) and (message.content_type or "").lower().startswith(
+        "application/sdp")
 
 
 class DialogRelay:
     """Relays requests between the A-leg and the answered B-leg of one call."""
 
-    __slots__ = ("_call", "pending", "pending_acks", "_sending")
+    __slots__ = ("_call", "pending", "pending_acks", "_sending", "late_offers")
 
     log = Logger()
 
@@ -85,6 +100,7 @@ class DialogRelay:
         self.pending: dict[Any, Relayed] = {}          # our client tx -> what it relays
         self.pending_acks: dict[str, tuple[int, Any]] = {}  # far leg -> (cseq, client tx)
         self._sending: Relayed | None = None
+        self.late_offers: set[str] = set()   # far legs whose 2xx offered: the ACK answers
 
     @property
     def call(self) -> Call:
@@ -146,17 +162,40 @@ class DialogRelay:
         self._send_across(tx, request, leg, mf)
 
     def _send_across(self, tx: Any, request: Request, leg: str, mf: int | None) -> None:
+        media = self.call.media
+        if media is not None and request.method in _SDP_METHODS and _has_sdp(request):
+            # The far side must keep talking to the relay, whatever this offer says.  The
+            # built-in relay answers at once; rtpengine after a round trip.
+            call = self.call
+            d = maybeDeferred(media.session.offer, _SIDES[leg], request.body)
+            d.addCallbacks(
+                lambda body: call.run(self._send, tx, request, leg, mf, body, True),
+                lambda failure: call.run(self._refuse, tx, request, failure))
+            return
+        self._send(tx, request, leg, mf, request.body, False)
+
+    def _refuse(self, tx: Any, request: Request, failure: Failure) -> None:
+        """The media relay cannot take this offer: 400 (bad SDP), 503 (no ports/engine)."""
+        error = failure.value
+        if not isinstance(error, MediaError):
+            failure.raiseException()
+        self.call.services.layer.send_response(tx, make_response(
+            request, error.status, error.reason,
+            extra=[("Server", self.call.services.settings.server_header)]))
+
+    def _send(self, tx: Any, request: Request, leg: str, mf: int | None, body: bytes,
+              offered: bool) -> None:
         far = "b" if leg == "a" else "a"
         dialog = self.dialog_of(far)
         if dialog is None:
             self.call.services.layer.send_response(tx, make_response(request, 481))
             return
-        out = dialog.create_request(request.method, body=request.body,
+        out = dialog.create_request(request.method, body=body,
                                     content_type=request.content_type,
                                     extra=copy_headers(request, REQUEST_HEADERS))
         out.headers.set("Max-Forwards", str(min(69, (mf if mf is not None else 70) - 1)))
         address, transport, flow = self.call.hop(far)
-        entry = Relayed(tx, request.method, leg, out.cseq.number)
+        entry = Relayed(tx, request.method, leg, out.cseq.number, offered=offered)
         self._sending = entry   # a transport error is reported before send_request returns
         try:
             client = self.call.services.layer.send_request(out, address, transport, flow,
@@ -190,11 +229,65 @@ class DialogRelay:
             extra.append(("Contact", self.contact_of(entry.leg)))
         reply = make_response(entry.server_tx.request, response.status, response.reason,
                               extra=extra)
-        reply.body = response.body
-        call.services.layer.send_response(entry.server_tx, reply)
-        if entry.method == "INVITE" and response.status in (408, 481):
-            # §12.2.1.2 / RFC 5057: the far side lost the session; end the call.
-            call.hangup("callee" if far == "b" else "caller")
+
+        def send(body: bytes) -> None:
+            reply.body = body
+            call.services.layer.send_response(entry.server_tx, reply)
+            if entry.method == "INVITE" and response.status in (408, 481):
+                # §12.2.1.2 / RFC 5057: the far side lost the session; end the call.
+                call.hangup("callee" if far == "b" else "caller")
+
+        self._media_in_response(entry, far, response).addCallback(
+            lambda body: call.run(send, body))
+
+    def _media_in_response(self, entry: Relayed, far: str, response: Response,
+                           ) -> Deferred[bytes]:
+        """The response's body for the original requester: its SDP through the relay."""
+        media = self.call.media
+        if media is None or entry.method not in _SDP_METHODS:
+            return succeed(response.body)
+        session = media.session
+        if response.status >= 300:
+            if entry.offered:
+                session.rejected(_SIDES[entry.leg])
+            return succeed(response.body)
+        if not _has_sdp(response):
+            return succeed(response.body)
+        if entry.offered:
+            d = maybeDeferred(session.answer, _SIDES[far], response.body)
+        elif entry.method == "INVITE" and response.status >= 200:
+            self.late_offers.add(far)     # a late offer: the requester's ACK answers
+            d = maybeDeferred(session.offer, _SIDES[far], response.body)
+        else:
+            return succeed(response.body)
+        d.addErrback(self._unrelayable, response.body, "a %d" % response.status)
+        return cast("Deferred[bytes]", d)
+
+    def _unrelayable(self, failure: Failure, body: bytes, what: str) -> bytes:
+        """SDP the relay could not take: it crosses as it came (and the call goes on)."""
+        error = failure.value
+        if not isinstance(error, MediaError):
+            failure.raiseException()
+        self.log.warn("call {call_id}: SDP in {what} not relayable ({reason})",
+                      call_id=self.call.call_id, what=what, reason=error.reason)
+        return body
+
+    def media_timed_out(self) -> None:
+        """No RTP for ``[media] rtp_timeout``: BYE both legs (CDR reason rtp-timeout)."""
+        call = self.call
+        call.run(call.hangup, "rtp-timeout")
+
+    def initial_ack_body(self, ack: Request) -> bytes:
+        """The caller's ACK of the first 2xx: with a late offer, its answer via the relay."""
+        media = self.call.media
+        if media is None or not _has_sdp(ack):
+            return ack.body
+        try:
+            return media.caller_ack(ack.body)
+        except MediaError as error:
+            self.log.warn("call {call_id}: SDP in the ACK not relayable ({reason})",
+                          call_id=self.call.call_id, reason=error.reason)
+            return ack.body
 
     def failed(self, client_tx: Any, status: int) -> None:
         """A relayed request timed out or could not be sent."""
@@ -219,6 +312,18 @@ class DialogRelay:
         dialog = self.dialog_of(far)
         if pending is None or dialog is None:
             return
-        out = dialog.create_ack(pending[0], body=ack.body, content_type=ack.content_type)
-        address, transport, flow = self.call.hop(far)
-        self.call.services.layer.send_ack(out, address, transport, flow, tx=pending[1])
+        media = self.call.media
+        body: Deferred[bytes] = succeed(ack.body)
+        if far in self.late_offers:
+            self.late_offers.discard(far)
+            if media is not None and _has_sdp(ack):
+                body = maybeDeferred(media.session.answer, _SIDES[leg], ack.body)
+                body.addErrback(self._unrelayable, ack.body, "an ACK")
+        call = self.call
+
+        def send(body: bytes) -> None:
+            out = dialog.create_ack(pending[0], body=body, content_type=ack.content_type)
+            address, transport, flow = call.hop(far)
+            call.services.layer.send_ack(out, address, transport, flow, tx=pending[1])
+
+        body.addCallback(lambda data: call.run(send, data))

@@ -19,6 +19,7 @@ from b2bua.logs import Logger
 
 from b2bua.calls.call import Call
 from b2bua.calls.context import CallServices
+from b2bua.calls.early_media import before_ack, before_answer, prepare_media
 from b2bua.calls.targets import ip_destination, resolve_uri
 from b2bua.calls.wakeup import WakeUp
 from b2bua.routing import LocalUser, Reject, RequestView, Targets, ToTrunk
@@ -139,6 +140,21 @@ class CallTable:
                        call_id=call.call_id, ruri=request.uri, peer=source.address,
                        who="trunk" if trunk else "user", name=trunk or user)
         view = RequestView.from_request(request, source, authenticated_user=user, trunk=trunk)
+        ready = prepare_media(call)     # rtpengine sees the offer before any branch
+        if ready is None:
+            self._route(call, view)
+            return
+        ready.addCallbacks(lambda _: call.run(self._route, call, view),
+                           lambda failure: call.run(self._media_failed, call, failure))
+
+    def _media_failed(self, call: Call, failure: Any) -> None:
+        error = failure.value
+        self.log.warn("call {call_id}: media engine: {error}", call_id=call.call_id, error=error)
+        call.fail(getattr(error, "status", 503), getattr(error, "reason", None), by="error")
+
+    def _route(self, call: Call, view: RequestView) -> None:
+        if call.finished:
+            return
         d = self.chain.route(view)
         d.addCallback(lambda decision: call.run(self._routed, decision, call))
         d.addErrback(self._call_error, call)
@@ -363,7 +379,7 @@ class CallTable:
     def ack_received(self, request: Request, source: Source) -> None:
         call = self.calls.get(request.call_id)
         if call is not None and request.to.tag == call.a_tag:
-            call.run(call.a_ack, request)
+            call.run(self._a_ack, call, request)
             return
         call = self.b_legs.get(request.call_id)
         if call is not None and call.leg_of(request) == "b":
@@ -379,7 +395,23 @@ class CallTable:
         elif what != "bye":
             if self.trunk_status is not None and response.status >= 300:
                 self.trunk_status.branch_failed(what, response.status, str(response.status))
-            call.run(call.branch_response, what, response)
+            call.run(self._branch_response, call, what, response)
+
+    @staticmethod
+    def _a_ack(call: Call, request: Request) -> None:
+        waiting = before_ack(call, request)   # rtpengine: a late offer's answer goes first
+        if waiting is None:
+            call.a_ack(request)
+        else:
+            waiting.addCallback(lambda _: call.run(call.a_ack, request))
+
+    @staticmethod
+    def _branch_response(call: Call, branch: Any, response: Response) -> None:
+        waiting = before_answer(call, response, branch.dest.address[0])  # rtpengine: SDP first
+        if waiting is None:
+            call.branch_response(branch, response)
+        else:
+            waiting.addCallback(lambda _: call.run(call.branch_response, branch, response))
 
     def transaction_timeout(self, tx: Any) -> None:
         self._tx_failed(tx, 408)

@@ -116,6 +116,27 @@ class PortAllocator:
                 self.release(port)
         raise PortsExhausted("no bindable RTP port left")
 
+    def listen_pair(self, reactor: UDPReactor, rtp: DatagramProtocol, rtcp: DatagramProtocol,
+                    interface: str = "") -> tuple[UDPPort, UDPPort]:
+        """Allocate and bind an even RTP port and its RTCP port + 1 (RFC 3550 11)."""
+        for _ in range(len(self._free)):
+            port = self.allocate()
+            try:
+                first = reactor.listenUDP(port, rtp, interface)
+            except CannotListenError:
+                self.log.warn("RTP port {port} busy, skipping it", port=port)
+                self.release(port)
+                continue
+            try:
+                return first, reactor.listenUDP(port + 1, rtcp, interface)
+            except CannotListenError:
+                self.log.warn("RTCP port {port} busy, skipping the pair", port=port + 1)
+                close_port(first).addBoth(self._release_after, port)
+        raise PortsExhausted("no bindable RTP port pair left")
+
+    def _release_after(self, result: object, port: int) -> None:
+        self.release(port)
+
 
 def close_port(port: UDPPort) -> Deferred[None]:
     """``stopListening`` as a Deferred that fires once the socket is closed."""

@@ -21,6 +21,7 @@ from b2bua.media.g711 import G711Law
 from b2bua.media.ports import (PortAllocator, UDPClockReactor, UDPPort, close_port,
                                datagram_writer)
 from b2bua.media.ringback import RingbackSender
+from b2bua.media.latch import RoamingPeer
 from b2bua.media.rtp import Address, MediaError, SymmetricPeer, looks_like_rtp
 from b2bua.media.sdp import (Direction, NotAcceptable, SessionDescription, ToneAnswer,
                              answer_for_tone, choose_codec, offer_for_callee)
@@ -73,36 +74,56 @@ _TRANSITIONS: dict[tuple[RelayState, RelayInput], RelayState] = {
 
 @dataclass
 class LegCounters:
-    """Per side: what arrived on its port and what was sent out of it."""
+    """Per side: what arrived on its ports and what was sent out of the other side's."""
 
-    received: int = 0        # datagrams that arrived on this side's port
+    received: int = 0        # datagrams that arrived on this side's ports
     forwarded: int = 0       # of those, relayed out of the other side
     dropped_source: int = 0  # from an address that is not (or no longer) this side's peer
-    dropped_junk: int = 0    # not RTP/RTCP version 2
+    dropped_junk: int = 0    # neither RTP/RTCP version 2 nor DTLS
     dropped_unbridged: int = 0  # valid, but nowhere to go yet (ringing, or no peer address)
     send_errors: int = 0     # the kernel refused to send the relayed packet
     bytes_forwarded: int = 0
+    rtp_accepted: int = 0    # RTP packets from the peer (what the dead-call watchdog reads)
+    rtcp_forwarded: int = 0
+
+
+def _is_rtcp(datagram: bytes) -> bool:
+    """RTCP on a muxed port: packet types 192-223 (RFC 5761 4)."""
+    return 192 <= datagram[1] <= 223
+
+
+def _is_dtls(datagram: bytes) -> bool:
+    """A DTLS record (RFC 7983 7: first byte 20-63), e.g. a DTLS-SRTP handshake."""
+    return 20 <= datagram[0] <= 63
 
 
 class _Endpoint(DatagramProtocol):
-    """One relay port: hands every datagram to the relay with its side."""
+    """One relay port: hands every datagram to the relay with its side and kind."""
 
     noisy = False
 
-    def __init__(self, relay: RtpRelay, side: Side) -> None:
+    def __init__(self, relay: RtpRelay, side: Side, rtcp: bool = False) -> None:
         self._relay = relay
         self._side = side
+        self._rtcp = rtcp
 
     def datagramReceived(self, datagram: bytes, addr: Address) -> None:
-        self._relay.datagram_received(self._side, datagram, addr)
+        if self._rtcp:
+            self._relay.rtcp_received(self._side, datagram, addr)
+        else:
+            self._relay.datagram_received(self._side, datagram, addr)
 
 
 class RtpRelay:
-    """Two UDP ports anchoring one call; see the module docstring for the life cycle.
+    """One media stream anchored on two port pairs; see the module docstring for the life cycle.
 
-    ``start()`` binds both ports (``caller_port`` goes into the caller's SDP, ``callee_port``
-    into the callee's), ``set_peer`` gives each side its SDP address, ``play_ringback``
-    starts tone, ``bridge`` switches to relaying, ``stop`` releases everything.
+    ``start()`` binds an RTP port and its RTCP port + 1 per side (``caller_port`` goes into
+    the caller's SDP, ``callee_port`` into the callee's), ``set_peer`` gives each side its SDP
+    address, ``play_ringback`` starts tone, ``bridge`` switches to relaying, ``stop``
+    releases everything.  Any payload is forwarded byte for byte (any codec, SRTP, DTLS);
+    RTCP crosses on port + 1, or on the RTP port of a side whose ``rtcp_mux`` was
+    negotiated (per side: the 183 tone's answer to the caller never offers it, the callee's
+    answer may).
     """
 
     log = Logger()
@@ -114,10 +135,14 @@ class RtpRelay:
         self._interface = interface
         self.state = RelayState.IDLE
         self._listening: dict[Side, UDPPort] = {}
+        self._rtcp_listening: dict[Side, UDPPort] = {}
         self._writers: dict[Side, Callable[[bytes, Address], object]] = {}
-        self.peers: dict[Side, SymmetricPeer] = {s: SymmetricPeer(None) for s in Side}
+        self._rtcp_writers: dict[Side, Callable[[bytes, Address], object]] = {}
+        self.peers: dict[Side, RoamingPeer] = {s: RoamingPeer(None) for s in Side}
+        self.rtcp_peers: dict[Side, SymmetricPeer] = {s: SymmetricPeer(None) for s in Side}
         self.counters: dict[Side, LegCounters] = {s: LegCounters() for s in Side}
         self.ringback: RingbackSender | None = None
+        self.rtcp_mux: dict[Side, bool] = {s: False for s in Side}
 
     def _input(self, event: RelayInput) -> None:
         try:
@@ -127,13 +152,17 @@ class RtpRelay:
                                   % (event.value, self.state.value)) from None
 
     def start(self) -> None:
-        """Bind the caller and callee ports; on failure nothing stays allocated."""
+        """Bind the caller and callee port pairs; on failure nothing stays allocated."""
         self._input(RelayInput.START)
         try:
             for side in Side:
-                port = self._ports.listen(self._reactor, _Endpoint(self, side), self._interface)
-                self._listening[side] = port
-                self._writers[side] = datagram_writer(port)
+                rtp, rtcp = self._ports.listen_pair(
+                    self._reactor, _Endpoint(self, side), _Endpoint(self, side, rtcp=True),
+                    self._interface)
+                self._listening[side] = rtp
+                self._rtcp_listening[side] = rtcp
+                self._writers[side] = datagram_writer(rtp)
+                self._rtcp_writers[side] = datagram_writer(rtcp)
         except Exception:
             self._input(RelayInput.STOP)
             self._close()
@@ -150,14 +179,27 @@ class RtpRelay:
     def callee_port(self) -> int:
         return self.port(Side.CALLEE)
 
-    def set_peer(self, side: Side, address: Address | None, hosts: Iterable[str] = ()) -> None:
+    def set_peer(self, side: Side, address: Address | None, hosts: Iterable[str] = (),
+                 rtcp: Address | None = None) -> None:
         """Where ``side`` said (in SDP) it receives, and which hosts may latch it.
 
-        Calling it again (a re-INVITE moved the media) drops the old latch.  A ringback
-        sender already playing keeps following the caller's new peer.
+        A new address (a re-INVITE moved the media) drops the old latch; the same address
+        again (a hold, a session refresh) keeps it, so a NATed phone is not cut off until
+        its next packet.  ``rtcp``: its RTCP address when not RTP port + 1 (``a=rtcp``).
+        A ringback sender already playing keeps following the caller's new peer.
         """
-        peer = SymmetricPeer(address, hosts)
+        hosts = frozenset(hosts)
+        old = self.peers[side]
+        if address is not None and address == old.advertised and hosts <= old.hosts:
+            return
+        peer = RoamingPeer(address, hosts | old.hosts if address is None else hosts)
+        peer.latches, peer.moves = old.latches, old.moves
+        if address is None and old.latched is not None:
+            peer = old   # on hold (0.0.0.0): where it was is where it comes back
         self.peers[side] = peer
+        if rtcp is None and address is not None:
+            rtcp = (address[0], address[1] + 1)
+        self.rtcp_peers[side] = SymmetricPeer(rtcp, hosts)
         if side is Side.CALLER and self.ringback is not None:
             self.ringback.peer = peer
 
@@ -206,12 +248,17 @@ class RtpRelay:
 
     def _close(self) -> Deferred[None]:
         listening, self._listening = self._listening, {}
+        rtcp, self._rtcp_listening = self._rtcp_listening, {}
         if not listening:
             return succeed(None)
         waits = []
-        for port in listening.values():
-            # Release only once the socket is really closed, or a new call could fail to bind.
-            closing = close_port(port)
+        for side, port in listening.items():
+            # Release only once the sockets are really closed, or a new call could fail to
+            # bind.
+            closings = [close_port(port)]
+            if side in rtcp:
+                closings.append(close_port(rtcp[side]))
+            closing = DeferredList(closings, consumeErrors=True)
             closing.addBoth(self._release, port.getHost().port)
             waits.append(closing)
         return DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
@@ -221,33 +268,85 @@ class RtpRelay:
         return result
 
     def datagram_received(self, side: Side, datagram: bytes, source: Address) -> None:
-        """The relay's whole data path: gate, latch, forward."""
+        """The relay's data path on an RTP port: gate, latch (and roam), forward."""
         counters = self.counters[side]
         counters.received += 1
-        if not looks_like_rtp(datagram):
+        if looks_like_rtp(datagram):
+            if _is_rtcp(datagram):
+                if not self.peers[side].accept_other(source):
+                    counters.dropped_source += 1
+                    return
+                self._forward_rtcp(side, datagram)
+                return
+            if not self.peers[side].accept_rtp(source, datagram):
+                counters.dropped_source += 1
+                return
+            counters.rtp_accepted += 1
+        elif _is_dtls(datagram):
+            if not self.peers[side].accept_other(source):
+                counters.dropped_source += 1
+                return
+        else:
             counters.dropped_junk += 1
-            return
-        if not self.peers[side].accept(source):
-            counters.dropped_source += 1
             return
         if self.state is not RelayState.BRIDGED:
             counters.dropped_unbridged += 1
             return
         other = side.other
-        destination = self.peers[other].destination
-        if destination is None:
+        self._send(side, self._writers[other], self.peers[other].destination, datagram)
+
+    def rtcp_received(self, side: Side, datagram: bytes, source: Address) -> None:
+        """RTCP on a side's port + 1: latched like RTP, relayed to the other side's RTCP."""
+        counters = self.counters[side]
+        counters.received += 1
+        if not looks_like_rtp(datagram):
+            counters.dropped_junk += 1
+            return
+        peer = self.rtcp_peers[side]
+        if not peer.accept(source):
+            rtp = self.peers[side].latched
+            if rtp is None or source[0] != rtp[0] or peer.latched is not None:
+                counters.dropped_source += 1
+                return
+            # The RTP latch roamed to a new host: its RTCP follows from there.
+            self.rtcp_peers[side] = SymmetricPeer(None, (rtp[0],))
+            self.rtcp_peers[side].accept(source)
+        self._forward_rtcp(side, datagram)
+
+    def _forward_rtcp(self, side: Side, datagram: bytes) -> None:
+        counters = self.counters[side]
+        if self.state is not RelayState.BRIDGED:
             counters.dropped_unbridged += 1
             return
+        other = side.other
+        if self.rtcp_mux[other]:
+            writer, destination = self._writers[other], self.peers[other].destination
+        else:
+            writer, destination = self._rtcp_writers[other], self.rtcp_peers[other].destination
+            rtp = self.peers[other].latched
+            if (rtp is not None and self.rtcp_peers[other].latched is None
+                    and rtp != self.peers[other].advertised):
+                destination = (rtp[0], rtp[1] + 1)   # behind NAT: next to its RTP
+        if self._send(side, writer, destination, datagram):
+            counters.rtcp_forwarded += 1
+
+    def _send(self, side: Side, writer: Callable[[bytes, Address], object],
+              destination: Address | None, datagram: bytes) -> bool:
+        counters = self.counters[side]
+        if destination is None:
+            counters.dropped_unbridged += 1
+            return False
         try:
-            self._writers[other](datagram, destination)
+            writer(datagram, destination)
         except OSError as error:
             counters.send_errors += 1
             if counters.send_errors == 1:  # once per leg, not 50 lines a second
                 self.log.warn("relay send to {peer} failed: {error}", peer=destination,
                               error=error)
-            return
+            return False
         counters.forwarded += 1
         counters.bytes_forwarded += len(datagram)
+        return True
 
 
 @dataclass(frozen=True)
