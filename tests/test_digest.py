@@ -493,3 +493,60 @@ def test_usual_credentials_take_the_fast_path_and_odd_ones_still_parse() -> None
     long_value = "Digest " + "a= " * 3000 + '"'   # no quadratic or worse backtracking
     with pytest.raises(MalformedCredentials):
         parse_auth_header(long_value)
+
+
+# -- values no client should send: never an exception ---------------------------------
+
+GOOD_PARAMS = {"username": "1111", "realm": REALM, "nonce": "00" * 32, "uri": "sip:x",
+               "response": "0" * 32, "qop": "auth", "nc": "00000001", "cnonce": "c",
+               "opaque": "o", "algorithm": "MD5"}
+
+
+@pytest.mark.parametrize("response", ["\u00e9" * 32, "0" * 31 + "\u0660", "\udcff" * 32,
+                                      "ab\u00a0cd", "\uff10" * 32, ""])
+def test_a_response_that_is_not_lower_hex_is_malformed(response: str) -> None:
+    """hmac.compare_digest raised TypeError on non-ASCII text (issue 21)."""
+    auth = make_auth()
+    challenge = auth.challenges()[-1]
+    good = parse_credentials(answer(challenge))
+    assert auth.verify(good, "REGISTER", Lookup()).ok
+    result = auth.verify({**good, "response": response}, "REGISTER", Lookup())
+    assert result.status is AuthStatus.MALFORMED
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_PARAMS))
+def test_bytes_that_are_not_utf8_in_any_parameter_are_malformed(name: str) -> None:
+    """The parser keeps such bytes as lone surrogates; hashing them raised
+    UnicodeEncodeError (issue 21: cnonce), looking the user up would too."""
+    auth = make_auth()
+    challenge = auth.challenges()[-1]
+    good = parse_credentials(answer(challenge))
+    good.update({k: v for k, v in GOOD_PARAMS.items() if k not in good})
+    lookup = Lookup()
+    result = auth.verify({**good, name: good[name] + "\udcff"}, "REGISTER", lookup)
+    assert result.status is AuthStatus.MALFORMED
+    assert lookup.calls == []
+
+
+def test_a_wire_value_with_a_latin1_cnonce_is_malformed() -> None:
+    from b2bua.sip.message import Request, parse_message
+    auth = make_auth()
+    value = answer(auth.challenges()[-1], cnonce="0a4f113b")
+    raw = ("REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1"
+           "\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nAuthorization: %s\r\n"
+           "Content-Length: 0\r\n\r\n" % value).encode().replace(b"0a4f113b", b"0a4f\xe9113b")
+    request = parse_message(raw)
+    assert isinstance(request, Request)
+    header = request.headers.get("Authorization")
+    assert header is not None
+    assert auth.verify(header, "REGISTER", Lookup()).status is AuthStatus.MALFORMED
+
+
+ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=12)
+
+
+@given(st.dictionaries(st.sampled_from(sorted(GOOD_PARAMS)), ANY_TEXT))
+def test_verify_never_raises_whatever_the_parameters(changed: dict[str, str]) -> None:
+    auth = make_auth()
+    params = {**GOOD_PARAMS, "nonce": auth.challenges()[0].split('nonce="')[1][:64], **changed}
+    assert isinstance(auth.verify(params, "REGISTER", Lookup()), AuthResult)

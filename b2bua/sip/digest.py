@@ -57,6 +57,7 @@ _HASHES: dict[str, Callable[[bytes], str]] = {
 }
 _STRENGTH = ("SHA-512-256", "SHA-256", "MD5")
 _NC = re.compile(r"[0-9a-fA-F]{8}")
+_LHEX = re.compile(r"[0-9a-f]+")
 _TOKEN_END = re.compile(r"[\s,]")
 
 
@@ -268,6 +269,9 @@ class DigestAuthenticator:
         missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in params]
         if missing:
             return AuthResult(AuthStatus.MALFORMED, "missing " + ", ".join(missing))
+        unreadable = _not_utf8(params)
+        if unreadable is not None:   # bytes that are not UTF-8 cannot be hashed or looked up
+            return AuthResult(AuthStatus.MALFORMED, unreadable + " is not UTF-8")
         username, nonce = params["username"], params["nonce"]
         try:
             base, sess = _canonical_algorithm(params.get("algorithm", "MD5"))
@@ -290,6 +294,9 @@ class DigestAuthenticator:
                 return AuthResult(AuthStatus.MALFORMED, "qop needs cnonce and 8-hex nc", username)
         if sess and cnonce is None:
             return AuthResult(AuthStatus.MALFORMED, "-sess needs cnonce", username)
+        response = params["response"].strip().lower()
+        if not _LHEX.fullmatch(response):   # RFC 2617: request-digest is lower hex
+            return AuthResult(AuthStatus.MALFORMED, "response is not hex", username)
 
         stored = lookup_ha1(username, base)
         ha1 = stored if stored is not None else self._dummy_ha1[base]
@@ -300,7 +307,7 @@ class DigestAuthenticator:
             expected = _h(base, f"{ha1}:{nonce}:{ha2}")
         else:
             expected = _h(base, f"{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}")
-        right = hmac.compare_digest(expected, params["response"].strip().lower())
+        right = hmac.compare_digest(expected, response)
         if stored is None or not right:
             return AuthResult(AuthStatus.FAILED, "bad credentials", username, algorithm)
 
@@ -343,6 +350,19 @@ class DigestAuthenticator:
             return None
         issued: int = struct.unpack(">Q", raw[:8])[0]
         return issued
+
+
+def _not_utf8(params: Mapping[str, str]) -> str | None:
+    """The name of a parameter holding bytes that were not UTF-8 (the parser
+    keeps them as lone surrogates), else None.  Almost every value is ASCII,
+    which costs one C call to tell."""
+    for name, value in params.items():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return name
+    return None
 
 
 class FailureThrottle:

@@ -1,0 +1,216 @@
+"""Bytes no client should send end in a 4xx, never in our exception (issue 21).
+
+Each case failed before its fix: a non-ASCII digest ``response`` (TypeError in
+``hmac.compare_digest``), bytes that are not UTF-8 in ``cnonce`` and the other
+digest parameters (UnicodeEncodeError while hashing), in a stored header
+(SQLite refused the binding: 500, and with the batching writer the other
+phones' writes in the same batch failed too), and a 400 for a request whose
+CSeq line was damaged went out without a CSeq.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+
+from b2bua.sip.addressing import Source
+from b2bua.sip.message import Request, Response, parse_message
+from b2bua.transport.endpoint import SipEndpoint
+from tests.test_registrar import (
+    EXAMPLE,
+    PHONE,
+    Harness,
+    authorize,
+    edit,
+    header_line,
+)
+
+
+@pytest.fixture(params=["store", "writer"])
+def h(request: pytest.FixtureRequest) -> Any:
+    harness = Harness(batched=request.param == "writer")
+    yield harness
+    harness.registrar.stop()
+    harness.store.close()
+
+
+def send_bytes(h: Harness, data: bytes, source: Source = PHONE) -> Response:
+    request = parse_message(data)
+    assert isinstance(request, Request)
+    result = h.registrar.handle(request, source)
+    if isinstance(result, Deferred):
+        fired: list[Any] = []
+        result.addBoth(fired.append)
+        h.clock.advance(0.1)
+        result = fired[0]
+    assert isinstance(result, Response), result
+    return result
+
+
+def authorized(h: Harness, text: str = EXAMPLE) -> bytes:
+    h.challenge()
+    assert h.nonce is not None
+    return authorize(text, h.nonce).encode()
+
+
+# -- digest parameters ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["\u00e9" * 32, "\u0661" * 32])
+def test_a_non_ascii_digest_response_is_challenged_again(h: Harness, value: str) -> None:
+    data = authorized(h)
+    data = data.replace(b'response="', b'response="' + value.encode())
+    response = send_bytes(h, data)
+    assert response.status == 401
+    assert h.durable() == []
+
+
+@pytest.mark.parametrize("param", ["cnonce", "username", "uri", "nonce", "realm", "qop", "nc",
+                                   "opaque", "algorithm"])
+def test_a_digest_parameter_that_is_not_utf8_is_challenged_again(h: Harness, param: str) -> None:
+    data = authorized(h)
+    extra = b'cnonce="0a4f113b", qop=auth, nc=00000001, opaque="x", algorithm=MD5, '
+    data = data.replace(b'response="', extra + b'response="')
+    data = data.replace(b"%s=" % param.encode(), b"%s=\xff" % param.encode(), 1)
+    data = data.replace(b'\xff"', b'"\xff', 1)   # inside the quotes where there are some
+    assert b"\xff" in data
+    response = send_bytes(h, data)
+    assert response.status == 401
+    assert h.durable() == []
+
+
+def test_malformed_digests_are_not_counted_as_guesses(h: Harness) -> None:
+    """A response that is not hex cannot be a guess: it never locks the user out."""
+    for _ in range(5):
+        data = authorized(h).replace(b'response="', b'response="\xc3\xa9')
+        assert send_bytes(h, data).status == 401
+    assert h.register(edit(cseq=9)).status == 200
+
+
+# -- stored headers ------------------------------------------------------------------
+
+
+def with_bytes(text: str, name: str, value: bytes) -> bytes:
+    return header_line(text, name, "@@@").encode().replace(b"@@@", value)
+
+
+@pytest.mark.parametrize(("name", "value", "reason"), [
+    ("Contact", b"<sip:1111@192.168.1.101:14501;x=\xff>", "Contact"),
+    ("Contact", b"<sip:11\xe911@192.168.1.101:14501>", "Contact"),
+    ("Contact", b'<sip:1111@192.168.1.101:14501>;+sip.instance="<urn:uuid:\xff>"', "Contact"),
+    ("Call-ID", b"abc\xff", "Call-ID"),
+    ("Path", b"<sip:p\xff@192.0.2.1;lr>", "Path"),
+])
+def test_a_stored_header_that_is_not_utf8_gets_400(
+        h: Harness, name: str, value: bytes, reason: str) -> None:
+    response = send_bytes(h, with_bytes(authorized(h).decode(), name, value))
+    assert (response.status, response.reason) == (400, "Bad Request: %s Not UTF-8" % reason)
+    assert h.durable() == []
+
+
+def test_one_phones_bad_bytes_do_not_fail_another_phones_batched_write() -> None:
+    h = Harness(batched=True)
+    good = authorized(h)
+    bad = with_bytes(good.decode(), "Call-ID", b"abc\xff")
+    results: list[Any] = []
+    for data in (bad, good):
+        request = parse_message(data)
+        assert isinstance(request, Request)
+        result = h.registrar.handle(request, PHONE)
+        if isinstance(result, Deferred):
+            result.addBoth(results.append)
+        else:
+            results.append(result)
+    h.clock.advance(0.1)
+    assert [r.status for r in results] == [400, 200]
+    assert len(h.durable()) == 1
+    h.store.close()
+
+
+@pytest.mark.parametrize("value", [b"i:com.pkg\xff:tok", b"i:com.pkg:tok\xfftok"])
+def test_an_x_mpush_that_is_not_utf8_is_ignored_like_any_malformed_one(
+        h: Harness, value: bytes) -> None:
+    response = send_bytes(h, with_bytes(authorized(h).decode(), "X-MPUSH", value))
+    assert response.status == 200
+    [binding] = h.durable()
+    assert binding.push_token is None
+
+
+def test_rfc8599_parameters_that_are_not_utf8_are_ignored(h: Harness) -> None:
+    from b2bua.registrar.push_token import MalformedPushToken, parse_rfc8599
+    with pytest.raises(MalformedPushToken):
+        parse_rfc8599({"pn-provider": "apns", "pn-param": "T.com.x", "pn-prid": "ab\udcff"})
+    with pytest.raises(MalformedPushToken):
+        parse_rfc8599({"pn-provider": "fcm", "pn-param": "p\udcff", "pn-prid": "ab"})
+
+
+def test_a_user_agent_that_is_not_utf8_is_stored_readably(h: Harness) -> None:
+    response = send_bytes(h, with_bytes(authorized(h).decode(), "User-Agent", b"T\xe9l\xe9phone"))
+    assert response.status == 200
+    [binding] = h.durable()
+    assert binding.user_agent == "T\ufffdl\ufffdphone"
+
+
+@pytest.mark.parametrize("reg_id", ["\u00b2", "\u0663"])
+def test_a_reg_id_of_unicode_digits_is_ignored(h: Harness, reg_id: str) -> None:
+    text = authorized(h).decode().replace(
+        "Contact: <sip:1111@192.168.1.101:14501>",
+        'Contact: <sip:1111@192.168.1.101:14501>;+sip.instance="<urn:uuid:1>";reg-id=' + reg_id)
+    response = send_bytes(h, text.encode())
+    assert response.status == 200
+    [binding] = h.durable()
+    assert binding.reg_id is None
+
+
+# -- a damaged CSeq still gets a CSeq --------------------------------------------------
+
+
+class Wire:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes, *args: object) -> None:
+        self.sent.append(data)
+
+
+OPTIONS = (b"OPTIONS sip:b2bua@127.0.0.1 SIP/2.0\r\n"
+           b"Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKcseq\r\n"
+           b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:b2bua@127.0.0.1>\r\n"
+           b"Call-ID: cseq@phone\r\n%s\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize(("line", "cseq"), [
+    (b"CSeq 7 OPTIONS", "7 OPTIONS"),             # the colon lost: a damaged header line
+    (b"CSeq;7 OPTIONS", "7 OPTIONS"),
+    (b"CSeq 99999999999 OPTIONS", "0 OPTIONS"),   # a number no CSeq may hold
+    (b"CSeq:", "0 OPTIONS"),                      # empty
+    (b"X-Other: 1", "0 OPTIONS"),                 # missing
+    (b"CSeq: 7 OPTIONS\r\nCSeq: 8 OPTIONS", "7 OPTIONS"),   # two: the answer keeps one
+    (b"CSeq: seven OPTIONS", "0 OPTIONS"),        # not a CSeq: the client could not read it
+    (b"CSeq: 7 INFO", "7 INFO"),                  # a CSeq, the wrong method: echoed
+])
+def test_a_400_for_a_damaged_cseq_carries_one_cseq(line: bytes, cseq: str) -> None:
+    wire = Wire()
+    endpoint = SipEndpoint(wire)  # type: ignore[arg-type]
+    endpoint.bytes_received(OPTIONS % line, Source("UDP", ("192.0.2.10", 5062),
+                                                   ("127.0.0.1", 5060), None))
+    [data] = wire.sent
+    response = parse_message(data)
+    assert isinstance(response, Response) and response.status == 400
+    assert response.headers.get_all("CSeq") == [cseq]
+    assert response.call_id == "cseq@phone"
+    assert len(response.headers.get_all("From")) == len(response.headers.get_all("To")) == 1
+
+
+def test_two_from_headers_get_a_400_with_one() -> None:
+    wire = Wire()
+    endpoint = SipEndpoint(wire)  # type: ignore[arg-type]
+    data = (OPTIONS % b"CSeq: 1 OPTIONS").replace(
+        b"To:", b"From: <sip:c@example.com>;tag=2\r\nTo:")
+    endpoint.bytes_received(data, Source("UDP", ("192.0.2.10", 5062), ("127.0.0.1", 5060), None))
+    [out] = wire.sent
+    response = parse_message(out)
+    assert isinstance(response, Response) and response.status == 400
+    assert response.headers.get_all("From") == ["<sip:a@example.com>;tag=1"]
