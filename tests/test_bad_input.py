@@ -214,3 +214,42 @@ def test_two_from_headers_get_a_400_with_one() -> None:
     response = parse_message(out)
     assert isinstance(response, Response) and response.status == 400
     assert response.headers.get_all("From") == ["<sip:a@example.com>;tag=1"]
+
+
+# -- a call record with such bytes ------------------------------------------------------
+
+
+def test_a_cdr_with_bytes_that_are_not_utf8_is_written_and_blocks_no_other() -> None:
+    """A caller's Call-ID or From with such bytes made SQLite refuse the batch at
+    every retry: no CDR was written again, and the queue grew for good."""
+    from b2bua.store import Store
+    from b2bua.store.cdrs import Cdr, CdrWriter
+    from twisted.internet.task import Clock
+    clock = Clock()
+    store = Store.open(":memory:", clock)
+    writer = CdrWriter(store.cdrs, clock)
+    writer.write(Cdr(call_id="plain", started_at=1.0))
+    writer.write(Cdr(call_id="odd\udcff", started_at=1.0, from_uri="<sip:\udce9@x>",
+                     branches=({"contact": "sip:\udcff@y"},)))
+    assert writer.flush() and writer.pending == 0
+    rows = store.cdrs.tail(2)
+    assert [r["call_id"] for r in rows] == ["plain", "odd\ufffd"]
+    assert rows[1]["from_uri"] == "<sip:\ufffd@x>"
+    store.close()
+
+
+def test_a_log_line_naming_such_bytes_is_written_readably(tmp_path: Any) -> None:
+    """A UTF-8 text log refused the line (lost, with a traceback about the observer)."""
+    from twisted.logger import LogPublisher, textFileLogObserver
+
+    from b2bua.logs import Logger as CheapLogger
+
+    path = tmp_path / "log.txt"
+    with path.open("w", encoding="utf-8") as stream:
+        publisher = LogPublisher(textFileLogObserver(stream))
+
+        class Part:
+            log = CheapLogger(observer=publisher)
+
+        Part.log.info("REGISTER as {user} failed", user="ab\udcff")
+    assert "REGISTER as ab\ufffd failed" in path.read_text(encoding="utf-8")
