@@ -253,3 +253,55 @@ def test_a_log_line_naming_such_bytes_is_written_readably(tmp_path: Any) -> None
 
         Part.log.info("REGISTER as {user} failed", user="ab\udcff")
     assert "REGISTER as ab\ufffd failed" in path.read_text(encoding="utf-8")
+
+
+# -- the lockout cannot be aimed at someone else ------------------------------------------
+
+ATTACKER = Source("UDP", ("203.0.113.66", 5060), ("10.0.0.1", 5060), None)
+
+
+def test_failures_from_a_forged_source_do_not_lock_the_user_out(h: Harness) -> None:
+    """Over UDP a stranger can send REGISTERs with the phone's address as source:
+    with nonces from his own 401s, made-up ones or none, they never count."""
+    own = h.challenge(source=ATTACKER)
+    assert own.status == 401 and h.nonce is not None
+    for nonce in (h.nonce, "0" * 64, "made-up"):
+        for _ in range(10):
+            forged = authorize(EXAMPLE, nonce, password="guess")
+            response = send_bytes(h, forged.encode(), PHONE)
+            assert response.status == 401
+            assert "stale=true" in (response.headers.get("WWW-Authenticate") or "")
+    assert h.register(edit(cseq=40)).status == 200
+
+
+def test_failures_after_a_round_trip_still_lock_that_source_out_for_a_bounded_time(
+        h: Harness) -> None:
+    for _ in range(3):   # the Harness throttles after 3 failures, for 60 s
+        assert h.register(password="guess", source=ATTACKER).status == 401
+    assert h.register(source=ATTACKER).status == 403
+    assert h.register(edit(cseq=5)).status == 200   # the phone itself is not locked out
+    for _ in range(10):   # attempts during the block do not make it longer
+        h.clock.advance(5)
+        assert h.register(password="guess", source=ATTACKER).status == 403
+    h.clock.advance(11)
+    h.challenge(source=ATTACKER)   # the old nonce has not expired, but fresh is fine
+    assert h.register(edit(cseq=50), source=ATTACKER).status == 200
+
+
+def test_forged_invite_credentials_do_not_lock_the_caller_out() -> None:
+    from b2bua.sip.digest import FailureThrottle, build_authorization
+    from tests.test_calls_unit import PHONE_IP, World
+
+    w = World()
+    w.table.throttle = FailureThrottle(w.clock, max_failures=3, window=60, block_time=300)
+
+    def invite_with(password: str, nonce_for: str, cnonce: str) -> list[int]:
+        value = build_authorization(w.auth.challenges(client=nonce_for)[0], "INVITE",
+                                    "sip:2000@203.0.113.1", "1111", password, cnonce)
+        return w.invite(ip=PHONE_IP, extra=f"Proxy-Authorization: {value}\r\n").statuses
+
+    for n in range(6):   # nonces the attacker got at his own address, sent as the phone
+        assert invite_with("guess", "203.0.113.66", "c%d" % n) == [407]
+    malformed = w.invite(ip=PHONE_IP, extra="Proxy-Authorization: Digest nonce=1\r\n")
+    assert malformed.statuses == [407]
+    assert invite_with("secret", PHONE_IP, "c9") == [100]

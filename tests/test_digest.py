@@ -281,7 +281,9 @@ def test_realm_must_match() -> None:
     assert result.status is AuthStatus.FAILED and result.reason == "realm mismatch"
 
 
-def test_expired_nonce_is_stale_only_with_the_right_password() -> None:
+def test_expired_nonce_is_stale_whatever_the_password() -> None:
+    """The nonce is checked before the password: a guess with a dead nonce
+    learns nothing from stale=true (issue 21)."""
     clock = Clock()
     auth = make_auth(clock, nonce_ttl=300)
     challenge = auth.challenges()[0]
@@ -290,7 +292,7 @@ def test_expired_nonce_is_stale_only_with_the_right_password() -> None:
     clock.advance(0.2)
     assert auth.verify(answer(challenge, nc=2), "REGISTER", Lookup()).status is AuthStatus.STALE
     wrong = auth.verify(answer(challenge, nc=3, password="x"), "REGISTER", Lookup())
-    assert wrong.status is AuthStatus.FAILED
+    assert wrong.status is AuthStatus.STALE
 
 
 def test_nonce_of_another_secret_is_stale() -> None:
@@ -370,7 +372,8 @@ def test_expired_nonces_leave_the_table() -> None:
     assert auth.tracked_nonces == 1
 
 
-BASE = 'Digest username="1111", realm="sip.mydomain.com", nonce="n", uri="u"'
+BASE = ('Digest username="1111", realm="sip.mydomain.com", nonce="%s", uri="u"'
+        % make_auth()._new_nonce())   # a nonce of ours: the checks after it are reached
 
 
 @pytest.mark.parametrize(
@@ -385,6 +388,7 @@ BASE = 'Digest username="1111", realm="sip.mydomain.com", nonce="n", uri="u"'
         (BASE + ', response="r", algorithm=SHA-512-256', AuthStatus.FAILED),
         (BASE + ', response="r", algorithm=FOO', AuthStatus.FAILED),
         (BASE.replace('"1111"', '"x"') + ', response="r", userhash=true', AuthStatus.FAILED),
+        (BASE.replace('nonce="', 'nonce="0') + ', response="0"', AuthStatus.STALE),
     ],
 )
 def test_bad_authorization_values(value: str, status: AuthStatus) -> None:
@@ -550,3 +554,30 @@ def test_verify_never_raises_whatever_the_parameters(changed: dict[str, str]) ->
     auth = make_auth()
     params = {**GOOD_PARAMS, "nonce": auth.challenges()[0].split('nonce="')[1][:64], **changed}
     assert isinstance(auth.verify(params, "REGISTER", Lookup()), AuthResult)
+
+
+# -- nonces are bound to the address they were sent to ----------------------------------
+
+
+def test_a_nonce_is_good_only_from_the_address_it_was_sent_to() -> None:
+    auth = make_auth()
+    challenge = auth.challenges(client="192.0.2.1")[0]
+    assert auth.verify(answer(challenge), "REGISTER", Lookup(), "192.0.2.1").ok
+    elsewhere = auth.verify(answer(challenge, nc=2), "REGISTER", Lookup(), "192.0.2.2")
+    assert (elsewhere.status, elsewhere.reason) == (AuthStatus.STALE, "nonce not ours")
+
+
+def test_failed_needs_a_nonce_sent_to_that_address_and_then_no_password_is_checked() -> None:
+    """FAILED is what a throttle counts: a forged source address can never earn it."""
+    auth = make_auth()
+    challenge = auth.challenges(client="203.0.113.66")[0]   # the attacker's own address
+    lookup = Lookup()
+    for source, status in [("192.0.2.1", AuthStatus.STALE),      # forged: the victim's
+                           ("203.0.113.66", AuthStatus.FAILED)]:
+        bad = answer(challenge, password="guess")
+        assert auth.verify(bad, "REGISTER", lookup, source).status is status
+    assert len(lookup.calls) == 1   # the stale one checked no password
+    for value in ("Digest nonce=x, realm=r",           # malformed and
+                  answer(challenge.replace('realm="', 'realm="x'), password="guess")):
+        result = auth.verify(value, "REGISTER", Lookup(), "192.0.2.1")
+        assert result.status is not AuthStatus.FAILED

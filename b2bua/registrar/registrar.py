@@ -216,26 +216,26 @@ class Registrar:
         """None when the request carries good credentials of the AOR's user."""
         credentials = digest_credentials(request, self.auth.realm)
         if credentials is None:
-            return self._challenge(request, stale=False)
+            return self._challenge(request, source, stale=False)
         value, username = credentials
         ip = source.address[0]
         if self.throttle is not None and self.throttle.is_blocked(ip, username):
             self.log.warn("REGISTER from {ip} as {user} refused: too many failures",
                           ip=ip, user=username)
             raise RegisterRejected(403, "Too Many Failed Authentications")
-        result = self.auth.verify(value, "REGISTER", self._lookup_ha1)
+        result = self.auth.verify(value, "REGISTER", self._lookup_ha1, ip)
         if result.status is AuthStatus.STALE:
-            return self._challenge(request, stale=True)
+            return self._challenge(request, source, stale=True)
         if result.status is AuthStatus.MALFORMED:
             self.log.info("REGISTER from {ip}: malformed credentials ({why})",
                           ip=ip, why=result.reason)
-            return self._challenge(request, stale=False)
-        if result.status is not AuthStatus.OK:
+            return self._challenge(request, source, stale=False)
+        if result.status is not AuthStatus.OK:   # FAILED: with a nonce sent to this ip
             if self.throttle is not None:
                 self.throttle.record_failure(ip, result.username or username)
             self.log.info("REGISTER from {ip}: authentication as {user} failed ({why})",
                           ip=ip, user=username, why=result.reason)
-            return self._challenge(request, stale=False)
+            return self._challenge(request, source, stale=False)
         if self.throttle is not None:
             self.throttle.record_success(ip, username)
         if result.username != to_user:
@@ -243,11 +243,13 @@ class Registrar:
             raise RegisterRejected(403, "Forbidden: Not Your AOR")
         return None
 
-    def _challenge(self, request: Request, stale: bool) -> Response:
+    def _challenge(self, request: Request, source: Source, stale: bool) -> Response:
         """The 401.  Challenges are sent statelessly (RFC 3261 §8.2.7: a flood
         of unauthenticated REGISTERs leaves no transaction behind), so the To
-        tag is derived from the request: a retransmission gets the same one."""
-        extra = [("WWW-Authenticate", value) for value in self.auth.challenges(stale)]
+        tag is derived from the request: a retransmission gets the same one.
+        Its nonce is good only from the source address it is sent to."""
+        extra = [("WWW-Authenticate", value)
+                 for value in self.auth.challenges(stale, source.address[0])]
         return make_response(request, 401, "Unauthorized",
                              to_tag=stateless_tag(request, self._tag_key), extra=extra)
 
