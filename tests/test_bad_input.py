@@ -305,3 +305,77 @@ def test_forged_invite_credentials_do_not_lock_the_caller_out() -> None:
     malformed = w.invite(ip=PHONE_IP, extra="Proxy-Authorization: Digest nonce=1\r\n")
     assert malformed.statuses == [407]
     assert invite_with("secret", PHONE_IP, "c9") == [100]
+
+
+def test_a_user_name_that_is_not_utf8_is_nobody() -> None:
+    """The local_users router looked such a Request-URI user up in SQLite: 500."""
+    from b2bua.store import Store
+    store = Store.open(":memory:")
+    store.users.add("1111", "example.com", "pw")
+    assert store.users.get("11\udcff11", "example.com") is None
+    assert store.users.ha1("\udcff", "example.com", "MD5") is None
+    assert store.users.get("1111", "example.com") is not None
+    store.close()
+
+
+# -- what the service fuzzing found (tests/test_fuzz_service.py) --------------------------
+
+@pytest.fixture
+def svc(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from tests.fuzz_support import Service
+    service = Service(tmp_path, monkeypatch)
+    yield service
+    service.close()
+
+
+TRUNK_INVITE = (b"INVITE sip:5551234@sip.example.com SIP/2.0\r\n"
+                b"Via: SIP/2.0/UDP 198.51.100.10:5060;branch=z9hG4bK-t1\r\n"
+                b"From: <sip:4930@198.51.100.10>;tag=a\r\nTo: <sip:5551234@sip.example.com>\r\n"
+                b"Call-ID: trunk-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+                b"Contact: <sip:4930@198.51.100.10>\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    (b"Record-Route: <sip:proxy;lr", "Bad Record-Route"),
+    (b"Contact: <sip:a@b;x=\"", "Bad Contact"),
+])
+def test_an_invite_with_an_unreadable_dialog_header_gets_400_not_500(
+        svc: Any, line: bytes, reason: str) -> None:
+    data = TRUNK_INVITE.replace(b"Max-Forwards", line + b"\r\nMax-Forwards").replace(
+        b"Contact: <sip:4930@198.51.100.10>\r\n", b"" if line.startswith(b"Contact") else
+        b"Contact: <sip:4930@198.51.100.10>\r\n")
+    from tests.fuzz_support import TRUNK, check_answers
+    sent = svc.feed(data, TRUNK)
+    [answer] = check_answers(data, sent)
+    assert answer.status == 400 and answer.reason.startswith(reason)
+    assert svc.failures == []
+
+
+def test_an_invite_with_an_unreadable_from_gets_400_not_500(svc: Any) -> None:
+    from tests.fuzz_support import TRUNK, check_answers
+    data = TRUNK_INVITE.replace(b"From: <sip:4930@198.51.100.10>", b"From: <sip:4930@[bad>")
+    [answer] = check_answers(data, svc.feed(data, TRUNK))
+    assert answer.status == 400 and svc.failures == []
+
+
+def test_a_repeated_from_is_answered_with_one(svc: Any) -> None:
+    from tests.fuzz_support import TRUNK
+    data = TRUNK_INVITE.replace(b"To:", b"From: <sip:4930@198.51.100.10>;tag=a\r\nTo:")
+    sent = svc.feed(data.replace(b"INVITE sip", b"OPTIONS sip").replace(b"1 INVITE",
+                                                                        b"1 OPTIONS"), TRUNK)
+    [answer] = [parse_message(s.data) for s in sent]
+    assert isinstance(answer, Response) and answer.status == 200
+    assert answer.headers.get_all("From") == ["<sip:4930@198.51.100.10>;tag=a"]
+
+
+def test_a_callee_response_with_an_unreadable_contact_does_not_end_the_call(svc: Any) -> None:
+    """Dialog.uac raised on it: the call ended with a 500 and a traceback."""
+    from b2bua.sip.dialog import Dialog
+    from b2bua.sip.message import make_response
+    invite = parse_message(TRUNK_INVITE)
+    assert isinstance(invite, Request)
+    ringing = make_response(invite, 180, to_tag="callee")
+    ringing.headers.add("Contact", '<sip:callee@192.0.2.9;x="')
+    ringing.headers.add("Record-Route", "<sip:proxy;lr")
+    dialog = Dialog.uac(invite, ringing)
+    assert str(dialog.remote_target) == str(invite.uri) and dialog.route_set == []

@@ -152,6 +152,8 @@ class UserStore:
         through another connection such as ``b2bua-admin``'s, which SQLite's
         ``data_version`` reveals (one cheap pragma instead of a SELECT).
         """
+        if not (name.isascii() or _is_utf8(name)):
+            return None   # bytes a peer sent that were not UTF-8: no such user, SQLite would raise
         conn = self._db.conn
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         cache = self._cache
@@ -193,6 +195,14 @@ class UserStore:
         )
         if cursor.rowcount == 0:
             raise UnknownUser(f"no user {name!r} in realm {realm!r}")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_name(name: str, realm: str) -> None:

@@ -66,8 +66,8 @@ class SipEndpoint:
             return
         request = exc.message
         if (not exc.routable or not isinstance(request, Request) or request.method == "ACK"
-                or not request.headers.get("Call-ID")):
-            # No Call-ID: the answer would itself be malformed (RFC 3261 §8.2.6).
+                or not all(request.headers.get(name) for name in ("Call-ID", "From", "To"))):
+            # No Call-ID, From or To: the answer would itself be malformed (RFC 3261 §8.2.6).
             self.log.debug("dropped unparsable message from {peer}: {reason}",
                            peer=source.address, reason=exc.reason)
             return
