@@ -379,3 +379,22 @@ def test_a_callee_response_with_an_unreadable_contact_does_not_end_the_call(svc:
     ringing.headers.add("Record-Route", "<sip:proxy;lr")
     dialog = Dialog.uac(invite, ringing)
     assert str(dialog.remote_target) == str(invite.uri) and dialog.route_set == []
+
+
+def test_a_flood_of_unparsable_requests_leaves_no_cyclic_garbage() -> None:
+    """Each parse error was a cycle (error -> traceback -> frame -> error) holding
+    its partial message: with the heap frozen every second (_GcPacer) a flood
+    of them stayed until the hourly full collection."""
+    import gc
+    wire = Wire()
+    endpoint = SipEndpoint(wire)  # type: ignore[arg-type]
+    source = Source("UDP", ("192.0.2.10", 5062), ("127.0.0.1", 5060), None)
+    gc.collect()
+    gc.disable()
+    try:
+        for n in range(50):
+            endpoint.bytes_received(OPTIONS % (b"CSeq: x%d OPTIONS" % n), source)
+        assert len(wire.sent) == 50
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -48,6 +48,11 @@ class SipEndpoint:
         except SipError as exc:
             self.parse_errors += 1
             self.reject(exc, source, data)
+            # The parser raises errors it holds in a local: error -> traceback -> frame
+            # -> error is a cycle, which only the cyclic GC frees, and the service
+            # freezes the heap every second (a flood of bad messages kept each one,
+            # with its partial message, until the hourly full collection).
+            exc.__traceback__ = None
             return
         except ValueError as exc:  # a header value the serialiser refuses (bare CR)
             self.parse_errors += 1
