@@ -9,6 +9,7 @@ passwords, which is the price of that.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,15 +82,15 @@ _SELECT_USER = ("SELECT name, realm, ha1_md5, ha1_sha256, display_name, enabled,
 class UserStore:
     """CRUD on the ``users`` table; reads are cheap primary-key lookups."""
 
-    #: users (and unknown names) remembered between changes; a flood of unknown names
-    #: empties it rather than growing it
+    #: users (and unknown names) remembered between changes, least recently asked
+    #: forgotten first: a flood of unknown names pushes out only as many
     max_cached = 10000
 
     def __init__(self, db: Database, clock: SecondsClock | None = None) -> None:
         self._db = db
         self._clock: SecondsClock = clock or WallClock()
         self._table = table(db, "users")
-        self._cache: dict[tuple[str, str], User | None] = {}
+        self._cache: OrderedDict[tuple[str, str], User | None] = OrderedDict()
         self._cache_version = -1
 
     def add(
@@ -157,15 +158,18 @@ class UserStore:
         conn = self._db.conn
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         cache = self._cache
-        if version != self._cache_version or len(cache) >= self.max_cached:
+        if version != self._cache_version:
             cache.clear()
             self._cache_version = version
         key = (name, realm)
         if key in cache:
+            cache.move_to_end(key)
             return cache[key]
         row = conn.execute(_SELECT_USER, key).fetchone()
         user = None if row is None else User(*row[:5], bool(row[5]), row[6])
         cache[key] = user
+        if len(cache) > self.max_cached:
+            cache.popitem(last=False)
         return user
 
     def list(self, realm: str | None = None) -> list[User]:
