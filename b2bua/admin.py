@@ -193,6 +193,11 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_import(args: argparse.Namespace) -> int:
+    from b2bua.admin_import import run_user_import
+    return run_user_import(args)
+
+
 # -- bindings ---------------------------------------------------------------------------
 
 
@@ -357,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("name", metavar="NAME")
     user_commands.add_parser("list", parents=[common, json_flag],
                              help="list users").set_defaults(func=cmd_user_list)
+    bulk = user_commands.add_parser(
+        "import", parents=[common], help="add users from a CSV or JSON-lines FILE "
+        "(name and password, or ha1_md5 [ha1_sha256]; display_name, enabled)")
+    bulk.add_argument("file", metavar="FILE")
+    bulk.add_argument("--update", action="store_true", help="replace existing users")
+    bulk.set_defaults(func=cmd_user_import)
 
     bindings = commands.add_parser(
         "bindings", parents=[common, json_flag], help="registered contacts",

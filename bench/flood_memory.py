@@ -91,10 +91,13 @@ def arenas() -> str:
         text = pipe.read()
     wanted = {}
     for line in text.splitlines():
-        for key in ("# arenas allocated current", "# arenas highwater mark",
+        line = line.lstrip("# ")
+        for key in ("arenas allocated current", "arenas highwater mark",
                     "bytes in allocated blocks", "bytes in available blocks"):
             if line.startswith(key):
-                wanted[key.lstrip("# ")] = int(line.split("=")[1].replace(",", ""))
+                wanted[key] = int(line.split("=")[1].replace(",", ""))
+    if len(wanted) < 4:
+        return "no pymalloc (PYTHONMALLOC=malloc)"
     return ("arenas %(arenas allocated current)d (high %(arenas highwater mark)d), "
             "used blocks %(bytes in allocated blocks)d B, free blocks "
             "%(bytes in available blocks)d B" % wanted)

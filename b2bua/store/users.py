@@ -59,7 +59,7 @@ class User:
         if base == "MD5":
             return self.ha1_md5
         if base == "SHA-256":
-            return self.ha1_sha256
+            return self.ha1_sha256 or None   # "": imported with an MD5 HA1 only
         return None
 
     @classmethod
@@ -116,6 +116,35 @@ class UserStore:
         if cursor.rowcount == 0:
             raise UserExists(f"user {name!r} already exists in realm {realm!r}")
         return user
+
+    def import_rows(self, realm: str, rows: list[tuple[str, str, str, str | None, int]],
+                    update: bool = False) -> int:
+        """Insert (name, ha1_md5, ha1_sha256 or "", display_name, enabled) rows
+        in one transaction; ``update`` replaces existing users' values (their
+        creation time stays).  Returns how many rows were written."""
+        now = self._clock.seconds()
+        conflict = ("ON CONFLICT(name, realm) DO UPDATE SET ha1_md5 = excluded.ha1_md5, "
+                    "ha1_sha256 = excluded.ha1_sha256, display_name = excluded.display_name, "
+                    "enabled = excluded.enabled" if update else "")
+        self._cache.clear()
+        with self._db.atomic():
+            self._db.conn.executemany(
+                "INSERT INTO users (name, realm, ha1_md5, ha1_sha256, display_name, enabled,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) " + conflict,
+                ((name, realm, md5, sha256, display, enabled, now)
+                 for name, md5, sha256, display, enabled in rows))
+        return len(rows)
+
+    def existing_names(self, realm: str, names: list[str]) -> set[str]:
+        """Which of ``names`` are users of ``realm`` already (one query per 500)."""
+        found: set[str] = set()
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            found.update(row[0] for row in self._db.execute(
+                f"SELECT name FROM users WHERE realm = ? AND name IN ({marks})",
+                (realm, *chunk)))
+        return found
 
     def set_password(self, name: str, realm: str, password: str) -> None:
         """Replace both HA1s; raise ``UnknownUser`` if absent."""
