@@ -17,7 +17,8 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import chain, islice
 from contextlib import contextmanager
 from typing import Any
 
@@ -245,23 +246,46 @@ def cmd_bindings(args: argparse.Namespace) -> int:
     with open_store(config) as store:
         if words:
             aor = user_aor(config, words[0])
-            bindings = store.bindings.list_for_aor(aor, now)
+            bindings: Iterable[Binding] = store.bindings.list_for_aor(aor, now)
             user = aor.partition(":")[2].partition("@")[0]
             if not bindings and store.users.get(user, config.sip.realm) is None:
                 raise AdminError(f"no such user: {words[0]}")
         else:
-            bindings = store.bindings.list_all(now)
-    if args.json:
-        print_json([binding_json(b, now) for b in bindings])
-    elif bindings:
-        print(table(
-            ["ID", "AOR", "CONTACT", "EXPIRES IN", "SOURCE", "USER AGENT", "PUSH"],
-            [[str(b.id), b.aor, b.contact, span(b.expires_at - now),
-              f"{(b.source_transport or '').upper()} {_source(b)}".strip() or "-",
-              b.user_agent or "-", _push_text(b)] for b in bindings]))
-    else:
-        print("no registered contacts")
+            bindings = store.bindings.iter_live(now)   # streamed: maybe a million rows
+        if args.json:
+            _stream_json(binding_json(b, now) for b in bindings)
+        else:
+            _stream_table(["ID", "AOR", "CONTACT", "EXPIRES IN", "SOURCE", "USER AGENT", "PUSH"],
+                          ([str(b.id), b.aor, b.contact, span(b.expires_at - now),
+                            f"{(b.source_transport or '').upper()} {_source(b)}".strip() or "-",
+                            b.user_agent or "-", _push_text(b)] for b in bindings),
+                          "no registered contacts")
     return 0
+
+
+def _stream_json(documents: Iterable[Any]) -> None:
+    """Print a JSON list item by item, exactly as ``print_json`` prints it whole."""
+    out, first = sys.stdout, True
+    for document in documents:
+        text = json.dumps(document, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        out.write(("[\n  " if first else ",\n  ") + text)
+        first = False
+    out.write("[]\n" if first else "\n]\n")
+
+
+def _stream_table(headers: Sequence[str], rows: Iterable[list[str]], empty: str,
+                  sample: int = 1000) -> None:
+    """``table`` for many rows: the column widths come from the first ``sample``
+    rows (a longer cell later just pushes its line out); fewer rows print as
+    ``table`` prints them."""
+    rows = iter(rows)
+    head = list(islice(rows, sample))
+    if not head:
+        print(empty)
+        return
+    widths = [max([len(h)] + [len(r[i]) for r in head]) for i, h in enumerate(headers)]
+    for row in chain([list(headers)], head, rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 def _remove_binding(args: argparse.Namespace, name: str, contact: str) -> int:

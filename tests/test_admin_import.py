@@ -106,3 +106,31 @@ def test_100k_users_in_well_under_a_minute(config: Path, tmp_path: Path) -> None
     assert "imported 100000 users" in out
     assert elapsed < 60, elapsed
     assert stored(config, "199999")[0] == ha1("199999", "pw99999")  # type: ignore[index]
+
+
+def test_bindings_stream_prints_what_the_whole_list_printed(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from b2bua.admin import _stream_json, _stream_table, print_json, table
+    documents = [{"id": 1, "path": ["<sip:a;lr>", "b"], "x": {"y": None}, "t": "a\nb"},
+                 {"id": 2, "path": [], "x": {}, "t": ""}]
+    for docs in (documents, documents[:1], []):
+        print_json(docs)
+        whole = capsys.readouterr().out
+        _stream_json(iter(docs))
+        assert capsys.readouterr().out == whole
+    rows = [["1", "sip:1111@x", "12s"], ["22", "sip:2@x", "4m05s"]]
+    _stream_table(["ID", "AOR", "EXPIRES IN"], iter(rows), "none")
+    assert capsys.readouterr().out == table(["ID", "AOR", "EXPIRES IN"], rows) + "\n"
+    _stream_table(["ID"], iter([]), "none")
+    assert capsys.readouterr().out == "none\n"
+
+
+def test_bindings_are_read_as_they_are_printed(tmp_path: Path) -> None:
+    from b2bua.store.bindings import Binding
+    store = Store.open(tmp_path / "b.sqlite3")
+    store.bindings.write([Binding(aor="sip:%d@x" % n, contact="sip:%d@h" % n,
+                                  expires_at=100.0 + n, updated_at=0.0) for n in range(5)])
+    rows = store.bindings.iter_live(102.0)
+    assert next(rows).aor == "sip:3@x"   # a generator: nothing else read yet
+    assert [b.aor for b in rows] == ["sip:4@x"]
+    store.close()
