@@ -17,7 +17,8 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import chain, islice
 from contextlib import contextmanager
 from typing import Any
 
@@ -226,6 +227,11 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_import(args: argparse.Namespace) -> int:
+    from b2bua.admin_import import run_user_import
+    return run_user_import(args)
+
+
 # -- bindings ---------------------------------------------------------------------------
 
 
@@ -294,27 +300,50 @@ def cmd_bindings(args: argparse.Namespace) -> int:
     with open_store(config) as store:
         if words:
             aor = user_aor(config, words[0])
-            bindings = store.bindings.list_for_aor(aor, now)
-            bindings += store.bindings.list_kept(now, lifetime, aor)
+            bindings: Iterable[Binding] = (store.bindings.list_for_aor(aor, now)
+                                           + store.bindings.list_kept(now, lifetime, aor))
             user = aor.partition(":")[2].partition("@")[0]
             if not bindings and store.users.get(user, config.sip.realm) is None:
                 raise AdminError(f"no such user: {words[0]}")
         else:
-            bindings = store.bindings.list_all(now) + store.bindings.list_kept(now, lifetime)
-            bindings.sort(key=lambda b: b.id or 0)
-    if args.json:
-        print_json([binding_json(b, now) for b in bindings])
-    elif bindings:
-        print(table(
-            ["ID", "AOR", "CONTACT", "EXPIRES IN", "SOURCE", "USER AGENT", "PUSH"],
-            [[str(b.id), b.aor, b.contact,
-              span(b.expires_at - now) if not b.expired(now) else
-              "token kept " + span(b.expires_at + lifetime - now),
-              f"{(b.source_transport or '').upper()} {_source(b)}".strip() or "-",
-              b.user_agent or "-", _push_text(b)] for b in bindings]))
-    else:
-        print("no registered contacts")
+            # streamed: maybe a million rows; kept push tokens (contact expired) after them
+            bindings = chain(store.bindings.iter_live(now), store.bindings.list_kept(now, lifetime))
+        if args.json:
+            _stream_json(binding_json(b, now) for b in bindings)
+        else:
+            _stream_table(["ID", "AOR", "CONTACT", "EXPIRES IN", "SOURCE", "USER AGENT", "PUSH"],
+                          ([str(b.id), b.aor, b.contact,
+                            span(b.expires_at - now) if not b.expired(now) else
+                            "token kept " + span(b.expires_at + lifetime - now),
+                            f"{(b.source_transport or '').upper()} {_source(b)}".strip() or "-",
+                            b.user_agent or "-", _push_text(b)] for b in bindings),
+                          "no registered contacts")
     return 0
+
+
+def _stream_json(documents: Iterable[Any]) -> None:
+    """Print a JSON list item by item, exactly as ``print_json`` prints it whole."""
+    out, first = sys.stdout, True
+    for document in documents:
+        text = json.dumps(document, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        out.write(("[\n  " if first else ",\n  ") + text)
+        first = False
+    out.write("[]\n" if first else "\n]\n")
+
+
+def _stream_table(headers: Sequence[str], rows: Iterable[list[str]], empty: str,
+                  sample: int = 1000) -> None:
+    """``table`` for many rows: the column widths come from the first ``sample``
+    rows (a longer cell later just pushes its line out); fewer rows print as
+    ``table`` prints them."""
+    rows = iter(rows)
+    head = list(islice(rows, sample))
+    if not head:
+        print(empty)
+        return
+    widths = [max([len(h)] + [len(r[i]) for r in head]) for i, h in enumerate(headers)]
+    for row in chain([list(headers)], head, rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 def _remove_binding(args: argparse.Namespace, name: str, contact: str) -> int:
@@ -466,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     setting.set_defaults(func=cmd_user_set)
     user_commands.add_parser("list", parents=[common, json_flag],
                              help="list users").set_defaults(func=cmd_user_list)
+    bulk = user_commands.add_parser(
+        "import", parents=[common], help="add users from a CSV or JSON-lines FILE "
+        "(name and password, or ha1_md5 [ha1_sha256]; display_name, enabled)")
+    bulk.add_argument("file", metavar="FILE")
+    bulk.add_argument("--update", action="store_true", help="replace existing users")
+    bulk.set_defaults(func=cmd_user_import)
 
     bindings = commands.add_parser(
         "bindings", parents=[common, json_flag], help="registered contacts",

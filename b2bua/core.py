@@ -80,6 +80,10 @@ class SipCore:
         if method not in KNOWN_METHODS:
             self.respond(tx, 501, extra=[("Allow", ALLOW)])
             return
+        unreadable = _unreadable_dialog_headers(request, method != "REGISTER")
+        if unreadable is not None:
+            self.respond(tx, 400, unreadable)
+            return
         if request.to.tag is not None:
             if self.calls is None or not self.calls.in_dialog(tx, request, source):
                 if method == "OPTIONS":
@@ -193,3 +197,16 @@ class SipCore:
             return
         self.log.failure("REGISTER failed", failure)
         self.respond(tx, 500)
+
+
+def _unreadable_dialog_headers(request: Request, dialog: bool) -> str | None:
+    """The reason for a 400 when From or To, or (``dialog``) a Contact or
+    Record-Route that a dialog would be built from, cannot be read (they are
+    parsed on first use: deep in a call, the error ended the call with a 500),
+    else None.  Parsing them now caches them for later."""
+    for attribute in ("from_", "to", "contacts", "record_route")[:4 if dialog else 2]:
+        try:
+            getattr(request, attribute)
+        except SipError as error:
+            return error.reason
+    return None

@@ -66,11 +66,21 @@ class Logger(_TwistedLogger):
             if level not in _ALL_LEVELS:   # twisted reports the bad level
                 super().emit(level, format, **kwargs)
             return
+        for key, value in kwargs.items():
+            if value.__class__ is str and not value.isascii():   # type: ignore[attr-defined]
+                kwargs[key] = _printable(value)  # type: ignore[arg-type]
         kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace,
                       log_source=self.source, log_format=format, log_time=time())
         if "log_trace" in kwargs:
             kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
         self.observer(kwargs)
+
+
+def _printable(text: str) -> str:
+    """Bytes a peer sent that were not UTF-8 (lone surrogates after parsing) as
+    U+FFFD: a text log on a UTF-8 stream refuses them, and the line was lost
+    with a traceback about the observer instead."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def apply_log_settings(settings: Any, publisher: Any = globalLogPublisher,

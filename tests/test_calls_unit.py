@@ -282,7 +282,7 @@ def test_caller_bye_ends_both_legs() -> None:
 
 def test_identity_of_a_phone_is_not_passed_on() -> None:
     w = World()
-    challenge = w.auth.challenges()[0]
+    challenge = w.auth.challenges(client=PHONE_IP)[0]
     credentials = build_authorization(challenge, "INVITE", "sip:2000@203.0.113.1", "1111",
                                       "secret", "c0ffee")
     a_tx = w.invite(ip=PHONE_IP, extra=f"Proxy-Authorization: {credentials}\r\n"
@@ -300,7 +300,7 @@ def test_phone_without_credentials_gets_407_and_no_route_is_tried() -> None:
     assert a_tx.statuses == [407]
     assert "Digest" in (a_tx.responses[0].headers.get("Proxy-Authenticate") or "")
     assert w.chain.views == [] and w.layer.requests == [] and w.cdrs == []
-    bad = build_authorization(w.auth.challenges()[0], "INVITE", "sip:2000@203.0.113.1",
+    bad = build_authorization(w.auth.challenges(client=PHONE_IP)[0], "INVITE", "sip:2000@203.0.113.1",
                               "1111", "wrong", "c0ffee")
     assert w.invite(ip=PHONE_IP, extra=f"Proxy-Authorization: {bad}\r\n").statuses == [407]
     assert w.chain.views == []
@@ -308,7 +308,7 @@ def test_phone_without_credentials_gets_407_and_no_route_is_tried() -> None:
 
 def test_local_user_with_credentials_is_routed() -> None:
     w = World()
-    good = build_authorization(w.auth.challenges()[0], "INVITE", "sip:2000@203.0.113.1",
+    good = build_authorization(w.auth.challenges(client=PHONE_IP)[0], "INVITE", "sip:2000@203.0.113.1",
                                "1111", "secret", "c0ffee")
     a_tx = w.invite(ip=PHONE_IP, extra=f"Proxy-Authorization: {good}\r\n")
     assert a_tx.statuses == [100]
@@ -321,7 +321,7 @@ def test_repeated_bad_invite_credentials_are_throttled_even_for_the_right_passwo
     w.table.throttle = FailureThrottle(w.clock, max_failures=3, window=60, block_time=300)
 
     def invite_with(password: str) -> list[int]:
-        value = build_authorization(w.auth.challenges()[0], "INVITE", "sip:2000@203.0.113.1",
+        value = build_authorization(w.auth.challenges(client=PHONE_IP)[0], "INVITE", "sip:2000@203.0.113.1",
                                     "1111", password, generate_tag())
         return w.invite(ip=PHONE_IP, extra=f"Proxy-Authorization: {value}\r\n").statuses
 
@@ -877,7 +877,7 @@ def test_b_leg_in_dialog_requests_follow_the_route_set() -> None:
 
 def test_a_phone_is_reached_where_it_sent_from_not_its_private_contact() -> None:
     w = World()
-    good = build_authorization(w.auth.challenges()[0], "INVITE", "sip:2000@203.0.113.1",
+    good = build_authorization(w.auth.challenges(client=PHONE_IP)[0], "INVITE", "sip:2000@203.0.113.1",
                                "1111", "secret", "c0ffee")
     a_tx = w.invite(ip=PHONE_IP, extra=f"Proxy-Authorization: {good}\r\n")
     a_tx.request.headers.set("Contact", "<sip:1111@10.0.0.5:5060>")

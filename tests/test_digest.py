@@ -281,7 +281,9 @@ def test_realm_must_match() -> None:
     assert result.status is AuthStatus.FAILED and result.reason == "realm mismatch"
 
 
-def test_expired_nonce_is_stale_only_with_the_right_password() -> None:
+def test_expired_nonce_is_stale_whatever_the_password() -> None:
+    """The nonce is checked before the password: a guess with a dead nonce
+    learns nothing from stale=true (issue 21)."""
     clock = Clock()
     auth = make_auth(clock, nonce_ttl=300)
     challenge = auth.challenges()[0]
@@ -290,7 +292,7 @@ def test_expired_nonce_is_stale_only_with_the_right_password() -> None:
     clock.advance(0.2)
     assert auth.verify(answer(challenge, nc=2), "REGISTER", Lookup()).status is AuthStatus.STALE
     wrong = auth.verify(answer(challenge, nc=3, password="x"), "REGISTER", Lookup())
-    assert wrong.status is AuthStatus.FAILED
+    assert wrong.status is AuthStatus.STALE
 
 
 def test_nonce_of_another_secret_is_stale() -> None:
@@ -370,7 +372,8 @@ def test_expired_nonces_leave_the_table() -> None:
     assert auth.tracked_nonces == 1
 
 
-BASE = 'Digest username="1111", realm="sip.mydomain.com", nonce="n", uri="u"'
+BASE = ('Digest username="1111", realm="sip.mydomain.com", nonce="%s", uri="u"'
+        % make_auth()._new_nonce())   # a nonce of ours: the checks after it are reached
 
 
 @pytest.mark.parametrize(
@@ -385,6 +388,7 @@ BASE = 'Digest username="1111", realm="sip.mydomain.com", nonce="n", uri="u"'
         (BASE + ', response="r", algorithm=SHA-512-256', AuthStatus.FAILED),
         (BASE + ', response="r", algorithm=FOO', AuthStatus.FAILED),
         (BASE.replace('"1111"', '"x"') + ', response="r", userhash=true', AuthStatus.FAILED),
+        (BASE.replace('nonce="', 'nonce="0') + ', response="0"', AuthStatus.STALE),
     ],
 )
 def test_bad_authorization_values(value: str, status: AuthStatus) -> None:
@@ -493,3 +497,87 @@ def test_usual_credentials_take_the_fast_path_and_odd_ones_still_parse() -> None
     long_value = "Digest " + "a= " * 3000 + '"'   # no quadratic or worse backtracking
     with pytest.raises(MalformedCredentials):
         parse_auth_header(long_value)
+
+
+# -- values no client should send: never an exception ---------------------------------
+
+GOOD_PARAMS = {"username": "1111", "realm": REALM, "nonce": "00" * 32, "uri": "sip:x",
+               "response": "0" * 32, "qop": "auth", "nc": "00000001", "cnonce": "c",
+               "opaque": "o", "algorithm": "MD5"}
+
+
+@pytest.mark.parametrize("response", ["\u00e9" * 32, "0" * 31 + "\u0660", "\udcff" * 32,
+                                      "ab\u00a0cd", "\uff10" * 32, ""])
+def test_a_response_that_is_not_lower_hex_is_malformed(response: str) -> None:
+    """hmac.compare_digest raised TypeError on non-ASCII text (issue 21)."""
+    auth = make_auth()
+    challenge = auth.challenges()[-1]
+    good = parse_credentials(answer(challenge))
+    assert auth.verify(good, "REGISTER", Lookup()).ok
+    result = auth.verify({**good, "response": response}, "REGISTER", Lookup())
+    assert result.status is AuthStatus.MALFORMED
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_PARAMS))
+def test_bytes_that_are_not_utf8_in_any_parameter_are_malformed(name: str) -> None:
+    """The parser keeps such bytes as lone surrogates; hashing them raised
+    UnicodeEncodeError (issue 21: cnonce), looking the user up would too."""
+    auth = make_auth()
+    challenge = auth.challenges()[-1]
+    good = parse_credentials(answer(challenge))
+    good.update({k: v for k, v in GOOD_PARAMS.items() if k not in good})
+    lookup = Lookup()
+    result = auth.verify({**good, name: good[name] + "\udcff"}, "REGISTER", lookup)
+    assert result.status is AuthStatus.MALFORMED
+    assert lookup.calls == []
+
+
+def test_a_wire_value_with_a_latin1_cnonce_is_malformed() -> None:
+    from b2bua.sip.message import Request, parse_message
+    auth = make_auth()
+    value = answer(auth.challenges()[-1], cnonce="0a4f113b")
+    raw = ("REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1"
+           "\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nAuthorization: %s\r\n"
+           "Content-Length: 0\r\n\r\n" % value).encode().replace(b"0a4f113b", b"0a4f\xe9113b")
+    request = parse_message(raw)
+    assert isinstance(request, Request)
+    header = request.headers.get("Authorization")
+    assert header is not None
+    assert auth.verify(header, "REGISTER", Lookup()).status is AuthStatus.MALFORMED
+
+
+ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=12)
+
+
+@given(st.dictionaries(st.sampled_from(sorted(GOOD_PARAMS)), ANY_TEXT))
+def test_verify_never_raises_whatever_the_parameters(changed: dict[str, str]) -> None:
+    auth = make_auth()
+    params = {**GOOD_PARAMS, "nonce": auth.challenges()[0].split('nonce="')[1][:64], **changed}
+    assert isinstance(auth.verify(params, "REGISTER", Lookup()), AuthResult)
+
+
+# -- nonces are bound to the address they were sent to ----------------------------------
+
+
+def test_a_nonce_is_good_only_from_the_address_it_was_sent_to() -> None:
+    auth = make_auth()
+    challenge = auth.challenges(client="192.0.2.1")[0]
+    assert auth.verify(answer(challenge), "REGISTER", Lookup(), "192.0.2.1").ok
+    elsewhere = auth.verify(answer(challenge, nc=2), "REGISTER", Lookup(), "192.0.2.2")
+    assert (elsewhere.status, elsewhere.reason) == (AuthStatus.STALE, "nonce not ours")
+
+
+def test_failed_needs_a_nonce_sent_to_that_address_and_then_no_password_is_checked() -> None:
+    """FAILED is what a throttle counts: a forged source address can never earn it."""
+    auth = make_auth()
+    challenge = auth.challenges(client="203.0.113.66")[0]   # the attacker's own address
+    lookup = Lookup()
+    for source, status in [("192.0.2.1", AuthStatus.STALE),      # forged: the victim's
+                           ("203.0.113.66", AuthStatus.FAILED)]:
+        bad = answer(challenge, password="guess")
+        assert auth.verify(bad, "REGISTER", lookup, source).status is status
+    assert len(lookup.calls) == 1   # the stale one checked no password
+    for value in ("Digest nonce=x, realm=r",           # malformed and
+                  answer(challenge.replace('realm="', 'realm="x'), password="guess")):
+        result = auth.verify(value, "REGISTER", Lookup(), "192.0.2.1")
+        assert result.status is not AuthStatus.FAILED

@@ -288,7 +288,7 @@ def test_message_from_a_phone_is_authenticated_like_an_invite() -> None:
     w = AuthWorld()
     assert w.from_phone(None).status == 407
     uri = "sip:1111@sip.example.com"
-    challenge = w.auth.challenges()[0]
+    challenge = w.auth.challenges(False, PHONE.address[0])[0]   # a nonce for the phone's address
     wrong_method = build_authorization(challenge, "INVITE", uri, "1111", "secret", "c0ffee")
     assert w.from_phone(wrong_method).status == 407
     good = build_authorization(challenge, "MESSAGE", uri, "1111", "secret", "c0ffee01")

@@ -88,6 +88,7 @@ class Harness:
         self.registrar = Registrar(self.store.users, self.location, self.auth, self.throttle,
                                    self.events, self.clock, DOMAIN)
         self.nonce: str | None = None
+        self.nonce_ip: str | None = None
 
     # -- sending --------------------------------------------------------------
 
@@ -109,12 +110,13 @@ class Harness:
         response = self.send(without_auth(set_cseq(text, 1)), source)
         assert response.status == 401
         self.nonce = md5_challenge(response)["nonce"]
+        self.nonce_ip = source.address[0]   # a nonce is good from that address only
         return response
 
     def register(self, text: str = EXAMPLE, source: Source = PHONE,
                  user: str = "1111", password: str = "secret") -> Response:
         """Send ``text`` with the Authorization filled in for ``user``."""
-        if self.nonce is None:
+        if self.nonce is None or self.nonce_ip != source.address[0]:
             self.challenge(text, source)
         assert self.nonce is not None
         return self.send(authorize(text, self.nonce, user, password), source)

@@ -155,3 +155,24 @@ def test_the_lookup_cache_is_bounded(store: Store, monkeypatch: pytest.MonkeyPat
     for i in range(10):
         assert store.users.get("nobody%d" % i, REALM) is None
         assert len(store.users._cache) <= 3
+
+
+def test_a_flood_of_unknown_names_does_not_push_out_the_users_in_use(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache used to empty itself whole when full: every user was read from
+    SQLite again.  It is an LRU now: the users asked for stay."""
+    monkeypatch.setattr(UserStore, "max_cached", 4)
+    store.users.add("1111", REALM, "pw")
+    store.users.add("2222", REALM, "pw")
+    reads: list[str] = []
+    store.db.conn.set_trace_callback(reads.append)
+    try:
+        for i in range(20):
+            assert store.users.get("1111", REALM) is not None
+            assert store.users.get("2222", REALM) is not None
+            assert store.users.get("nobody%d" % i, REALM) is None
+    finally:
+        store.db.conn.set_trace_callback(None)
+    selects = [r for r in reads if r.startswith("SELECT")]
+    assert len(selects) == 2 + 20   # each user once, each unknown name once
+    assert len(store.users._cache) == 4

@@ -81,11 +81,11 @@ class CallTable:
             layer.send_response(tx, make_response(request, 403, "Forbidden", to_tag=generate_tag()))
             return None
         values = request.headers.get_all("Proxy-Authorization")
-        stale = False
+        stale = failed = False
         ip = source.address[0]
         username = ""
         for value in values:
-            result = self.authenticator.verify(value, request.method, self.lookup_ha1)
+            result = self.authenticator.verify(value, request.method, self.lookup_ha1, ip)
             username = result.username or username
             if self.throttle is not None and self.throttle.is_blocked(ip, username):
                 layer.send_response(tx, make_response(
@@ -97,12 +97,13 @@ class CallTable:
                     self.throttle.record_success(ip, username)
                 return str(result.username)
             stale = stale or result.status is AuthStatus.STALE
-        if values and not stale:
+            failed = failed or result.status is AuthStatus.FAILED
+        if failed and not stale:   # FAILED: with a nonce sent to this ip (see verify)
             if self.throttle is not None:
                 self.throttle.record_failure(ip, username)
             self.log.info("{method} {call_id} from {peer}: bad credentials",
                           method=request.method, call_id=request.call_id, peer=source.address)
-        extra = [("Proxy-Authenticate", v) for v in self.authenticator.challenges(stale)]
+        extra = [("Proxy-Authenticate", v) for v in self.authenticator.challenges(stale, ip)]
         layer.send_response(tx, make_response(request, 407, "Proxy Authentication Required",
                                               to_tag=generate_tag(),
                                               extra=[("Server", server), *extra]))

@@ -161,7 +161,7 @@ def _read_contact(name_addr: NameAddr, header_expires: int | None,
     return ContactRequest(
         uri=str(uri), expires=expires, q=q,
         instance_id=unquote(instance) if instance else None,
-        reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
+        reg_id=int(reg_id) if reg_id and reg_id.isascii() and reg_id.isdigit() else None,
         push=push, pns_provider=provider, pnsreg="+sip.pnsreg" in params)
 
 

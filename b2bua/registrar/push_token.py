@@ -151,6 +151,7 @@ def parse_x_mpush(value: str | None) -> PushBinding | NullToken | None:
         named = zip(("provider", "package", "token"), (provider, package, token))
         empty = [name for name, part in named if not part]
         raise MalformedPushToken(f"X-MPUSH has an empty {' and '.join(empty)}")
+    _check_utf8("X-MPUSH", text)
     if token.lower() == "null":
         return NullToken(provider, package)
     return PushBinding(provider, package, token, _voip_topic(provider, package), SOURCE_X_MPUSH)
@@ -176,6 +177,8 @@ def parse_rfc8599(contact_params: Mapping[str, str | None]) -> PushBinding | Non
     if not token:
         raise MalformedPushToken("pn-provider without pn-prid")
     param = params.get("pn-param")
+    _check_utf8("pn-prid", token)
+    _check_utf8("pn-param", param)
     if provider == FCM:
         return PushBinding(provider, param or None, token, None, SOURCE_RFC8599)
     team, dot, topic = (param or "").partition(".")
@@ -210,6 +213,17 @@ def _apns_tokens(prid: str) -> tuple[str, str | None]:
     if "voip" not in kinds:
         raise MalformedPushToken("APNs pn-prid has no VoIP token (only :remote)")
     return kinds["voip"], kinds.get("remote")
+
+
+def _check_utf8(name: str, value: str | None) -> None:
+    """Bytes that were not UTF-8 reach us as lone surrogates: such a token
+    could be neither stored nor sent to a push service."""
+    if value is None or value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedPushToken(f"{name} holds bytes that are not UTF-8") from None
 
 
 def _unquote(value: str | None) -> str | None:

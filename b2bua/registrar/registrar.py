@@ -208,7 +208,8 @@ class Registrar:
         now = self.clock.seconds()
         register = read_register(request, self.min_expires, self.max_expires,
                                  self.default_expires, self.log, self.enabled_push_providers)
-        incoming = [self._incoming(request, source, aor, user, c, now) for c in register.contacts]
+        incoming = [_storable(self._incoming(request, source, aor, user, c, now))
+                    for c in register.contacts]
         plan = self._plan(request, register, incoming, aor, now)
         outcomes: list[_Outcome] = []
         removed: set[int | None] = set()
@@ -245,26 +246,26 @@ class Registrar:
         """None when the request carries good credentials of the AOR's user."""
         credentials = digest_credentials(request, self.auth.realm)
         if credentials is None:
-            return self._challenge(request, stale=False)
+            return self._challenge(request, source, stale=False)
         value, username = credentials
         ip = source.address[0]
         if self.throttle is not None and self.throttle.is_blocked(ip, username):
             self.log.warn("REGISTER from {ip} as {user} refused: too many failures",
                           ip=ip, user=username)
             raise RegisterRejected(403, "Too Many Failed Authentications")
-        result = self.auth.verify(value, "REGISTER", self._lookup_ha1)
+        result = self.auth.verify(value, "REGISTER", self._lookup_ha1, ip)
         if result.status is AuthStatus.STALE:
-            return self._challenge(request, stale=True)
+            return self._challenge(request, source, stale=True)
         if result.status is AuthStatus.MALFORMED:
             self.log.info("REGISTER from {ip}: malformed credentials ({why})",
                           ip=ip, why=result.reason)
-            return self._challenge(request, stale=False)
-        if result.status is not AuthStatus.OK:
+            return self._challenge(request, source, stale=False)
+        if result.status is not AuthStatus.OK:   # FAILED: with a nonce sent to this ip
             if self.throttle is not None:
                 self.throttle.record_failure(ip, result.username or username)
             self.log.info("REGISTER from {ip}: authentication as {user} failed ({why})",
                           ip=ip, user=username, why=result.reason)
-            return self._challenge(request, stale=False)
+            return self._challenge(request, source, stale=False)
         if self.throttle is not None:
             self.throttle.record_success(ip, username)
         if result.username != to_user:
@@ -272,11 +273,13 @@ class Registrar:
             raise RegisterRejected(403, "Forbidden: Not Your AOR")
         return None
 
-    def _challenge(self, request: Request, stale: bool) -> Response:
+    def _challenge(self, request: Request, source: Source, stale: bool) -> Response:
         """The 401.  Challenges are sent statelessly (RFC 3261 §8.2.7: a flood
         of unauthenticated REGISTERs leaves no transaction behind), so the To
-        tag is derived from the request: a retransmission gets the same one."""
-        extra = [("WWW-Authenticate", value) for value in self.auth.challenges(stale)]
+        tag is derived from the request: a retransmission gets the same one.
+        Its nonce is good only from the source address it is sent to."""
+        extra = [("WWW-Authenticate", value)
+                 for value in self.auth.challenges(stale, source.address[0])]
         return make_response(request, 401, "Unauthorized",
                              to_tag=stateless_tag(request, self._tag_key), extra=extra)
 
@@ -292,7 +295,7 @@ class Registrar:
             source_port=source.address[1], local_host=source.local[0],
             local_port=source.local[1], path=tuple(request.headers.get_all("Path")),
             instance_id=contact.instance_id, reg_id=contact.reg_id,
-            user_agent=request.headers.get("User-Agent"),
+            user_agent=_readable(request.headers.get("User-Agent")),
             push_provider=push.provider if push else None,
             push_package=push.package if push else None,
             push_topic=push.topic if push else None,
@@ -429,6 +432,45 @@ def _target(existing: Sequence[Binding], incoming: Binding, removal: bool) -> _T
     return _Target(replaced, tuple(
         b for b in existing if b is not replaced and uri_equal(b.contact, incoming.contact)
         and not other_instance(b, incoming)))
+
+
+#: the text a binding stores from the request: SQLite takes only UTF-8
+_STORED_TEXT = ("contact", "call_id", "instance_id", "push_provider", "push_package",
+                "push_topic", "push_token")
+
+
+def _storable(binding: Binding) -> Binding:
+    """``binding``, or 400 when a value from the request holds bytes that were
+    not UTF-8 (the parser keeps them as lone surrogates, which SQLite refuses:
+    the write, or a whole batch of other phones' writes, would fail)."""
+    for name in _STORED_TEXT:
+        if not _is_utf8(getattr(binding, name)):
+            raise RegisterRejected(400, "Bad Request: %s Not UTF-8" % _FIELD_HEADER[name])
+    if not all(_is_utf8(hop) for hop in binding.path):
+        raise RegisterRejected(400, "Bad Request: Path Not UTF-8")
+    return binding
+
+
+_FIELD_HEADER = {"contact": "Contact", "call_id": "Call-ID", "instance_id": "Contact",
+                 "push_provider": "Push Token", "push_package": "Push Token",
+                 "push_topic": "Push Token", "push_token": "Push Token"}
+
+
+def _is_utf8(text: str | None) -> bool:
+    if text is None or text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _readable(text: str | None) -> str | None:
+    """An informational value (User-Agent) with bytes that are not UTF-8 shown as U+FFFD."""
+    if text is None or _is_utf8(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _deferred(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:

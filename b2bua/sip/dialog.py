@@ -125,7 +125,7 @@ class Dialog:
         to_tag = response.to.tag
         if to_tag is None or not 100 < response.status < 300:
             raise ValueError("only a 101-299 with a To tag creates a dialog")
-        contacts = response.contacts
+        contacts, route = _readable(response, "contacts"), _readable(response, "record_route")
         local = request.headers.get("From") or ""
         return cls(
             DialogId(request.call_id, tag_param(local) or "", to_tag),
@@ -135,7 +135,7 @@ class Dialog:
             local_seq=request.cseq.number,
             remote_seq=None,
             remote_target=contacts[0].uri if contacts else request.uri,
-            route_set=list(reversed(response.record_route)),
+            route_set=list(reversed(route)),
             secure=_is_sips(request.uri),
             local_contact=request.headers.get("Contact"),
             state=DialogState.CONFIRMED if response.status >= 200 else DialogState.EARLY,
@@ -345,3 +345,14 @@ def _loose(route: NameAddr) -> bool:
 
 def _is_sips(uri: Uri) -> bool:
     return isinstance(uri, SipUri) and uri.scheme == "sips"
+
+
+def _readable(response: Response, attribute: str) -> list[NameAddr]:
+    """A peer's Contact or Record-Route, or none when it cannot be read: the
+    dialog then targets the Request-URI we sent to, which reached that peer
+    (an exception here ended the whole call with a 500)."""
+    try:
+        values: list[NameAddr] = getattr(response, attribute)
+    except SipError:
+        return []
+    return values

@@ -57,6 +57,7 @@ _HASHES: dict[str, Callable[[bytes], str]] = {
 }
 _STRENGTH = ("SHA-512-256", "SHA-256", "MD5")
 _NC = re.compile(r"[0-9a-fA-F]{8}")
+_LHEX = re.compile(r"[0-9a-f]+")
 _TOKEN_END = re.compile(r"[\s,]")
 
 
@@ -239,9 +240,10 @@ class DigestAuthenticator:
              f'", opaque={_quote(self.opaque)}, algorithm={name}, qop="auth"')
             for name in self.algorithms]
 
-    def challenges(self, stale: bool = False) -> list[str]:
-        """``WWW-Authenticate``/``Proxy-Authenticate`` values, strongest first."""
-        nonce = self._new_nonce()
+    def challenges(self, stale: bool = False, client: str = "") -> list[str]:
+        """``WWW-Authenticate``/``Proxy-Authenticate`` values, strongest first,
+        with a nonce only ``client`` (the source IP the answer goes to) can use."""
+        nonce = self._new_nonce(client)
         suffix = ", stale=true" if stale else ""
         return [before + nonce + after + suffix for before, after in self._challenge_parts]
 
@@ -250,13 +252,23 @@ class DigestAuthenticator:
         credentials: str | Mapping[str, str],
         method: str,
         lookup_ha1: Callable[[str, str], str | None],
+        client: str = "",
     ) -> AuthResult:
         """Check one Authorization value (or its :func:`parse_credentials`
-        parameters) for a request of ``method``.
+        parameters) for a request of ``method`` from source IP ``client``.
 
         ``lookup_ha1(username, algorithm)`` gets "MD5" or "SHA-256" (never a
         ``-sess`` name) and returns the hex HA1, or None for an unknown or
         disabled user.
+
+        The nonce is checked first: one we did not issue to ``client`` within
+        ``nonce_ttl`` gets STALE (a fresh challenge, which only reaches the
+        real ``client``) without the password being checked.  So FAILED, the
+        only result worth counting against a source, always follows a round
+        trip to that source: a forged source address cannot earn it, and a
+        guess with a made-up nonce learns nothing (checking the digest first,
+        as RFC 7616 suggests for ``stale``, told a guesser "right password"
+        through stale=true, uncounted).
         """
         if isinstance(credentials, str):
             try:
@@ -268,7 +280,16 @@ class DigestAuthenticator:
         missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in params]
         if missing:
             return AuthResult(AuthStatus.MALFORMED, "missing " + ", ".join(missing))
+        unreadable = _not_utf8(params)
+        if unreadable is not None:   # bytes that are not UTF-8 cannot be hashed or looked up
+            return AuthResult(AuthStatus.MALFORMED, unreadable + " is not UTF-8")
         username, nonce = params["username"], params["nonce"]
+        issued_ms = self._nonce_issued_ms(nonce, client)
+        now_ms = int(self._clock.seconds() * 1000)
+        if issued_ms is None:
+            return AuthResult(AuthStatus.STALE, "nonce not ours", username)
+        if now_ms - issued_ms > self._ttl_ms:
+            return AuthResult(AuthStatus.STALE, "nonce expired", username)
         try:
             base, sess = _canonical_algorithm(params.get("algorithm", "MD5"))
         except KeyError:
@@ -290,6 +311,9 @@ class DigestAuthenticator:
                 return AuthResult(AuthStatus.MALFORMED, "qop needs cnonce and 8-hex nc", username)
         if sess and cnonce is None:
             return AuthResult(AuthStatus.MALFORMED, "-sess needs cnonce", username)
+        response = params["response"].strip().lower()
+        if not _LHEX.fullmatch(response):   # RFC 2617: request-digest is lower hex
+            return AuthResult(AuthStatus.MALFORMED, "response is not hex", username)
 
         stored = lookup_ha1(username, base)
         ha1 = stored if stored is not None else self._dummy_ha1[base]
@@ -300,16 +324,10 @@ class DigestAuthenticator:
             expected = _h(base, f"{ha1}:{nonce}:{ha2}")
         else:
             expected = _h(base, f"{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}")
-        right = hmac.compare_digest(expected, params["response"].strip().lower())
+        right = hmac.compare_digest(expected, response)
         if stored is None or not right:
             return AuthResult(AuthStatus.FAILED, "bad credentials", username, algorithm)
 
-        issued_ms = self._nonce_issued_ms(nonce)
-        now_ms = int(self._clock.seconds() * 1000)
-        if issued_ms is None:
-            return AuthResult(AuthStatus.STALE, "nonce not ours", username, algorithm)
-        if now_ms - issued_ms > self._ttl_ms:
-            return AuthResult(AuthStatus.STALE, "nonce expired", username, algorithm)
         if "opaque" in params and params["opaque"] != self.opaque:
             return AuthResult(AuthStatus.STALE, "opaque mismatch", username, algorithm)
         if qop is not None and nc_text is not None:
@@ -323,26 +341,39 @@ class DigestAuthenticator:
         """Size of the nonce-count table (bounded by ``max_tracked_nonces``)."""
         return len(self._counts)
 
-    def _mac(self, body: bytes) -> bytes:
-        message = b"nonce:" + body + self._realm_bytes
+    def _mac(self, body: bytes, client: str) -> bytes:
+        message = b"nonce:" + body + self._realm_bytes + b"\0" + client.encode()
         return hmac.digest(self._secret, message, "sha256")[:16]   # one-shot, in C
 
-    def _new_nonce(self) -> str:
+    def _new_nonce(self, client: str = "") -> str:
         now_ms = int(self._clock.seconds() * 1000)
         body = struct.pack(">Q", max(now_ms, 0)) + self._random(8)
-        return (body + self._mac(body)).hex()   # hex: decoded by one C call, no padding
+        return (body + self._mac(body, client)).hex()   # hex: decoded by one C call, no padding
 
-    def _nonce_issued_ms(self, nonce: str) -> int | None:
+    def _nonce_issued_ms(self, nonce: str, client: str = "") -> int | None:
         if len(nonce) != 64:
             return None
         try:
             raw = bytes.fromhex(nonce)
         except ValueError:
             return None
-        if len(raw) != 32 or not hmac.compare_digest(raw[16:], self._mac(raw[:16])):
+        if len(raw) != 32 or not hmac.compare_digest(raw[16:], self._mac(raw[:16], client)):
             return None
         issued: int = struct.unpack(">Q", raw[:8])[0]
         return issued
+
+
+def _not_utf8(params: Mapping[str, str]) -> str | None:
+    """The name of a parameter holding bytes that were not UTF-8 (the parser
+    keeps them as lone surrogates), else None.  Almost every value is ASCII,
+    which costs one C call to tell."""
+    for name, value in params.items():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return name
+    return None
 
 
 class FailureThrottle:

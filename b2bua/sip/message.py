@@ -727,6 +727,9 @@ REASON_PHRASES: dict[int, str] = {
 }
 
 
+_ONCE = frozenset(("from", "to", "call-id", "cseq"))
+
+
 def make_response(request: Request, status: int, reason: str | None = None, *,
                   to_tag: str | None = None,
                   extra: Iterable[tuple[str, str]] = ()) -> Response:
@@ -735,7 +738,12 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
     100 Trying echoes Timestamp. Works on the partial message a
     :class:`ParseError` carries, so malformed requests can be answered."""
     fields: list[tuple[str, str, str]] = []
+    once: set[str] = set()   # one From, To, Call-ID, CSeq even if a request repeated one
     for key, name, value in request.headers._fields:
+        if key in _ONCE:
+            if key in once:
+                continue
+            once.add(key)
         if key in ("via", "from", "call-id", "cseq") or (key == "timestamp" and status == 100):
             fields.append((key, name, value))
         elif key == "to":

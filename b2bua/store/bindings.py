@@ -12,7 +12,7 @@ SQL store and the in-memory ``BindingWriter`` apply exactly the same one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from operator import attrgetter
@@ -306,6 +306,15 @@ class BindingStore:
         if now is None:
             return self._rows("1", ())
         return self._rows("expires_at > ?", (now,))
+
+    def iter_live(self, now: float) -> Iterator[Binding]:
+        """Every live binding by id, read as it is consumed (``b2bua-admin
+        bindings`` with a million rows never holds them all)."""
+        cursor = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM bindings WHERE expires_at > ? ORDER BY id",
+            (now,))
+        for row in cursor:
+            yield Binding.from_row(dict(zip(_COLUMNS, row)))
 
     def list_for_push_token(self, token: str) -> list[Binding]:
         return self._rows("push_token = ?", (token,))

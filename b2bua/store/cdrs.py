@@ -61,7 +61,16 @@ def _encode(name: str, value: Any) -> Any:
         return json.dumps(list(value)) if value else "[]"
     if name == "extra":
         return json.dumps(dict(value)) if value else "{}"
+    if isinstance(value, str) and not value.isascii():
+        return _utf8(value)
     return value
+
+
+def _utf8(text: str) -> str:
+    """``text`` as SQLite takes it: bytes a peer sent that were not UTF-8 (kept
+    by the parser as lone surrogates) become U+FFFD.  Left as they were, one
+    such Call-ID or From failed its whole batch at every retry, for good."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class CdrStore:

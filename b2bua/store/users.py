@@ -9,6 +9,7 @@ passwords, which is the price of that.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,7 @@ class User:
         if base == "MD5":
             return self.ha1_md5
         if base == "SHA-256":
-            return self.ha1_sha256
+            return self.ha1_sha256 or None   # "": imported with an MD5 HA1 only
         return None
 
     @classmethod
@@ -81,15 +82,15 @@ _SELECT_USER = ("SELECT name, realm, ha1_md5, ha1_sha256, display_name, enabled,
 class UserStore:
     """CRUD on the ``users`` table; reads are cheap primary-key lookups."""
 
-    #: users (and unknown names) remembered between changes; a flood of unknown names
-    #: empties it rather than growing it
+    #: users (and unknown names) remembered between changes, least recently asked
+    #: forgotten first: a flood of unknown names pushes out only as many
     max_cached = 10000
 
     def __init__(self, db: Database, clock: SecondsClock | None = None) -> None:
         self._db = db
         self._clock: SecondsClock = clock or WallClock()
         self._table = table(db, "users")
-        self._cache: dict[tuple[str, str], User | None] = {}
+        self._cache: OrderedDict[tuple[str, str], User | None] = OrderedDict()
         self._cache_version = -1
 
     def add(
@@ -115,6 +116,35 @@ class UserStore:
         if cursor.rowcount == 0:
             raise UserExists(f"user {name!r} already exists in realm {realm!r}")
         return user
+
+    def import_rows(self, realm: str, rows: list[tuple[str, str, str, str | None, int]],
+                    update: bool = False) -> int:
+        """Insert (name, ha1_md5, ha1_sha256 or "", display_name, enabled) rows
+        in one transaction; ``update`` replaces existing users' values (their
+        creation time stays).  Returns how many rows were written."""
+        now = self._clock.seconds()
+        conflict = ("ON CONFLICT(name, realm) DO UPDATE SET ha1_md5 = excluded.ha1_md5, "
+                    "ha1_sha256 = excluded.ha1_sha256, display_name = excluded.display_name, "
+                    "enabled = excluded.enabled" if update else "")
+        self._cache.clear()
+        with self._db.atomic():
+            self._db.conn.executemany(
+                "INSERT INTO users (name, realm, ha1_md5, ha1_sha256, display_name, enabled,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) " + conflict,
+                ((name, realm, md5, sha256, display, enabled, now)
+                 for name, md5, sha256, display, enabled in rows))
+        return len(rows)
+
+    def existing_names(self, realm: str, names: list[str]) -> set[str]:
+        """Which of ``names`` are users of ``realm`` already (one query per 500)."""
+        found: set[str] = set()
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            found.update(row[0] for row in self._db.execute(
+                f"SELECT name FROM users WHERE realm = ? AND name IN ({marks})",
+                (realm, *chunk)))
+        return found
 
     def set_password(self, name: str, realm: str, password: str) -> None:
         """Replace both HA1s; raise ``UnknownUser`` if absent."""
@@ -152,18 +182,23 @@ class UserStore:
         through another connection such as ``b2bua-admin``'s, which SQLite's
         ``data_version`` reveals (one cheap pragma instead of a SELECT).
         """
+        if not (name.isascii() or _is_utf8(name)):
+            return None   # bytes a peer sent that were not UTF-8: no such user, SQLite would raise
         conn = self._db.conn
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         cache = self._cache
-        if version != self._cache_version or len(cache) >= self.max_cached:
+        if version != self._cache_version:
             cache.clear()
             self._cache_version = version
         key = (name, realm)
         if key in cache:
+            cache.move_to_end(key)
             return cache[key]
         row = conn.execute(_SELECT_USER, key).fetchone()
         user = None if row is None else User(*row[:5], bool(row[5]), row[6])
         cache[key] = user
+        if len(cache) > self.max_cached:
+            cache.popitem(last=False)
         return user
 
     def list(self, realm: str | None = None) -> list[User]:
@@ -193,6 +228,14 @@ class UserStore:
         )
         if cursor.rowcount == 0:
             raise UnknownUser(f"no user {name!r} in realm {realm!r}")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_name(name: str, realm: str) -> None:

@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from b2bua.store.binding_index import BindingIndex
 from b2bua.store.bindings import (
     Binding,
     BindingChange,
@@ -74,8 +75,9 @@ class BindingWriter:
         self._store = store
         self._clock = clock
         self._flush_delay = flush_delay
-        self._by_id: dict[int, Binding] = {}
-        self._by_aor: dict[str, dict[int, Binding]] = {}
+        self._index = BindingIndex()
+        self._by_id = self._index.by_id      # the index's own dicts, read here
+        self._by_aor = self._index.by_aor
         self._next_id = 1
         self._dirty: dict[int, Binding | None] = {}  # id -> final row, None = delete
         self._waiters: list[tuple[Deferred[Any], object]] = []
@@ -103,8 +105,11 @@ class BindingWriter:
         return sorted((b for b in rows if b.kept(now, token_lifetime)), key=_rank)
 
     def list_for_push_token(self, token: str) -> list[Binding]:
-        return [b for b in self.list_all()
-                if b.push_token == token or b.push_remote_token == token]
+        return self._index.for_token(token)
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """(live bindings, live bindings with a push token), kept as they change."""
+        return self._index.counts(now)
 
     @property
     def pending(self) -> int:
@@ -165,7 +170,7 @@ class BindingWriter:
 
     def purge_expired(self, now: float, token_lifetime: float = 0.0) -> Deferred[int]:
         """Drop expired bindings; one with a push token is kept ``token_lifetime`` longer."""
-        doomed = [b for b in self._by_id.values() if b.gone(now, token_lifetime)]
+        doomed = self._index.gone(now, token_lifetime)
         for binding in doomed:
             self._delete(binding)
         return self._wait(len(doomed))
@@ -186,10 +191,7 @@ class BindingWriter:
     # -- internals ----------------------------------------------------------
 
     def _load(self) -> None:
-        self._by_id.clear()
-        self._by_aor.clear()
-        for binding in self._store.list_all():
-            self._index(binding)
+        self._index.load(self._store.list_all())
         # Monotonic even across a failed flush: an id is never handed out twice.
         self._next_id = max(
             self._next_id, self._store.highest_id() + 1, *(i + 1 for i in self._by_id)
@@ -200,11 +202,6 @@ class BindingWriter:
             self._load()
         except Exception:
             self.log.failure("reloading bindings failed; keeping the in-memory copy")
-
-    def _index(self, binding: Binding) -> None:
-        assert binding.id is not None  # rows from the store or _put always have one
-        self._by_id[binding.id] = binding
-        self._by_aor.setdefault(binding.aor, {})[binding.id] = binding
 
     def _apply_upsert(self, binding: Binding, keep_push: bool) -> BindingChange:
         aor = normalise_aor(binding.aor)
@@ -222,20 +219,12 @@ class BindingWriter:
 
     def _put(self, binding: Binding) -> None:
         assert binding.id is not None
-        old = self._by_id.get(binding.id)
-        if old is not None and old.aor != binding.aor:
-            self._by_aor[old.aor].pop(binding.id, None)
-        self._index(binding)
+        self._index.put(binding)
         self._dirty[binding.id] = binding
 
     def _delete(self, binding: Binding) -> None:
         assert binding.id is not None
-        self._by_id.pop(binding.id, None)
-        rows = self._by_aor.get(binding.aor)
-        if rows is not None:
-            rows.pop(binding.id, None)
-            if not rows:
-                del self._by_aor[binding.aor]
+        self._index.drop(binding)
         self._dirty[binding.id] = None
 
     def _wait(self, result: Any) -> Deferred[Any]:

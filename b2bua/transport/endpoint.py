@@ -11,13 +11,14 @@ the destination RFC 3261 §18 gives it.
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from b2bua.logs import Logger
 
 from b2bua.sip.addressing import Source, response_destination, stamp_via
 from b2bua.sip.errors import SipError
-from b2bua.sip.headers import Via
+from b2bua.sip.headers import CSeq, Via
 from b2bua.sip.message import (
     Message, Request, generate_tag, make_response, parse_message,
 )
@@ -46,7 +47,12 @@ class SipEndpoint:
                 stamp_request(message, source)
         except SipError as exc:
             self.parse_errors += 1
-            self.reject(exc, source)
+            self.reject(exc, source, data)
+            # The parser raises errors it holds in a local: error -> traceback -> frame
+            # -> error is a cycle, which only the cyclic GC frees, and the service
+            # freezes the heap every second (a flood of bad messages kept each one,
+            # with its partial message, until the hourly full collection).
+            exc.__traceback__ = None
             return
         except ValueError as exc:  # a header value the serialiser refuses (bare CR)
             self.parse_errors += 1
@@ -56,16 +62,17 @@ class SipEndpoint:
         if self.on_message is not None:
             self.on_message(message, source)
 
-    def reject(self, exc: Exception, source: Source) -> None:
-        """Answer a request we could not parse, or drop it when no reply can be routed."""
+    def reject(self, exc: Exception, source: Source, data: bytes = b"") -> None:
+        """Answer a request we could not parse, or drop it when no reply can be routed.
+        ``data`` (the bytes received) lets a damaged CSeq line still be echoed."""
         if not isinstance(exc, SipError):
             self.log.info("dropped a message from {peer}: {error}", peer=source.address,
                           error=repr(exc))
             return
         request = exc.message
         if (not exc.routable or not isinstance(request, Request) or request.method == "ACK"
-                or not request.headers.get("Call-ID")):
-            # No Call-ID: the answer would itself be malformed (RFC 3261 §8.2.6).
+                or not all(request.headers.get(name) for name in ("Call-ID", "From", "To"))):
+            # No Call-ID, From or To: the answer would itself be malformed (RFC 3261 §8.2.6).
             self.log.debug("dropped unparsable message from {peer}: {reason}",
                            peer=source.address, reason=exc.reason)
             return
@@ -73,6 +80,7 @@ class SipEndpoint:
             top = stamp_request(request, source)
             response = make_response(request, exc.status, exc.reason, to_tag=generate_tag(),
                                      extra=[("Server", self.server_header)])
+            echo_one_of_each(response, request, data)
         except (SipError, ValueError):
             return
         self.log.info("answered {status} to unparsable request from {peer}: {reason}",
@@ -91,3 +99,33 @@ def stamp_request(request: Request, source: Source) -> Via:
     if stamp_via(top, source):
         request.headers.set_first_via(top)  # the other Vias keep their bytes
     return top
+
+
+_ECHOED = ("From", "To", "Call-ID", "CSeq")
+_DAMAGED_CSEQ = re.compile(rb"^[ \t]*cseq\b[^0-9\r\n]*([0-9]{1,10})", re.IGNORECASE | re.MULTILINE)
+_MAX_CSEQ = 2**31 - 1
+
+
+def echo_one_of_each(response: Message, request: Request, data: bytes) -> None:
+    """Leave one From, To, Call-ID and CSeq in an error response, so the client
+    can read it (RFC 3261 §8.2.6.2).  A request with several keeps the first
+    one.  A CSeq that is missing, empty, unreadable as a header line or not a
+    CSeq at all becomes ``CSeq: N METHOD``: the number salvaged from the
+    damaged line (else 0) and the request line's method, which the client's
+    transaction matches a response by, along with the Via branch."""
+    headers = response.headers
+    for name in _ECHOED:
+        values = headers.lines(name)
+        if len(values) > 1:
+            headers.set(name, values[0])
+    cseq = headers.get("CSeq")
+    if cseq is not None:
+        try:
+            CSeq.parse(cseq)
+            return
+        except SipError:
+            pass
+    head_end = data.find(b"\r\n\r\n")
+    match = _DAMAGED_CSEQ.search(data if head_end < 0 else data[:head_end])
+    number = int(match.group(1)) if match is not None else 0
+    headers.set("CSeq", "%d %s" % (number if number <= _MAX_CSEQ else 0, request.method))
