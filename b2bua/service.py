@@ -284,7 +284,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     root.reload_routers = reloader.reload
     root.metrics.attach(root)
 
-    root.refresh = RefreshScheduler(clock, notifier, bindings.list_all, lead=PNSREG_INTERVAL)
+    root.refresh = RefreshScheduler(clock, notifier, bindings.list_refreshing,
+                                    lead=PNSREG_INTERVAL)
     _Housekeeping(registrar, bindings, cdrs, mailbox, root.refresh).setServiceParent(root)
     _GcPacer(clock).setServiceParent(root)
     for client in push_clients.values():   # warm connections, PINGed, closed gracefully

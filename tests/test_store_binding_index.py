@@ -91,3 +91,20 @@ def test_the_writer_counts_and_purges_without_a_scan(monkeypatch: object) -> Non
     assert fired == [10] and binding_counts(writer, 1095.0) == (10, 5)
     assert len(store.bindings.list_all()) == 10
     store.close()
+
+
+def test_refreshing_holds_the_rows_that_asked_for_refresh_pushes() -> None:
+    index = BindingIndex()
+    asked = Binding(aor="sip:a@x", contact="sip:1@h", expires_at=200.0, updated_at=100.0,
+                    push_token="t1", push_refresh=1, id=1)
+    index.put(asked)
+    index.put(Binding(aor="sip:a@x", contact="sip:2@h", expires_at=200.0, updated_at=100.0,
+                      push_token="t2", id=2))                         # no +sip.pnsreg
+    index.put(Binding(aor="sip:a@x", contact="sip:3@h", expires_at=200.0, updated_at=100.0,
+                      push_refresh=1, id=3))                          # nothing to push to
+    assert list(index.refreshing.values()) == [asked]
+    index.put(asked.with_push(None))                                  # token dropped
+    assert index.refreshing == {}
+    index.put(asked)
+    index.drop(asked)
+    assert index.refreshing == {}

@@ -9,6 +9,8 @@ minute may walk them all, so besides the rows by id and by AOR this keeps:
   an expired binding with a push token goes on a second heap, so that
   ``gone(now, token_lifetime)`` finds the kept tokens whose time is up too
   without walking every kept one;
+* the rows that asked for refresh pushes (``+sip.pnsreg``), so the refresh
+  scheduler's scan every few seconds reads those, not every binding;
 * counts of live bindings and of live ones with a push token, kept as rows
   come, go and expire (``/metrics`` and ``/status`` read two integers).
 
@@ -35,6 +37,7 @@ class BindingIndex:
         self.by_id: dict[int, Binding] = {}
         self.by_aor: dict[str, dict[int, Binding]] = {}
         self._by_token: dict[str, dict[int, Binding]] = {}
+        self.refreshing: dict[int, Binding] = {}   # rows with push_refresh and a push token
         self._heap: list[tuple[float, int]] = []   # (expires_at, id), stale entries included
         self._expired: set[int] = set()            # ids whose expiry the heap has passed
         self._expired_plain: set[int] = set()      # ... of those, the ones without a push token
@@ -54,6 +57,7 @@ class BindingIndex:
         self.by_id.clear()
         self.by_aor.clear()
         self._by_token.clear()
+        self.refreshing.clear()
         self._heap.clear()
         self._expired.clear()
         self._expired_plain.clear()
@@ -79,6 +83,8 @@ class BindingIndex:
         self.by_aor.setdefault(binding.aor, {})[key] = binding
         for token in _tokens(binding):
             self._by_token.setdefault(token, {})[key] = binding
+        if binding.push_refresh and binding.push_token:
+            self.refreshing[key] = binding
         if binding.push_token:
             self._live_with_token += 1
         self._live += 1
@@ -132,6 +138,7 @@ class BindingIndex:
             rows.pop(key, None)
             if not rows:
                 del self.by_aor[binding.aor]
+        self.refreshing.pop(key, None)
         for token in _tokens(binding):
             carriers = self._by_token.get(token)
             if carriers is not None:

@@ -107,6 +107,11 @@ class BindingWriter:
     def list_for_push_token(self, token: str) -> list[Binding]:
         return self._index.for_token(token)
 
+    def list_refreshing(self, now: float) -> list[Binding]:
+        """Live bindings that asked for refresh pushes (RFC 8599 ``+sip.pnsreg``), read
+        from their own index: the refresh scan never walks every binding."""
+        return [b for b in self._index.refreshing.values() if not b.expired(now)]
+
     def counts(self, now: float) -> tuple[int, int]:
         """(live bindings, live bindings with a push token), kept as they change."""
         return self._index.counts(now)
