@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +19,7 @@ from tests.fuzz_strategies import (
     ALNUM, JUNK, TOKEN, damaged, digest_value, render, request_lines, sdp_body, spoiled,
 )
 from tests.fuzz_support import (
-    PHONE, TRUNK, USERS, Sent, Service, check_answers, digest, request_of,
+    PHONE, TRUNK, USERS, Sent, Service, check_answers, digest,
 )
 from b2bua.sip.addressing import Source
 
