@@ -23,7 +23,7 @@ from tests.fuzz_support import (
 )
 from b2bua.sip.addressing import Source
 
-FUZZ = settings(max_examples=120, deadline=None,
+FUZZ = settings(max_examples=100, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SOURCES = st.sampled_from([PHONE, TRUNK, Source("TCP", ("192.0.2.8", 40000), ("127.0.0.1", 5060),
                                                 None)])
