@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,11 +19,11 @@ from tests.fuzz_strategies import (
     ALNUM, JUNK, TOKEN, damaged, digest_value, render, request_lines, sdp_body, spoiled,
 )
 from tests.fuzz_support import (
-    PHONE, TRUNK, USERS, Sent, Service, check_answers, digest, request_of,
+    PHONE, TRUNK, USERS, Sent, Service, check_answers, digest,
 )
 from b2bua.sip.addressing import Source
 
-FUZZ = settings(max_examples=120, deadline=None,
+FUZZ = settings(max_examples=100, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SOURCES = st.sampled_from([PHONE, TRUNK, Source("TCP", ("192.0.2.8", 40000), ("127.0.0.1", 5060),
                                                 None)])
