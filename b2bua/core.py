@@ -16,6 +16,7 @@ from b2bua.logs import Logger
 
 from b2bua.sip.addressing import Source
 from b2bua.sip.errors import SipError
+from b2bua.sip.headers import SIP_METHODS
 from b2bua.sip.message import Request, Response, generate_tag, make_response
 from b2bua.trunk_register import TrunkRegistration
 
@@ -24,15 +25,13 @@ if TYPE_CHECKING:
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY, PRACK"
 SUPPORTED = ("path", "replaces")
-KNOWN_METHODS = frozenset(
-    {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO", "REFER",
-     "NOTIFY", "PRACK", "SUBSCRIBE", "PUBLISH", "MESSAGE"})
+KNOWN_METHODS = SIP_METHODS
 
 
 class RequestHandler(Protocol):
     """What the registrar and the call table offer the core."""
 
-    def handle(self, request: Request, source: Source) -> Response | defer.Deferred: ...
+    def handle(self, request: Request, source: Source) -> Response | defer.Deferred[Response]: ...
 
 
 class CallHandler(Protocol):
@@ -150,7 +149,7 @@ class SipCore:
         try:
             result = self.registrar.handle(request, source)
         except Exception:
-            self._registrar_failed(Failure(), tx)
+            self._registrar_failed(Failure(), tx)  # type: ignore[no-untyped-call]
             return
         if isinstance(result, defer.Deferred):   # waits for the binding commit
             result.addCallback(self._send_registrar_response, tx)

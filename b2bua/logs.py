@@ -70,7 +70,7 @@ class Logger(_TwistedLogger):
                       log_source=self.source, log_format=format, log_time=time())
         if "log_trace" in kwargs:
             kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
-        self.observer(kwargs)
+        self.observer(kwargs)  # type: ignore[call-arg]  # a zope interface: no self
 
 
 def apply_log_settings(settings: Any, publisher: Any = globalLogPublisher,
@@ -80,13 +80,15 @@ def apply_log_settings(settings: Any, publisher: Any = globalLogPublisher,
     current = list(getattr(publisher, "_observers", ()))
     for observer in current:
         publisher.removeObserver(observer)
+    targets: list[Any] = current
     if settings.format == "json":
         # sys.__stdout__: twistd points sys.stdout back into the log system itself.
-        targets = [jsonFileLogObserver(stream or sys.__stdout__)]
-    else:
-        targets = current
+        out: Any = stream or sys.__stdout__
+        targets = [jsonFileLogObserver(out)]
+    # Twisted's observers and predicates are zope interfaces: mypy sees no match.
+    filters: list[Any] = [predicate]
     for observer in targets:
-        publisher.addObserver(FilteringLogObserver(observer, [predicate]))
+        publisher.addObserver(FilteringLogObserver(observer, filters))
     if publisher is globalLogPublisher:
         # Every observer of the process is filtered at this level from now on.
         set_level(level)

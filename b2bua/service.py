@@ -18,6 +18,7 @@ from twisted.internet import reactor as default_reactor
 from twisted.internet import defer, ssl, task
 from twisted.logger import Logger
 
+from b2bua.clock import Clock
 from b2bua.calls.context import CallServices, CallSettings, TrunkCredentials
 from b2bua.calls.early_media import MediaSettings
 from b2bua.calls.table import CallTable
@@ -66,7 +67,7 @@ class B2buaService(service.MultiService):
     log = Logger()
 
     def __init__(self, config: Config, clock: Any) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted is untyped here
         self.config = config
         self.clock = clock
         self.started_at = 0.0
@@ -90,7 +91,7 @@ class B2buaService(service.MultiService):
         # collection, and collect less often, since full collections stall the event loop.
         gc.freeze()
         gc.set_threshold(10000, 20, 20)
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, self._sighup)
         self.log.info("b2bua started: domain {domain}, config {path}",
@@ -98,7 +99,7 @@ class B2buaService(service.MultiService):
 
     def _sighup(self, signum: int, frame: object) -> None:
         reactor = self.clock
-        reactor.callFromThread(self.reload)  # type: ignore[attr-defined]
+        reactor.callFromThread(self.reload)
 
     def reload(self) -> None:
         """Rebuild the router chain from the config file (the old one stays on error)
@@ -115,16 +116,16 @@ class B2buaService(service.MultiService):
         else:
             self.log.info("routers reloaded from {path}", path=str(self.config.path))
 
-    def stopService(self) -> defer.Deferred:  # noqa: N802
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
         d = self.drain(self.config.calls.drain_time)
-        d.addCallback(lambda _: service.MultiService.stopService(self))
+        d.addCallback(lambda _: service.MultiService.stopService(self))  # type: ignore[no-untyped-call,call-overload]
         return d
 
-    def drain(self, limit: float) -> defer.Deferred:
+    def drain(self, limit: float) -> defer.Deferred[None]:
         """Refuse new calls, then wait (at most ``limit`` s) for active calls to end."""
         if self.core is not None:
             self.core.accepting_calls = False
-        done: defer.Deferred = defer.Deferred()
+        done: defer.Deferred[None] = defer.Deferred()
         deadline = self.clock.seconds() + limit
 
         def check() -> None:
@@ -150,7 +151,9 @@ def _server_tls_options(config: Config) -> object | None:
     try:
         cert = config.tls.certificate.read_bytes()
         key = config.tls.private_key.read_bytes()
-        return ssl.PrivateCertificate.loadPEM(cert + b"\n" + key).options()
+        options: object = ssl.PrivateCertificate.loadPEM(  # type: ignore[no-untyped-call]
+            cert + b"\n" + key).options()
+        return options
     except Exception as exc:  # a bad PEM must name the key, not print a traceback
         raise ServiceBuildError(
             f"tls.certificate / tls.private_key: cannot load ({exc.__class__.__name__})") from None
@@ -169,9 +172,9 @@ def _sent_by(config: Config) -> dict[str, str]:
     return out
 
 
-def make_service(config: Config, reactor: object = default_reactor) -> B2buaService:
+def make_service(config: Config, reactor: Any = default_reactor) -> B2buaService:
     """Build the whole service tree from a validated config."""
-    clock = reactor
+    clock: Clock = reactor
     root = B2buaService(config, clock)
     store = _open_store(config)
     _create_users(config, store)
@@ -235,17 +238,18 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         _router_chain(load_config(config.path), store, clock, reload_modules=True))
     root.metrics.attach(root)
 
-    _Housekeeping(registrar, bindings, cdrs).setServiceParent(root)
-    _GcPacer(clock).setServiceParent(root)
+    _Housekeeping(registrar, bindings, cdrs).setServiceParent(root)  # type: ignore[no-untyped-call]
+    _GcPacer(clock).setServiceParent(root)  # type: ignore[no-untyped-call]
     for client in push_clients:     # a warm APNs connection, PINGed, closed gracefully
         client.setServiceParent(root)
     if config.metrics.listen:
-        web_service(root, config.metrics.listen, config.metrics.allow).setServiceParent(root)
-    network.setServiceParent(root)
+        web = web_service(root, config.metrics.listen, config.metrics.allow)
+        web.setServiceParent(root)  # type: ignore[no-untyped-call]
+    network.setServiceParent(root)  # type: ignore[no-untyped-call]
     for trunk in config.trunks:
         if trunk.register:
             contact = contact_for(trunk.transport).replace("sip:b2bua@", f"sip:{trunk.username}@")
-            TrunkRegistration(trunk, layer, clock, reactor, contact).setServiceParent(root)
+            TrunkRegistration(trunk, layer, clock, reactor, contact).setServiceParent(root)  # type: ignore[no-untyped-call]
     return root
 
 
@@ -258,8 +262,9 @@ class _RouterChainHolder:
     def swap(self, chain: Any) -> None:
         self.chain = chain
 
-    def route(self, view: Any) -> defer.Deferred:
-        return self.chain.route(view)
+    def route(self, view: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = self.chain.route(view)
+        return d
 
 
 class _GcPacer(service.Service):
@@ -283,7 +288,7 @@ class _GcPacer(service.Service):
         self._loops: list[task.LoopingCall] = []
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         for action, interval in ((gc.freeze, self.freeze_every),
                                  (self.reclaim, self.reclaim_every)):
             loop = task.LoopingCall(action)
@@ -292,7 +297,7 @@ class _GcPacer(service.Service):
             self._loops.append(loop)
 
     def stopService(self) -> object:  # noqa: N802
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         for loop in self._loops:
             if loop.running:
                 loop.stop()
@@ -318,11 +323,11 @@ class _Housekeeping(service.Service):
         self.cdrs = cdrs
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self.registrar.start_purging()
 
     def stopService(self) -> object:  # noqa: N802
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         self.registrar.stop()
         if self.cdrs is not None:
             self.cdrs.flush()
@@ -335,7 +340,7 @@ def _open_store(config: Config) -> Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ServiceBuildError(f"database.path: cannot create {path.parent}: {exc.strerror}")
+            raise ServiceBuildError(f"database.path: cannot create {path.parent}: {exc.strerror}") from exc
     try:
         return Store.open(path)
     except Exception as exc:
@@ -351,7 +356,7 @@ def _create_users(config: Config, store: Store) -> None:
             log.info("created user {name} from the config", name=entry.name)
 
 
-def _push_notifier(config: Config, reactor: object,
+def _push_notifier(config: Config, reactor: Any,
                    bindings: BindingWriter) -> tuple[PushNotifierRegistry, list[Any]]:
     """The provider registry the calls push through, and the clients to run as services."""
     def token_dead(token: str) -> None:
@@ -374,7 +379,7 @@ def _push_notifier(config: Config, reactor: object,
     return registry, [client]
 
 
-def _router_chain(config: Config, store: Store, clock: object,
+def _router_chain(config: Config, store: Store, clock: Clock,
                   reload_modules: bool = False) -> object:
     realm = config.sip.realm
 
@@ -408,7 +413,7 @@ def _media_settings(config: Config, reactor: object) -> MediaSettings | None:
     tone = config.push.ringback == "183"
     if not media.enabled or not (tone or media.relay):
         return None
-    sip_host = next((l.host for l in config.sip.listen if l.transport == "udp"),
+    sip_host = next((listen.host for listen in config.sip.listen if listen.transport == "udp"),
                     config.sip.listen[0].host)
     bind = media.bind_address or ("" if sip_host in ("0.0.0.0", "::") else sip_host)
     advertised = (media.advertised_address or config.sip.advertised_address or bind

@@ -63,11 +63,11 @@ class TrunkRegistration(service.Service):
     # -- service ------------------------------------------------------------
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._schedule(0)
 
     def stopService(self) -> None:  # noqa: N802
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         self._cancel_timer()
 
     # -- protocol -------------------------------------------------------------

@@ -23,6 +23,7 @@ from b2bua.calls.branch import Branch, BranchState
 from b2bua.calls.context import CallServices
 from b2bua.calls.early_media import EarlyMedia, try_start
 from b2bua.calls.forking import Forking
+from b2bua.calls.legs import CallBye, Leg
 from b2bua.calls.relay import DialogRelay, copy_headers
 from b2bua.calls.state import FINAL_STATES, CallInput, CallState, next_state
 from b2bua.calls.targets import Destination, Hop, dialog_hop
@@ -363,10 +364,10 @@ class Call(Forking):
                 self.a_acked = True
                 self._ack_branch(self.answered, ack.body, ack.content_type)
         else:
-            self.relay.ack("a", ack)
+            self.relay.ack(Leg.A, ack)
 
     def b_ack(self, ack: Request) -> None:
-        self.relay.ack("b", ack)
+        self.relay.ack(Leg.B, ack)
 
     def _no_ack(self) -> None:
         self.log.warn("call {call_id}: no ACK from the caller; hanging up", call_id=self.call_id)
@@ -374,9 +375,9 @@ class Call(Forking):
 
     # -- ACK and BYE ------------------------------------------------------------------------
 
-    def hop(self, leg: str, dialog: Dialog | None = None) -> Hop:
+    def hop(self, leg: Leg, dialog: Dialog | None = None) -> Hop:
         """(address, transport, flow) of in-dialog requests into ``leg``'s dialog."""
-        if leg == "a":
+        if leg is Leg.A:
             src = self.a_source
             original: Hop = (src.address, src.transport, src.flow)
             sticky = self.caller is not None
@@ -426,7 +427,7 @@ class Call(Forking):
         self.services.layer.send_ack(ack, *hop, tx=branch.tx)
         bye = dialog.create_request("BYE")
         dialog.terminate()
-        self.services.layer.send_request(bye, *hop, context=(self, "bye"))
+        self.services.layer.send_request(bye, *hop, context=CallBye(self))
 
     def _bye_branch(self, branch: Branch) -> None:
         if branch.dialog is None or branch.dialog.state is DialogState.TERMINATED:
@@ -434,14 +435,14 @@ class Call(Forking):
         bye = branch.dialog.create_request("BYE")
         branch.dialog.terminate()
         self.services.layer.send_request(bye, *self._branch_hop(branch, branch.dialog),
-                                         context=(self, "bye"))
+                                         context=CallBye(self))
 
     def _bye_a(self) -> None:
         if self.a_dialog is None or self.a_dialog.state is DialogState.TERMINATED:
             return
         bye = self.a_dialog.create_request("BYE")
         self.a_dialog.terminate()
-        self.services.layer.send_request(bye, *self.hop("a"), context=(self, "bye"))
+        self.services.layer.send_request(bye, *self.hop(Leg.A), context=CallBye(self))
 
     def hangup(self, reason: str) -> None:
         """End an answered call from our side (timers, errors): BYE both legs."""
@@ -467,12 +468,12 @@ class Call(Forking):
         else:
             self._bye_branch(branch)
 
-    def hung_up_by(self, leg: str) -> None:
+    def hung_up_by(self, leg: Leg) -> None:
         """A BYE from ``leg`` (already answered 200): BYE the other leg, end the call."""
-        self.ended_by = "caller" if leg == "a" else "callee"
+        self.ended_by = "caller" if leg is Leg.A else "callee"
         self.log.debug("call {call_id}: BYE from the {who}", call_id=self.call_id,
                        who=self.ended_by)
-        if leg == "a":
+        if leg is Leg.A:
             if self.a_dialog is not None:
                 self.a_dialog.terminate()
             self._end_b_leg()
@@ -484,17 +485,17 @@ class Call(Forking):
 
     # -- in-dialog requests ---------------------------------------------------------------
 
-    def leg_of(self, request: Request) -> str | None:
-        """"a" or "b" when ``request`` belongs to one of this call's dialogs."""
+    def leg_of(self, request: Request) -> Leg | None:
+        """The leg whose dialog ``request`` belongs to, if it is one of this call's."""
         call_id = request.call_id
         if call_id == self.a_request.call_id and request.to.tag == self.a_tag:
-            return "a"
+            return Leg.A
         branch = self.answered
         if branch is not None and call_id == branch.call_id and request.to.tag == branch.from_tag:
-            return "b"
+            return Leg.B
         return None
 
-    def in_dialog_request(self, tx: Any, request: Request, leg: str) -> None:
+    def in_dialog_request(self, tx: Any, request: Request, leg: Leg) -> None:
         """A request inside the call: relayed once answered, 481 before."""
         if self.state is not CallState.ANSWERED:
             self.services.layer.send_response(tx, make_response(request, 481, extra=[

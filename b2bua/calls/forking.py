@@ -16,6 +16,7 @@ from b2bua.logs import Logger
 
 from b2bua.calls.best_response import best_final
 from b2bua.calls.branch import Branch, BranchState
+from b2bua.calls.legs import BranchInvite
 from b2bua.calls.relay import copy_headers
 from b2bua.calls.state import CallState
 from b2bua.calls.targets import Destination, redirect_targets, resolve_uri
@@ -144,7 +145,7 @@ class Forking:
         branch.state = BranchState.CALLING
         branch.offered = bool(request.body)
         branch.tx = self.services.layer.send_request(
-            request, dest.address, dest.transport, dest.flow, context=(self, branch))
+            request, dest.address, dest.transport, dest.flow, context=BranchInvite(self, branch))  # type: ignore[arg-type]  # a Call
         if branch.state is BranchState.FAILED:
             return  # the transport failed synchronously
         self._start_branch_timer_c(branch)

@@ -14,6 +14,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from b2bua.calls.legs import Leg, RelayedRequest
 from b2bua.logs import Logger
 
 from b2bua.sip.errors import SipError
@@ -66,7 +67,7 @@ class Relayed:
 
     server_tx: Any
     method: str
-    leg: str          # the leg the original came from: "a" or "b"
+    leg: Leg          # the leg the original came from
     cseq: int         # the CSeq number of the request we sent
     done: bool = False
 
@@ -83,7 +84,7 @@ class DialogRelay:
         # ended call a reference cycle that only the cyclic GC frees.
         self._call = weakref.ref(call)
         self.pending: dict[Any, Relayed] = {}          # our client tx -> what it relays
-        self.pending_acks: dict[str, tuple[int, Any]] = {}  # far leg -> (cseq, client tx)
+        self.pending_acks: dict[Leg, tuple[int, Any]] = {}  # far leg -> (cseq, client tx)
         self._sending: Relayed | None = None
 
     @property
@@ -94,22 +95,22 @@ class DialogRelay:
 
     # -- the two sides -------------------------------------------------------------------
 
-    def dialog_of(self, leg: str) -> Dialog | None:
+    def dialog_of(self, leg: Leg) -> Dialog | None:
         call = self.call
-        if leg == "a":
+        if leg is Leg.A:
             return call.a_dialog
         return call.answered.dialog if call.answered is not None else None
 
-    def contact_of(self, leg: str) -> str:
+    def contact_of(self, leg: Leg) -> str:
         """Our Contact towards ``leg``."""
         call = self.call
-        if leg == "a" or call.answered is None:
+        if leg is Leg.A or call.answered is None:
             return call.a_contact
         return call.services.contact_for(call.answered.dest.transport)
 
     # -- requests --------------------------------------------------------------------------
 
-    def request(self, tx: Any, request: Request, leg: str) -> None:
+    def request(self, tx: Any, request: Request, leg: Leg) -> None:
         """A request from ``leg`` inside the answered call."""
         call = self.call
         layer = call.services.layer
@@ -145,8 +146,8 @@ class DialogRelay:
             return
         self._send_across(tx, request, leg, mf)
 
-    def _send_across(self, tx: Any, request: Request, leg: str, mf: int | None) -> None:
-        far = "b" if leg == "a" else "a"
+    def _send_across(self, tx: Any, request: Request, leg: Leg, mf: int | None) -> None:
+        far = leg.far
         dialog = self.dialog_of(far)
         if dialog is None:
             self.call.services.layer.send_response(tx, make_response(request, 481))
@@ -160,7 +161,7 @@ class DialogRelay:
         self._sending = entry   # a transport error is reported before send_request returns
         try:
             client = self.call.services.layer.send_request(out, address, transport, flow,
-                                                           context=(self.call, "relay"))
+                                                           context=RelayedRequest(self.call))
         finally:
             self._sending = None
         if not entry.done:
@@ -173,7 +174,7 @@ class DialogRelay:
         entry = self.pending.get(client_tx)
         if entry is None:
             return
-        far = "b" if entry.leg == "a" else "a"
+        far = entry.leg.far
         if response.status >= 200:
             del self.pending[client_tx]
             dialog = self.dialog_of(far)
@@ -194,7 +195,7 @@ class DialogRelay:
         call.services.layer.send_response(entry.server_tx, reply)
         if entry.method == "INVITE" and response.status in (408, 481):
             # §12.2.1.2 / RFC 5057: the far side lost the session; end the call.
-            call.hangup("callee" if far == "b" else "caller")
+            call.hangup("callee" if far is Leg.B else "caller")
 
     def failed(self, client_tx: Any, status: int) -> None:
         """A relayed request timed out or could not be sent."""
@@ -212,9 +213,9 @@ class DialogRelay:
 
     # -- ACK -------------------------------------------------------------------------------
 
-    def ack(self, leg: str, ack: Request) -> None:
+    def ack(self, leg: Leg, ack: Request) -> None:
         """An ACK for a relayed re-INVITE's 2xx: ACK the far side's 2xx too."""
-        far = "b" if leg == "a" else "a"
+        far = leg.far
         pending = self.pending_acks.pop(far, None)
         dialog = self.dialog_of(far)
         if pending is None or dialog is None:

@@ -18,6 +18,7 @@ from b2bua.logs import Logger
 
 from b2bua.calls.call import Call
 from b2bua.calls.context import CallServices
+from b2bua.calls.legs import BranchInvite, CallBye, Leg, RelayedRequest
 from b2bua.calls.targets import ip_destination, resolve_uri
 from b2bua.calls.wakeup import WakeUp
 from b2bua.routing import LocalUser, Reject, RequestView, Targets, ToTrunk
@@ -282,7 +283,7 @@ class CallTable:
         call.run(self._in_dialog, call, tx, request, leg)
         return True
 
-    def _in_dialog(self, call: Call, tx: Any, request: Request, leg: str) -> None:
+    def _in_dialog(self, call: Call, tx: Any, request: Request, leg: Leg) -> None:
         try:
             call.in_dialog_request(tx, request, leg)
         except Exception:
@@ -301,18 +302,20 @@ class CallTable:
             call.run(call.a_ack, request)
             return
         call = self.b_legs.get(request.call_id)
-        if call is not None and call.leg_of(request) == "b":
+        if call is not None and call.leg_of(request) is Leg.B:
             call.run(call.b_ack, request)
 
     def response_received(self, tx: Any, response: Response) -> None:
         context = tx.context
-        if not isinstance(context, tuple) or tx.request.method == "CANCEL":
+        kind = type(context)
+        if kind is CallBye or tx.request.method == "CANCEL":
             return  # a CANCEL shares its INVITE's context; the INVITE's answer counts
-        call, what = context
-        if what == "relay":
+        if kind is BranchInvite:
+            call = context.call
+            call.run(call.branch_response, context.branch, response)
+        elif kind is RelayedRequest:
+            call = context.call
             call.run(call.relay_response, tx, response)
-        elif what != "bye":
-            call.run(call.branch_response, what, response)
 
     def transaction_timeout(self, tx: Any) -> None:
         self._tx_failed(tx, 408)
@@ -325,17 +328,18 @@ class CallTable:
         if isinstance(context, Call):      # the A-leg INVITE's server transaction
             context.run(context.a_leg_failed, status)
             return
-        if not isinstance(context, tuple) or tx.request.method == "CANCEL":
+        kind = type(context)
+        if kind is CallBye or tx.request.method == "CANCEL":
             return  # the INVITE it cancels still ends (Timer B / 487) on its own
-        call, what = context
-        if what == "relay":
+        if kind is BranchInvite:
+            call, branch = context.call, context.branch
+            if status == 408:
+                call.run(call.branch_timeout, branch)
+            else:
+                call.run(call.branch_transport_error, branch)
+        elif kind is RelayedRequest:
+            call = context.call
             call.run(call.relay_failed, tx, status)
-        elif what == "bye":
-            return
-        elif status == 408:
-            call.run(call.branch_timeout, what)
-        else:
-            call.run(call.branch_transport_error, what)
 
     def active_calls(self) -> list[Call]:
         return [c for c in self.calls.values() if not c.finished]

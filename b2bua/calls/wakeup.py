@@ -83,6 +83,8 @@ class WakeUp:
 
     def _push(self, binding: Binding, facts: CallFacts) -> None:
         notifier = self.call.services.notifier
+        if notifier is None:
+            return
         target = PushTarget(binding.push_provider or "", binding.push_topic or
                             binding.push_package or "", binding.push_token or "")
         self.pushes_out += 1

@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from b2bua.clock import Clock
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
@@ -87,7 +87,7 @@ class Registrar:
 
     def __init__(self, users: UserStore, bindings: BindingStore | LocationService,
                  auth: DigestAuthenticator, throttle: FailureThrottle | None,
-                 events: BindingEvents, clock: IReactorTime, domain: str,
+                 events: BindingEvents, clock: Clock, domain: str,
                  min_expires: int = 60, max_expires: int = 86400,
                  default_expires: int = 3600) -> None:
         """``bindings`` is a ``BindingStore`` (every write durable when it returns)
@@ -130,7 +130,7 @@ class Registrar:
         if self._purger is not None:
             return
         self._purger = LoopingCall(self.purge)
-        self._purger.clock = self.clock
+        self._purger.clock = self.clock  # type: ignore[assignment]  # IReactorTime is a zope interface
         self._purger.start(interval, now=True).addErrback(
             lambda failure: self.log.failure("binding purge loop stopped", failure))
 

@@ -36,7 +36,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from twisted.internet.interfaces import IReactorTime
+from b2bua.clock import Clock
 
 __all__ = [
     "AuthResult",
@@ -145,7 +145,8 @@ def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
 
 
 def _parse_params_stepwise(value: str, pos: int) -> dict[str, str]:
-    end, params = len(value), {}
+    end = len(value)
+    params: dict[str, str] = {}
     while True:
         pos = _SEPARATORS_RE.match(value, pos).end()  # type: ignore[union-attr]
         if pos >= end:
@@ -211,7 +212,7 @@ class DigestAuthenticator:
     def __init__(
         self,
         realm: str,
-        clock: IReactorTime,
+        clock: Clock,
         secret: bytes,
         nonce_ttl: float = 300,
         *,
@@ -258,6 +259,7 @@ class DigestAuthenticator:
         ``-sess`` name) and returns the hex HA1, or None for an unknown or
         disabled user.
         """
+        params: Mapping[str, str]
         if isinstance(credentials, str):
             try:
                 params = parse_credentials(credentials)
@@ -356,7 +358,7 @@ class FailureThrottle:
 
     def __init__(
         self,
-        clock: IReactorTime,
+        clock: Clock,
         max_failures: int = 5,
         window: float = 60,
         block_time: float | None = None,

@@ -115,7 +115,9 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+"""RFC 3261 §25.1 ``token``: header names, methods, parameter names."""
+_TOKEN_RE = TOKEN_RE
 _PARAM_VALUE_RE = re.compile(r"[^\s\";,<>]+\Z")
 
 
@@ -426,8 +428,10 @@ def tag_param(value: str) -> str | None:
 
 
 _MAX_CSEQ = 2**31 - 1
-_METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
-                      "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"))
+SIP_METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
+                         "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"))
+"""The methods we know by name (any other token is an extension method)."""
+_METHODS = SIP_METHODS
 
 
 class CSeq(NamedTuple):

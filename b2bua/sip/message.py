@@ -16,8 +16,8 @@ from typing import Any, Iterable, Iterator
 
 from b2bua.sip.errors import ParseError, SipError, UnsupportedUriScheme, VersionNotSupported
 from b2bua.sip.headers import (
-    _CANONICAL, _KEYS, LIST_HEADERS, SINGLE_HEADERS, CSeq, NameAddr, Via, split_header_values,
-    tag_param,
+    _CANONICAL, _KEYS, LIST_HEADERS, SINGLE_HEADERS, SIP_METHODS, TOKEN_RE, CSeq, NameAddr, Via,
+    split_header_values, tag_param,
 )
 from b2bua.sip.uri import AbsoluteUri, Uri, parse_uri
 
@@ -29,7 +29,7 @@ __all__ = [
 
 Address = tuple[str, int]
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_TOKEN_RE = TOKEN_RE
 _MAX_DELTA = 2**32 - 1
 
 #: lower-case header name or compact form -> (lookup key, canonical name)
@@ -465,8 +465,7 @@ class Response(Message):
 # ---------------------------------------------------------------- parsing
 
 _NO_URI = AbsoluteUri("", "")   # Request.uri of a request whose start line is unusable
-_METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
-                      "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"))
+_METHODS = SIP_METHODS
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _STATUS_RE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?\Z", re.S)
@@ -620,7 +619,7 @@ def _check_common(message: Message, fields: _Fields) -> ParseError | None:
     cache = message.headers._cache
     cache["call-id"] = call_id
     try:
-        cache["cseq"] = CSeq.parse(cseq)
+        cache["cseq"] = CSeq.parse(cseq)  # type: ignore[arg-type]  # checked present above
     except ParseError:
         return ParseError("Bad CSeq")
     max_forwards = seen.get("max-forwards")

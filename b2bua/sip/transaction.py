@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
 
+from b2bua.clock import Clock, DelayedCall
 from b2bua.sip.actions import Address, Source
 from b2bua.sip.addressing import RELIABLE_TRANSPORTS
 from b2bua.sip.timers import Timers
@@ -31,24 +32,6 @@ __all__ = [
     "TxState", "TxInput", "Transaction", "TransactionOwner", "TransactionUser", "Clock",
     "DelayedCall",
 ]
-
-
-class DelayedCall(Protocol):
-    """The part of ``IDelayedCall`` the machines use (``reset`` only when present)."""
-
-    def active(self) -> bool: ...
-    def cancel(self) -> None: ...
-    def reset(self, secondsFromNow: float) -> None: ...
-
-
-class Clock(Protocol):
-    """The part of ``IReactorTime`` the machines use: any reactor, or
-    ``twisted.internet.task.Clock`` in tests (structural, so mypy needs no
-    zope plugin)."""
-
-    def seconds(self) -> float: ...
-    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any,
-                  **kw: Any) -> Any: ...
 
 
 class TxState(enum.Enum):
@@ -137,10 +120,14 @@ class LongTimers(Protocol):
 class TransactionOwner(Protocol):
     """What a machine needs from its layer."""
 
-    clock: Clock
-    timers: Timers
-    tu: TransactionUser
-    long_timers: LongTimers
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def timers(self) -> Timers: ...
+    @property
+    def tu(self) -> TransactionUser: ...
+    @property
+    def long_timers(self) -> LongTimers: ...
 
     def transmit(self, tx: Transaction, data: bytes) -> bool: ...
     def transmit_ack(

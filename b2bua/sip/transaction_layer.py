@@ -181,7 +181,7 @@ class TransactionLayer:
             self.send_response(tx, response)
 
     def cancel(
-        self, tx: ClientInviteTransaction, extra: Iterable[tuple[str, str]] = ()
+        self, tx: ClientTransaction, extra: Iterable[tuple[str, str]] = ()
     ) -> ClientNonInviteTransaction | None:
         """CANCEL an INVITE (§9.1); ``extra`` e.g. a Reason header (RFC 3326).
 
@@ -190,6 +190,8 @@ class TransactionLayer:
         transaction when it was sent now, else None. The 487 (or a late 2xx)
         still arrives through ``tu.response_received`` for the INVITE.
         """
+        if not isinstance(tx, ClientInviteTransaction):
+            return None   # only an INVITE is cancelled (§9.1)
         if tx.cancel_tx is not None or tx.cancel_requested is not None:
             return None
         if tx.state is TxState.CALLING:
@@ -201,7 +203,7 @@ class TransactionLayer:
 
     def send_ack(
         self, ack: Request, dest: Address, transport: str, flow: object | None = None,
-        *, tx: ClientInviteTransaction | None = None,
+        *, tx: ClientTransaction | None = None,
     ) -> bool:
         """Send the ACK for a 2xx (§13.2.2.4): no transaction, its own branch.
 
