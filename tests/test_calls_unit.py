@@ -19,7 +19,8 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from b2bua.calls.best_response import best_final
-from b2bua.calls.call import Call, refusing_answer
+from b2bua.calls.call import Call
+from b2bua.calls.dialog_ends import refusing_answer
 from b2bua.calls.context import CallServices, CallSettings, TrunkCredentials
 from b2bua.calls.state import CallState
 from b2bua.calls.table import CallTable
@@ -655,7 +656,7 @@ def test_exception_in_one_call_ends_it_with_500_and_a_log_line(monkeypatch: Any)
     def boom(*args: Any) -> None:
         raise RuntimeError("bug")
 
-    break_method(monkeypatch, broken, "_branch_provisional", boom)
+    break_method(monkeypatch, broken, "branch_provisional", boom)
     w.respond(broken_b, 180, tag="x")
     assert finals(broken_tx) == [500]
     assert w.layer.cancelled == [broken_b]
@@ -679,7 +680,7 @@ def test_exception_in_a_timer_ends_that_call_only(monkeypatch: Any) -> None:
         raise RuntimeError("bug")
 
     break_method(monkeypatch, call, "_ring_timeout", boom)
-    call._start_timer("ring", 10, call._ring_timeout)
+    call._timers.start(call.services.clock, "ring", 10, call.run, call._ring_timeout)
     w.clock.advance(11)
     assert finals(a_tx) == [500] and call.ended_by == "error"
 
@@ -709,7 +710,7 @@ def test_exception_in_the_cleanup_still_ends_the_call(monkeypatch: Any) -> None:
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("bug")
 
-    break_method(monkeypatch, call, "_branch_provisional", boom)
+    break_method(monkeypatch, call, "branch_provisional", boom)
     break_method(monkeypatch, call, "respond_a", boom)
     w.respond(w.layer.invites[0], 180)
     assert call.finished and w.table.calls == {} and w.cdrs[0].ended_by == "error"

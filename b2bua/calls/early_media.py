@@ -86,6 +86,15 @@ class EarlyMedia:
             raise
         return self.caller_sdp
 
+    def answer_for_caller(self, callee_sdp: bytes, callee_host: str, call_id: str) -> bytes:
+        """The body of the caller's 200: our SDP again, whatever the callee's was like."""
+        try:
+            return self.answered(callee_sdp, callee_host)
+        except MediaError as exc:
+            self.log.warn("call {call_id}: callee SDP unusable for the relay ({reason})",
+                          call_id=call_id, reason=exc.reason)
+            return self.caller_sdp
+
     def stop(self) -> defer.Deferred[None]:
         d = defer.maybeDeferred(self.anchored.relay.stop)
         d.addErrback(lambda f: self.log.failure("stopping the relay failed", f))
@@ -93,9 +102,13 @@ class EarlyMedia:
 
 
 def try_start(settings: MediaSettings | None, offer: bytes, caller_host: str,
-              call_id: str) -> EarlyMedia | None:
-    """EarlyMedia for a call, or None when the offer has no usable audio / no ports."""
+              call_id: str, *, for_tone: bool = False) -> EarlyMedia | None:
+    """EarlyMedia for a call when configured: for the tone (``for_tone``, with
+    ``[push] ringback = "183"``) or for every call (``[media] relay``); None when
+    not, or when the offer has no usable audio / no ports."""
     if settings is None or not offer:
+        return None
+    if not (settings.relay_all or (for_tone and settings.tone)):
         return None
     try:
         return EarlyMedia.start(settings, offer, caller_host)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from b2bua.calls.legs import Leg, RelayedRequest
+from b2bua.calls.state import CallState
+from b2bua.calls.targets import Hop, dialog_hop
 from b2bua.logs import Logger
 
 from b2bua.sip.errors import SipError
@@ -110,12 +112,30 @@ class DialogRelay:
 
     # -- requests --------------------------------------------------------------------------
 
+    def hop(self, leg: Leg) -> Hop:
+        """(address, transport, flow) of in-dialog requests into ``leg``'s dialog."""
+        call = self.call
+        if leg is Leg.A:
+            src = call.a_source
+            original: Hop = (src.address, src.transport, src.flow)
+            sticky = call.caller is not None
+            dialog = call.a_dialog
+        else:
+            branch = call.answered
+            assert branch is not None
+            dest = branch.dest
+            original, sticky = (dest.address, dest.transport, dest.flow), dest.binding is not None
+            dialog = branch.dialog
+        if dialog is None:
+            return original
+        return dialog_hop(dialog.next_hop, original, sticky)
+
     def request(self, tx: Any, request: Request, leg: Leg) -> None:
-        """A request from ``leg`` inside the answered call."""
+        """A request from ``leg`` inside the call: relayed once answered, 481 before."""
         call = self.call
         layer = call.services.layer
         server = call.services.settings.server_header
-        dialog = self.dialog_of(leg)
+        dialog = self.dialog_of(leg) if call.state is CallState.ANSWERED else None
         if dialog is None:
             layer.send_response(tx, make_response(request, 481, extra=[("Server", server)]))
             return
@@ -156,7 +176,7 @@ class DialogRelay:
                                     content_type=request.content_type,
                                     extra=copy_headers(request, REQUEST_HEADERS))
         out.headers.set("Max-Forwards", str(min(69, (mf if mf is not None else 70) - 1)))
-        address, transport, flow = self.call.hop(far)
+        address, transport, flow = self.hop(far)
         entry = Relayed(tx, request.method, leg, out.cseq.number)
         self._sending = entry   # a transport error is reported before send_request returns
         try:
@@ -221,5 +241,5 @@ class DialogRelay:
         if pending is None or dialog is None:
             return
         out = dialog.create_ack(pending[0], body=ack.body, content_type=ack.content_type)
-        address, transport, flow = self.call.hop(far)
+        address, transport, flow = self.hop(far)
         self.call.services.layer.send_ack(out, address, transport, flow, tx=pending[1])

@@ -285,7 +285,7 @@ class CallTable:
 
     def _in_dialog(self, call: Call, tx: Any, request: Request, leg: Leg) -> None:
         try:
-            call.in_dialog_request(tx, request, leg)
+            call.relay.request(tx, request, leg)
         except Exception:
             # Whatever broke, that request still gets its answer (ignored if it has one).
             self.services.layer.send_response(tx, make_response(request, 500))
@@ -312,10 +312,10 @@ class CallTable:
             return  # a CANCEL shares its INVITE's context; the INVITE's answer counts
         if kind is BranchInvite:
             call = context.call
-            call.run(call.branch_response, context.branch, response)
+            call.run(call.forks.response, call, context.branch, response)
         elif kind is RelayedRequest:
             call = context.call
-            call.run(call.relay_response, tx, response)
+            call.run(call.relay.response, tx, response)
 
     def transaction_timeout(self, tx: Any) -> None:
         self._tx_failed(tx, 408)
@@ -334,12 +334,12 @@ class CallTable:
         if kind is BranchInvite:
             call, branch = context.call, context.branch
             if status == 408:
-                call.run(call.branch_timeout, branch)
+                call.run(call.forks.timeout, call, branch)
             else:
-                call.run(call.branch_transport_error, branch)
+                call.run(call.forks.transport_error, call, branch)
         elif kind is RelayedRequest:
             call = context.call
-            call.run(call.relay_failed, tx, status)
+            call.run(call.relay.failed, tx, status)
 
     def active_calls(self) -> list[Call]:
         return [c for c in self.calls.values() if not c.finished]
