@@ -53,7 +53,7 @@ class ClientTransaction(Transaction):
     def _linger(self) -> None:
         super()._linger()
         if self.last_response is not None:   # the TU got the whole response
-            self.last_response = self.last_response.slimmed()  # type: ignore[assignment]
+            self.last_response = self.last_response.slimmed()
 
 
 class ClientInviteTransaction(ClientTransaction):

@@ -69,7 +69,7 @@ class ServerTransaction(Transaction):
     def _linger(self) -> None:
         super()._linger()
         if self.last_response is not None:   # the bytes stay in _wire for resending
-            self.last_response = self.last_response.slimmed()  # type: ignore[assignment]
+            self.last_response = self.last_response.slimmed()
 
 
 class ServerInviteTransaction(ServerTransaction):

@@ -259,7 +259,7 @@ class Transaction:
     def _linger(self) -> None:
         """The final response is out (or in): keep only what matching and
         retransmission still read until the lingering timer fires."""
-        self.request = self.request.slimmed()  # type: ignore[assignment]
+        self.request = self.request.slimmed()
 
     def _absorb(self, message: Message | None = None) -> None:
         """Listed on purpose: the RFC says to swallow this input."""

@@ -19,12 +19,13 @@ from typing import Callable, Iterable, Mapping
 from b2bua.sip.actions import (
     Address, MessageDropped, Source, TransportFailed, TxEvent, UnexpectedInput,
 )
-from b2bua.sip.addressing import DEFAULT_PORTS, response_destination
 from b2bua.sip.client_tx import (
     ClientInviteTransaction, ClientNonInviteTransaction, ClientTransaction,
 )
 from b2bua.sip.errors import SipError
-from b2bua.sip.headers import Via
+from b2bua.sip.matching import (
+    MAGIC_COOKIE, ServerKey, _accept_key, _datagram_response_destination, server_key,
+)
 from b2bua.sip.message import (
     Message, Request, Response, generate_branch, generate_tag, make_response,
 )
@@ -39,10 +40,8 @@ from b2bua.sip.transaction import (
 
 __all__ = ["TransactionLayer", "TransactionStats", "TransportSend", "MAGIC_COOKIE", "server_key"]
 
-MAGIC_COOKIE = "z9hG4bK"
 TransportSend = Callable[[bytes, Address, str, object | None], None]
 """``transport_send(data, dest, transport, flow)``; may raise on a dead flow."""
-ServerKey = tuple[object, ...]
 
 
 @dataclass(slots=True)
@@ -56,31 +55,6 @@ class TransactionStats:
     retransmissions_absorbed: int = 0
     unexpected: int = 0
     dropped: int = 0
-
-
-def server_key(request: Request, method: str) -> ServerKey:
-    """§17.2.3: branch + sent-by + method; the RFC 2543 fallback without a cookie.
-
-    ``method`` is the request's, except ACK (-> INVITE) and the INVITE a CANCEL
-    targets; it comes last in both keys. Beyond §17.2.3 the Call-ID is part of
-    the key: a retransmission, its ACK and its CANCEL all carry the same one,
-    and a client that reuses a branch for a new call (the RFC 4475 messages
-    do) gets a new transaction instead of another call's response. The 2543
-    key leaves out the To tag, which an ACK gains; the layer compares it.
-    """
-    via = request.top_via
-    branch = via.branch
-    port = via.port or DEFAULT_PORTS.get(via.transport, 5060)
-    if branch is not None and branch.startswith(MAGIC_COOKIE):
-        return (branch, via.host.lower(), port, request.call_id, method)
-    return ("2543", request.call_id, request.from_.tag, request.cseq.number,
-            str(request.uri), via.host.lower(), port, branch, method)
-
-
-def _accept_key(message: Message) -> tuple[str, int]:
-    """Key of a 2xx to INVITE that its ACK (new branch) shares: Call-ID and
-    CSeq number. Cheap (no From/To parsing); the To tag is checked on a hit."""
-    return (message.call_id, message.cseq.number)
 
 
 class TransactionLayer:
@@ -416,19 +390,6 @@ class TransactionLayer:
     def _emit(self, event: TxEvent) -> None:
         if self._observer is not None:
             self._observer(event)
-
-
-def _datagram_response_destination(via: Via, source: Source) -> Address:
-    """§18.2.2 + RFC 3581 over UDP: the packet's source IP (what ``received``
-    records), the source port with ``rport``, else the sent-by port, else the
-    default port of the transport the response goes over (5060 for UDP, even
-    when the Via names TLS, RFC 4475 bext01); maddr wins."""
-    if via.maddr:
-        return response_destination(via, source)
-    host, port = source.address
-    if via.has_rport:
-        return host, port
-    return host, via.port or DEFAULT_PORTS.get(source.transport.upper(), 5060)
 
 
 def _name(tx: Transaction) -> str:
