@@ -49,10 +49,12 @@ class SipCore:
 
     log = Logger()
 
-    def __init__(self, server_header: str = "b2bua") -> None:
-        self.layer: TransactionLayer | None = None
-        self.registrar: RequestHandler | None = None
-        self.calls: CallHandler | None = None
+    def __init__(self, server_header: str = "b2bua", *, layer: TransactionLayer | None = None,
+                 registrar: RequestHandler | None = None,
+                 calls: CallHandler | None = None) -> None:
+        self.layer = layer
+        self.registrar = registrar          # None: REGISTER gets 405
+        self.calls = calls                  # None: INVITE gets 480
         self.server_header = server_header
         self.accepting_calls = True
         self.requests_by_method: dict[str, int] = {}

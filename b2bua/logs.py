@@ -8,8 +8,8 @@ output (what journald and log shippers read).
 
 Twisted's ``Logger`` builds, publishes and only then filters every event, and
 as a class attribute it makes a new ``Logger`` on every ``self.log`` access:
-with several lines per call step that was ~17 % of the CPU of a call
-(bench/cps.py profile).  :class:`Logger` drops an event below the configured
+with several lines per call step that was a large share of a call's CPU
+(bench/README.md).  :class:`Logger` drops an event below the configured
 level with one set lookup and hands out one logger per class.
 """
 

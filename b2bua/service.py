@@ -8,6 +8,7 @@ arrives before the parts that answer it are up; stop runs in reverse.
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass
 import os
 import signal
 import threading
@@ -55,6 +56,22 @@ class ServiceBuildError(Exception):
     """A part of the service could not be built from a valid config (names the part)."""
 
 
+@dataclass(frozen=True)
+class ServiceParts:
+    """The long-lived parts ``make_service`` builds, handed to the root service whole."""
+
+    network: SipNetwork
+    endpoint: SipEndpoint
+    core: SipCore
+    layer: TransactionLayer
+    store: Store
+    registrar: Registrar
+    calls: CallTable
+    bindings: BindingWriter
+    cdrs: CdrWriter
+    notifier: PushNotifierRegistry
+
+
 class B2buaService(service.MultiService):
     """The root service; holds the parts so tests and the admin side can reach them.
 
@@ -66,23 +83,24 @@ class B2buaService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, config: Config, clock: Any) -> None:
+    def __init__(self, config: Config, clock: Any, parts: ServiceParts, metrics: Metrics,
+                 reload_routers: Callable[[], None] | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Twisted is untyped here
         self.config = config
         self.clock = clock
         self.started_at = 0.0
-        self.network: SipNetwork | None = None
-        self.endpoint: SipEndpoint | None = None
-        self.core: SipCore | None = None
-        self.layer: TransactionLayer | None = None
-        self.store: Store | None = None
-        self.registrar: Registrar | None = None
-        self.calls: CallTable | None = None
-        self.bindings: BindingWriter | None = None
-        self.cdrs: CdrWriter | None = None
-        self.notifier: PushNotifierRegistry | None = None
-        self.metrics = Metrics()
-        self.reload_routers: Callable[[], None] | None = None
+        self.network = parts.network
+        self.endpoint = parts.endpoint
+        self.core = parts.core
+        self.layer = parts.layer
+        self.store = parts.store
+        self.registrar = parts.registrar
+        self.calls = parts.calls
+        self.bindings = parts.bindings
+        self.cdrs = parts.cdrs
+        self.notifier = parts.notifier
+        self.metrics = metrics
+        self.reload_routers = reload_routers
 
     def startService(self) -> None:  # noqa: N802
         self.started_at = self.clock.seconds()
@@ -175,7 +193,7 @@ def _sent_by(config: Config) -> dict[str, str]:
 def make_service(config: Config, reactor: Any = default_reactor) -> B2buaService:
     """Build the whole service tree from a validated config."""
     clock: Clock = reactor
-    root = B2buaService(config, clock)
+    metrics = Metrics()
     store = _open_store(config)
     _create_users(config, store)
     # flush_delay 0: commit on the next reactor turn (still one transaction for all the
@@ -194,19 +212,18 @@ def make_service(config: Config, reactor: Any = default_reactor) -> B2buaService
                           config.sip.domain, config.registrar.min_expires,
                           config.registrar.max_expires, config.registrar.default_expires)
 
-    core = SipCore(server_header=config.sip.user_agent)
     network = SipNetwork(reactor, list(config.sip.listen),
                          tls_options=_server_tls_options(config),
                          client_tls_options=lambda host: ssl.optionsForClientTLS(host),
                          max_message_size=config.sip.max_message_size)
-    endpoint = SipEndpoint(network, server_header=config.sip.user_agent)
-    network.sink = endpoint
     timers = Timers(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4,
                     timer_c=config.calls.timer_c)
     sent_by = _sent_by(config)
     contact_for = _contact_factory(sent_by)
-    layer = TransactionLayer(reactor, network.send, core, timers, sent_by=sent_by)
-    endpoint.on_message = layer.message_received
+    layer = TransactionLayer(reactor, network.send, timers=timers, sent_by=sent_by)  # TU: below
+    endpoint = SipEndpoint(network, on_message=layer.message_received,
+                           server_header=config.sip.user_agent)
+    network.sink = endpoint   # the network delivers to the endpoint, which sends through it
 
     def connection_lost(flow: Any) -> None:
         # A closed stream: bindings stop pointing at it, and requests waiting on it fail
@@ -227,16 +244,16 @@ def make_service(config: Config, reactor: Any = default_reactor) -> B2buaService
         write_cdr=cdrs.write, settings=_call_settings(config),
         trunk_credentials={t.name: TrunkCredentials(t.username, t.password)
                            for t in config.trunks if t.username},
-        metrics=root.metrics, media=_media_settings(config, reactor))
+        metrics=metrics, media=_media_settings(config, reactor))
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
                       store.users.ha1_lookup(config.sip.realm), throttle)
-    core.layer, core.registrar, core.calls = layer, registrar, calls
-    root.network, root.core, root.layer = network, core, layer
-    root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
-    root.notifier, root.endpoint, root.cdrs = notifier, endpoint, cdrs
-    root.reload_routers = lambda: chain_holder.swap(
-        _router_chain(load_config(config.path), store, clock, reload_modules=True))
-    root.metrics.attach(root)
+    core = SipCore(config.sip.user_agent, layer=layer, registrar=registrar, calls=calls)
+    layer.attach(core)
+    parts = ServiceParts(network, endpoint, core, layer, store, registrar, calls, bindings, cdrs,
+                         notifier)
+    root = B2buaService(config, clock, parts, metrics, reload_routers=lambda: chain_holder.swap(
+        _router_chain(load_config(config.path), store, clock, reload_modules=True)))
+    metrics.attach(root)
 
     _Housekeeping(registrar, bindings, cdrs).setServiceParent(root)  # type: ignore[no-untyped-call]
     _GcPacer(clock).setServiceParent(root)  # type: ignore[no-untyped-call]

@@ -173,9 +173,10 @@ class Call:
         """One line per call, at info only when it went wrong.
 
         A call answered and hung up by one of its parties is in the CDRs; at
-        info it would cost 7 % of the CPU of a call (Twisted's text log
-        observer), so it is logged at debug.  Unanswered calls and calls we
-        ended ourselves (timers, errors) are logged at info.
+        info its line would cost more than anything else at the end of a call
+        (Twisted's text log observer; figure in bench/README.md), so it is
+        logged at debug.  Unanswered calls and calls we ended ourselves
+        (timers, errors) are logged at info.
         """
         normal = self.answered_at is not None and self.ended_by in ("caller", "callee")
         self.log.emit(LogLevel.debug if normal else LogLevel.info,

@@ -48,8 +48,8 @@ class Headers:
     ``CSeq``, the From ``NameAddr`` ...), keyed by the lower-case header name
     (``top_via``, ``contact*`` for lists): messages read and fill it, and
     every change of the lines empties it.  A plain dict rather than a
-    method: it is read a dozen times per message, and a method call cost
-    30 ns per read (3 % of parsing an INVITE and answering it).
+    method: it is read a dozen times per message (a method call per read
+    measured in bench/README.md).
     """
 
     __slots__ = ("_fields", "parsed")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TxState", "TxInput", "Transaction", "TransactionOwner", "TransactionUser", "Clock",
+    "DetachedUser",
     "DelayedCall",
 ]
 
@@ -109,6 +110,17 @@ class TransactionUser(Protocol):
     def ack_received(self, request: Request, source: Source) -> None: ...
     def cancel_received(self, tx: Any, cancel: Request) -> None: ...
     def stray_response(self, response: Response, source: Source) -> None: ...
+
+
+class DetachedUser:
+    """The TU of a layer nobody attached yet (``TransactionLayer.attach``): using the
+    layer before then is our bug, reported as such."""
+
+    def _missing(self, *args: object) -> None:
+        raise RuntimeError("no transaction user attached to the transaction layer")
+
+    request_received = response_received = transaction_timeout = transport_error = _missing
+    ack_received = cancel_received = stray_response = _missing
 
 
 class LongTimers(Protocol):

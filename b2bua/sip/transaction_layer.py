@@ -35,7 +35,7 @@ from b2bua.sip.server_tx import (
 from b2bua.sip.timer_queues import TimerQueues
 from b2bua.sip.timers import Timers
 from b2bua.sip.transaction import (
-    Clock, Transaction, TransactionUser, TxInput, TxState, response_input,
+    Clock, DetachedUser, Transaction, TransactionUser, TxInput, TxState, response_input,
 )
 
 __all__ = ["TransactionLayer", "TransactionStats", "TransportSend", "MAGIC_COOKIE", "server_key"]
@@ -64,14 +64,14 @@ class TransactionLayer:
         self,
         clock: Clock,
         transport_send: TransportSend,
-        tu: TransactionUser,
+        tu: TransactionUser | None = None,
         timers: Timers = Timers(),
         *,
         sent_by: Mapping[str, str] | None = None,
         observer: Callable[[TxEvent], None] | None = None,
     ) -> None:
         self.clock = clock
-        self.tu = tu
+        self.tu: TransactionUser = tu if tu is not None else DetachedUser()
         self.timers = timers
         self.long_timers = TimerQueues(clock)
         self.sent_by = {k.upper(): v for k, v in (sent_by or {}).items()}
@@ -81,6 +81,10 @@ class TransactionLayer:
         self._transport_send = transport_send
         self._observer = observer
         self._accepted: dict[tuple[str, int], ServerInviteTransaction] = {}
+
+    def attach(self, tu: TransactionUser) -> None:
+        """The TU, when it is built after the layer (it sends through the layer)."""
+        self.tu = tu
 
     def __len__(self) -> int:
         """Live transactions, client and server."""
