@@ -13,15 +13,19 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from twisted.internet.task import Clock as TaskClock
 
-from b2bua.sip.message import Request, Response, generate_branch
+from twisted.internet.defer import Deferred
+
+from b2bua.sip.addressing import Source
+from b2bua.sip.message import Request, Response, generate_branch, make_response
 
 if TYPE_CHECKING:
     from b2bua.clock import Clock
+    from b2bua.core import RequestHandler
     from b2bua.sip.addressing import Address
     from b2bua.sip.client_tx import ClientTransaction
     from b2bua.sip.server_tx import ServerTransaction
     from b2bua.sip.transaction_layer import TransactionLayer
-    from b2bua.sip.tu import Layer
+    from b2bua.sip.tu import Layer, RequestSender
 
 
 @dataclass(eq=False)
@@ -84,10 +88,45 @@ class FakeLayer:
         return self.sent("INVITE")
 
 
+class RecordingSender:
+    """Records the requests a trunk registration sends (``RequestSender``)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Request, Any, str]] = []
+
+    def send_request(self, request: Request, dest: Address, transport: str,
+                     flow: object | None = None, *, context: object | None = None) -> object:
+        self.sent.append((request, dest, transport))
+        return object()
+
+
+class ScriptedRegistrar:
+    """Answers the way it is told: a Response, a Deferred, or an exception (``RequestHandler``)."""
+
+    def __init__(self) -> None:
+        self.mode = "now"
+        self.pending: list[tuple[Deferred[Response], Request]] = []
+
+    def handle(self, request: Request, source: Source) -> Response | Deferred[Response]:
+        if self.mode == "raise":
+            raise RuntimeError("registrar bug")
+        if self.mode == "later":
+            waiting: Deferred[Response] = Deferred()
+            self.pending.append((waiting, request))
+            return waiting
+        if self.mode == "challenge":
+            return make_response(request, 401, to_tag="t")
+        return make_response(request, 200, to_tag="t")
+
+
 if TYPE_CHECKING:
     # The fakes and the real classes satisfy the same seams (checked, never run).
-    def _seams(fake: FakeLayer, real: TransactionLayer, clock: TaskClock) -> None:
+    def _seams(fake: FakeLayer, real: TransactionLayer, clock: TaskClock,
+               sender: RecordingSender, registrar: ScriptedRegistrar) -> None:
         layer: Layer[FakeTx, FakeTx] = fake
         real_layer: Layer[ClientTransaction, ServerTransaction] = real
         task_clock: Clock = clock
-        del layer, real_layer, task_clock
+        trunk_layer: RequestSender = sender
+        real_sender: RequestSender = real
+        handler: RequestHandler = registrar
+        del layer, real_layer, task_clock, trunk_layer, real_sender, handler

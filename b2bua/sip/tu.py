@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from b2bua.sip.addressing import Address
     from b2bua.sip.message import Request, Response
 
-__all__ = ["ClientTx", "Layer", "ServerTx", "Tx"]
+__all__ = ["ClientTx", "Layer", "RequestSender", "ServerTx", "Tx"]
 
 
 class Tx(Protocol):
@@ -31,6 +31,14 @@ class Tx(Protocol):
 
 ClientTx = TypeVar("ClientTx", bound=Tx)
 ServerTx = TypeVar("ServerTx", bound=Tx, contravariant=True)
+
+
+class RequestSender(Protocol):
+    """Only sending requests (a trunk registration needs no more of the layer)."""
+
+    def send_request(self, request: Request, dest: Address, transport: str,
+                     flow: object | None = None, *, context: object | None = None) -> object:
+        """Start a client transaction (the layer adds the Via when there is none)."""
 
 
 class Layer(Protocol[ClientTx, ServerTx]):
