@@ -70,7 +70,7 @@ class Logger(_TwistedLogger):
                       log_source=self.source, log_format=format, log_time=time())
         if "log_trace" in kwargs:
             kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
-        self.observer(kwargs)  # type: ignore[call-arg]  # a zope interface: no self
+        self.observer(kwargs)  # type: ignore[call-arg,misc]  # a zope interface: no self
 
 
 def apply_log_settings(settings: Any, publisher: Any = globalLogPublisher,

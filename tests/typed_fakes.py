@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from b2bua.sip.server_tx import ServerTransaction
     from b2bua.sip.transaction_layer import TransactionLayer
     from b2bua.sip.tu import Layer, RequestSender
+    from b2bua.store.writer import BindingWriter, LocationService
 
 
 @dataclass(eq=False)
@@ -122,11 +123,13 @@ class ScriptedRegistrar:
 if TYPE_CHECKING:
     # The fakes and the real classes satisfy the same seams (checked, never run).
     def _seams(fake: FakeLayer, real: TransactionLayer, clock: TaskClock,
-               sender: RecordingSender, registrar: ScriptedRegistrar) -> None:
+               sender: RecordingSender, registrar: ScriptedRegistrar,
+               writer: BindingWriter) -> None:
         layer: Layer[FakeTx, FakeTx] = fake
         real_layer: Layer[ClientTransaction, ServerTransaction] = real
         task_clock: Clock = clock
         trunk_layer: RequestSender = sender
         real_sender: RequestSender = real
         handler: RequestHandler = registrar
-        del layer, real_layer, task_clock, trunk_layer, real_sender, handler
+        location: LocationService = writer
+        del layer, real_layer, task_clock, trunk_layer, real_sender, handler, location
