@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import email.utils
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from b2bua.clock import Clock
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -153,7 +153,8 @@ class Registrar:
             self.log.failure("purging expired bindings failed", failure)
             return 0
 
-        return _deferred(self.bindings.purge_expired, now).addCallbacks(done, failed)
+        purged: Deferred[int] = maybeDeferred(self.bindings.purge_expired, now)
+        return purged.addCallbacks(done, failed)
 
     # -- REGISTER --------------------------------------------------------------------
 
@@ -393,15 +394,6 @@ def _target(existing: Sequence[Binding], incoming: Binding, removal: bool) -> _T
     return _Target(replaced, tuple(
         b for b in existing if b is not replaced and uri_equal(b.contact, incoming.contact)
         and not other_instance(b, incoming)))
-
-
-def _deferred(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-    """``fn(*args)`` as a Deferred, whether it returned a value or a Deferred."""
-    try:
-        result = fn(*args)
-    except Exception:
-        return fail()
-    return result if isinstance(result, Deferred) else succeed(result)
 
 
 def _id(binding: Binding) -> int:
