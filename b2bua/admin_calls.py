@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from b2bua.admin import AdminError, load, print_json, span, table, when
+from b2bua.admin_common import AdminError, load, print_json, span, table, when
 from b2bua.config import Config
 
 __all__ = ["fetch_status", "run_calls", "run_trunks", "status_url"]

@@ -15,7 +15,7 @@ import sqlite3
 from twisted.internet import reactor
 from twisted.internet.ssl import PrivateCertificate
 
-from b2bua.admin import AdminError, load
+from b2bua.admin_common import AdminError, load
 from b2bua.admin_push import build_apns_client, build_fcm_client
 from b2bua.config import Config
 from b2bua.plugin_loader import PluginLoadError, load_routers

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from b2bua.admin import AdminError, _USER, load, open_store
+from b2bua.admin_common import _USER, AdminError, load, open_store
 from b2bua.store.users import compute_ha1
 
 __all__ = ["ImportRow", "read_users", "run_user_import"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 
-from b2bua.admin import AdminError, load, open_store, print_json, user_aor
+from b2bua.admin_common import AdminError, load, open_store, print_json, user_aor
 from b2bua.config import Config
 from b2bua.push.apns_client import ApnsClient, ApnsTimings
 from b2bua.push.fcm_client import FcmClient

@@ -17,6 +17,7 @@ from b2bua.logs import Logger
 from b2bua.messaging.legs import MessageLeg
 from b2bua.sip.addressing import Source
 from b2bua.sip.errors import SipError
+from b2bua.sip.headers import SIP_METHODS
 from b2bua.sip.message import Request, Response, generate_tag, make_response
 from b2bua.trunk_register import TrunkRegistration
 
@@ -25,15 +26,13 @@ if TYPE_CHECKING:
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY, PRACK, MESSAGE"
 SUPPORTED = ("path", "replaces")
-KNOWN_METHODS = frozenset(
-    {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO", "REFER",
-     "NOTIFY", "PRACK", "SUBSCRIBE", "PUBLISH", "MESSAGE"})
+KNOWN_METHODS = SIP_METHODS
 
 
 class RequestHandler(Protocol):
     """What the registrar and the call table offer the core."""
 
-    def handle(self, request: Request, source: Source) -> Response | defer.Deferred: ...
+    def handle(self, request: Request, source: Source) -> Response | defer.Deferred[Response]: ...
 
 
 class CallHandler(Protocol):
@@ -57,11 +56,14 @@ class SipCore:
 
     log = Logger()
 
-    def __init__(self, server_header: str = "b2bua") -> None:
-        self.layer: TransactionLayer | None = None
-        self.registrar: RequestHandler | None = None
-        self.calls: CallHandler | None = None
-        self.messages: MessageHandler | None = None
+    def __init__(self, server_header: str = "b2bua", *, layer: TransactionLayer | None = None,
+                 registrar: RequestHandler | None = None,
+                 calls: CallHandler | None = None,
+                 messages: MessageHandler | None = None) -> None:
+        self.layer = layer
+        self.registrar = registrar          # None: REGISTER gets 405
+        self.calls = calls                  # None: INVITE gets 480
+        self.messages = messages            # None: MESSAGE gets 405
         self.server_header = server_header
         self.accepting_calls = True
         self.requests_by_method: dict[str, int] = {}
@@ -171,7 +173,7 @@ class SipCore:
         try:
             result = self.registrar.handle(request, source)
         except Exception:
-            self._registrar_failed(Failure(), tx)
+            self._registrar_failed(Failure(), tx)  # type: ignore[no-untyped-call]
             return
         if isinstance(result, defer.Deferred):   # waits for the binding commit
             result.addCallback(self._send_registrar_response, tx)

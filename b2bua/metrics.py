@@ -8,14 +8,66 @@ the two latency histograms are observed as events happen.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from b2bua.service import B2buaService
+    from b2bua.calls.call import Call
+    from b2bua.clock import SecondsClock
+    from b2bua.sip.transaction_layer import TransactionStats
+    from b2bua.store.bindings import Binding
+
+
+# -- what the metrics read: counters the parts keep, not the parts themselves -------------
+
+
+class CallStats(Protocol):
+    calls_started: int
+    completed: dict[int, int]
+
+    def active_calls(self) -> list[Call]: ...
+
+
+class LayerStats(Protocol):
+    @property
+    def stats(self) -> TransactionStats: ...
+    def __len__(self) -> int: ...
+
+
+class CoreStats(Protocol):
+    requests_by_method: dict[str, int]
+    register_statuses: dict[int, int]
+    accepting_calls: bool
+
+
+class EndpointStats(Protocol):
+    parse_errors: int
+
+
+class BindingList(Protocol):
+    def list_all(self, now: float) -> list[Binding]: ...
+
+
+class ServiceStats(Protocol):
+    """The parts of the running service the metrics and /status read (``B2buaService``)."""
+
+    @property
+    def clock(self) -> SecondsClock: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def calls(self) -> CallStats | None: ...
+    @property
+    def layer(self) -> LayerStats | None: ...
+    @property
+    def core(self) -> CoreStats | None: ...
+    @property
+    def endpoint(self) -> EndpointStats | None: ...
+    @property
+    def bindings(self) -> BindingList | None: ...
 
 
 class Metrics:
@@ -39,14 +91,14 @@ class Metrics:
     def observe_wakeup(self, delay: float) -> None:
         self.wakeup_delay.observe(delay)
 
-    def attach(self, service: B2buaService) -> None:
+    def attach(self, service: ServiceStats) -> None:
         self.registry.register(ServiceCollector(service))
 
 
 class ServiceCollector(Collector):
     """Reads the live state of the service at scrape time."""
 
-    def __init__(self, service: B2buaService) -> None:
+    def __init__(self, service: ServiceStats) -> None:
         self.service = service
 
     def collect(self) -> Iterator[Any]:
@@ -187,7 +239,7 @@ def _by_label(name: str, help_text: str, label: str, counts: dict[Any, int]) -> 
     return family
 
 
-def status_document(service: B2buaService) -> dict[str, Any]:
+def status_document(service: ServiceStats) -> dict[str, Any]:
     """What GET /status returns (and ``b2bua-admin calls`` prints)."""
     calls = []
     if service.calls is not None:

@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
-from typing import Any, NoReturn, Protocol, Union
+from typing import Any, NoReturn, Protocol
 
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyClass
@@ -190,7 +190,7 @@ class RouterEntry(Protocol):
 
 
 # A raw `[[router]]` table ({"plugin": ..., **options}) or a parsed one.
-Entry = Union[Mapping[str, Any], RouterEntry]
+Entry = Mapping[str, Any] | RouterEntry
 
 
 def load_chain(

@@ -12,12 +12,14 @@ import inspect
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union, cast
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.defer import TimeoutError as RouterTimedOut
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface
+
+from b2bua.clock import Clock
 
 from b2bua.logs import Logger
 from b2bua.sip.headers import LIST_HEADERS, header_key, split_header_values
@@ -79,11 +81,11 @@ class Reject:
             raise ValueError(f"a rejection needs a 4xx-6xx status, not {self.status}")
 
 
-Decision = Union[LocalUser, Targets, ToTrunk, Reject]
+Decision = LocalUser | Targets | ToTrunk | Reject
 DECISION_TYPES = (LocalUser, Targets, ToTrunk, Reject)
 # What IRouter.route may return: an answer now, or one later (`async def route` works too).
 RouteResult = Union[
-    Decision, None, "Deferred[Decision | None]", Coroutine[Any, Any, Union[Decision, None]]
+    Decision, None, "Deferred[Decision | None]", Coroutine[Any, Any, Decision | None]
 ]
 
 NOT_FOUND = Reject(404, "Not Found")
@@ -240,7 +242,7 @@ class RouterContext:
     domain: str
     lookup_user: Callable[[str], bool]
     trunks: Mapping[str, TrunkInfo]
-    clock: IReactorTime
+    clock: Clock
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trunks", MappingProxyType(dict(self.trunks)))
@@ -249,7 +251,7 @@ class RouterContext:
 # -- the interface ----------------------------------------------------------------------
 
 
-class IRouter(Interface):
+class IRouter(Interface):  # type: ignore[misc]  # zope.interface is untyped
     """Decides where a request goes, or declines so the next router is asked.
 
     A plugin class is constructed as `Class(options, context)`: `options` is its
@@ -259,6 +261,12 @@ class IRouter(Interface):
 
     def route(request: RequestView) -> RouteResult:
         """Return a decision, None to decline, or a Deferred (or coroutine) of either."""
+
+
+class Router(Protocol):
+    """``IRouter`` as mypy sees it (a zope interface method has no ``self``)."""
+
+    def route(self, request: RequestView) -> RouteResult: ...
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -291,14 +299,14 @@ class RouterChain:
 
     def __init__(
         self,
-        routers: Iterable[IRouter],
+        routers: Iterable[Router],
         *,
-        clock: IReactorTime | None = None,
+        clock: Clock | None = None,
         timeout: float | None = None,
         timeouts: Iterable[float | None] = (),
         not_found: Reject = NOT_FOUND,
     ) -> None:
-        self.routers: tuple[IRouter, ...] = tuple(routers)
+        self.routers: tuple[Router, ...] = tuple(routers)
         limits = list(timeouts)
         limits += [timeout] * (len(self.routers) - len(limits))
         if clock is None and (timeout is not None or any(x is not None for x in limits)):
@@ -311,7 +319,7 @@ class RouterChain:
         """Return a Deferred firing with the decision; it never fails except by cancel."""
         return self._ask(request, iter(self.routers))
 
-    def _ask(self, request: RequestView, routers: Iterator[IRouter]) -> Deferred[Decision]:
+    def _ask(self, request: RequestView, routers: Iterator[Router]) -> Deferred[Decision]:
         """Ask routers in turn until one decides now or promises to decide later."""
         for router in routers:
             try:
@@ -329,9 +337,9 @@ class RouterChain:
     async def _ask_later(
         self,
         request: RequestView,
-        router: IRouter,
+        router: Router,
         pending: Deferred[Any] | Coroutine[Any, Any, Any],
-        rest: Iterator[IRouter],
+        rest: Iterator[Router],
     ) -> Decision:
         try:
             answer = await self._wait(router, pending)
@@ -357,10 +365,10 @@ class RouterChain:
             waiting = Deferred.fromCoroutine(pending)
         limit = self._timeouts.get(id(router))
         if limit is not None and self._clock is not None:
-            waiting.addTimeout(limit, self._clock)
+            waiting.addTimeout(limit, cast(IReactorTime, self._clock))
         return waiting
 
-    def _check(self, router: IRouter, request: RequestView, answer: object) -> Decision | None:
+    def _check(self, router: Router, request: RequestView, answer: object) -> Decision | None:
         if answer is None or isinstance(answer, DECISION_TYPES):
             if answer is not None:
                 self.log.debug(
@@ -380,7 +388,7 @@ class RouterChain:
         )
         return INTERNAL_ERROR
 
-    def _failed(self, router: IRouter, request: RequestView) -> Reject:
+    def _failed(self, router: Router, request: RequestView) -> Reject:
         self.log.failure(
             "Router {router} failed on {method} {uri}; rejecting with 500",
             router=type(router).__name__,

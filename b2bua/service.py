@@ -8,6 +8,7 @@ arrives before the parts that answer it are up; stop runs in reverse.
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass
 import os
 import signal
 import threading
@@ -20,6 +21,7 @@ from twisted.logger import Logger
 
 from b2bua.calls.caller_id import CallerIdPolicy, TrunkIdentity
 from b2bua.calls.locate import SipLocator, make_resolver
+from b2bua.clock import Clock
 from b2bua.calls.context import CallServices, CallSettings, TrunkCredentials
 from b2bua.calls.early_media import MediaSettings
 from b2bua.calls.table import CallTable
@@ -65,6 +67,22 @@ class ServiceBuildError(Exception):
     """A part of the service could not be built from a valid config (names the part)."""
 
 
+@dataclass(frozen=True)
+class ServiceParts:
+    """The long-lived parts ``make_service`` builds, handed to the root service whole."""
+
+    network: SipNetwork
+    endpoint: SipEndpoint
+    core: SipCore
+    layer: TransactionLayer
+    store: Store
+    registrar: Registrar
+    calls: CallTable
+    bindings: BindingWriter
+    cdrs: CdrWriter
+    notifier: PushNotifierRegistry
+
+
 class B2buaService(service.MultiService):
     """The root service; holds the parts so tests and the admin side can reach them.
 
@@ -76,26 +94,28 @@ class B2buaService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, config: Config, clock: Any) -> None:
-        super().__init__()
+    def __init__(self, config: Config, clock: Any, parts: ServiceParts, metrics: Metrics,
+                 reload_routers: Callable[[], None] | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted is untyped here
         self.config = config
         self.clock = clock
         self.started_at = 0.0
-        self.network: SipNetwork | None = None
-        self.endpoint: SipEndpoint | None = None
-        self.core: SipCore | None = None
-        self.layer: TransactionLayer | None = None
-        self.store: Store | None = None
-        self.registrar: Registrar | None = None
-        self.calls: CallTable | None = None
-        self.bindings: BindingWriter | None = None
-        self.cdrs: CdrWriter | None = None
-        self.notifier: PushNotifierRegistry | None = None
+        self.network = parts.network
+        self.endpoint = parts.endpoint
+        self.core = parts.core
+        self.layer = parts.layer
+        self.store = parts.store
+        self.registrar = parts.registrar
+        self.calls = parts.calls
+        self.bindings = parts.bindings
+        self.cdrs = parts.cdrs
+        self.notifier = parts.notifier
+        self.metrics = metrics
+        self.reload_routers = reload_routers   # b2bua.reload.Reloader.reload
+        # Set by make_service once built (they need the root service themselves).
         self.mailbox: Mailbox | None = None
         self.refresh: RefreshScheduler | None = None
         self.push_clients: dict[str, Any] = {}   # H2PushClient by provider ("apns", "fcm")
-        self.metrics = Metrics()
-        self.reload_routers: Callable[[], object] | None = None   # b2bua.reload.Reloader.reload
         self.trunk_status: TrunkStatus | None = None
 
     def startService(self) -> None:  # noqa: N802
@@ -105,7 +125,7 @@ class B2buaService(service.MultiService):
         # collection, and collect less often, since full collections stall the event loop.
         gc.freeze()
         gc.set_threshold(10000, 20, 20)
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, self._sighup)
         self.log.info("b2bua started: domain {domain}, config {path}",
@@ -113,7 +133,7 @@ class B2buaService(service.MultiService):
 
     def _sighup(self, signum: int, frame: object) -> None:
         reactor = self.clock
-        reactor.callFromThread(self.reload)  # type: ignore[attr-defined]
+        reactor.callFromThread(self.reload)
 
     def reload(self) -> None:
         """Apply the config file again (users, trunks, routers, call and push settings; the
@@ -125,16 +145,16 @@ class B2buaService(service.MultiService):
             return
         self.reload_routers()   # b2bua.reload.Reloader: logs what it applied or refused
 
-    def stopService(self) -> defer.Deferred:  # noqa: N802
+    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
         d = self.drain(self.config.calls.drain_time)
-        d.addCallback(lambda _: service.MultiService.stopService(self))
+        d.addCallback(lambda _: service.MultiService.stopService(self))  # type: ignore[no-untyped-call,call-overload]
         return d
 
-    def drain(self, limit: float) -> defer.Deferred:
+    def drain(self, limit: float) -> defer.Deferred[None]:
         """Refuse new calls, then wait (at most ``limit`` s) for active calls to end."""
         if self.core is not None:
             self.core.accepting_calls = False
-        done: defer.Deferred = defer.Deferred()
+        done: defer.Deferred[None] = defer.Deferred()
         deadline = self.clock.seconds() + limit
 
         def check() -> None:
@@ -160,7 +180,9 @@ def _server_tls_options(config: Config) -> object | None:
     try:
         cert = config.tls.certificate.read_bytes()
         key = config.tls.private_key.read_bytes()
-        return ssl.PrivateCertificate.loadPEM(cert + b"\n" + key).options()
+        options: object = ssl.PrivateCertificate.loadPEM(  # type: ignore[no-untyped-call]
+            cert + b"\n" + key).options()
+        return options
     except Exception as exc:  # a bad PEM must name the key, not print a traceback
         raise ServiceBuildError(
             f"tls.certificate / tls.private_key: cannot load ({exc.__class__.__name__})") from None
@@ -179,10 +201,10 @@ def _sent_by(config: Config) -> dict[str, str]:
     return out
 
 
-def make_service(config: Config, reactor: object = default_reactor) -> B2buaService:
+def make_service(config: Config, reactor: Any = default_reactor) -> B2buaService:
     """Build the whole service tree from a validated config."""
-    clock = reactor
-    root = B2buaService(config, clock)
+    clock: Clock = reactor
+    metrics = Metrics()
     store = _open_store(config)
     _create_users(config, store)
     # flush_delay 0: commit on the next reactor turn (still one transaction for all the
@@ -204,19 +226,18 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
                           token_lifetime=config.push.token_lifetime,
                           enabled_push_providers=enabled_push_providers(config))
 
-    core = SipCore(server_header=config.sip.user_agent)
     network = SipNetwork(reactor, list(config.sip.listen),
                          tls_options=_server_tls_options(config),
                          client_tls_options=_client_tls_factory(config),
                          max_message_size=config.sip.max_message_size)
-    endpoint = SipEndpoint(network, server_header=config.sip.user_agent)
-    network.sink = endpoint
     timers = Timers(t1=config.sip.t1, t2=config.sip.t2, t4=config.sip.t4,
                     timer_c=config.calls.timer_c)
     sent_by = _sent_by(config)
     contact_for = _contact_factory(sent_by)
-    layer = TransactionLayer(reactor, network.send, core, timers, sent_by=sent_by)
-    endpoint.on_message = layer.message_received
+    layer = TransactionLayer(reactor, network.send, timers=timers, sent_by=sent_by)  # TU: below
+    endpoint = SipEndpoint(network, on_message=layer.message_received,
+                           server_header=config.sip.user_agent)
+    network.sink = endpoint   # the network delivers to the endpoint, which sends through it
 
     def connection_lost(flow: Any) -> None:
         # A closed stream: bindings stop pointing at it, and requests waiting on it fail
@@ -234,6 +255,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     notifier, push_clients = _push_notifier(config, reactor, bindings)
     chain_holder = _RouterChainHolder(_router_chain(config, store, clock))
     cdrs = CdrWriter(store.cdrs, clock)     # batched: no INSERT + commit per call
+    # Services the parts need running before the root exists (rtpengine's ng client).
+    early_children = service.MultiService()  # type: ignore[no-untyped-call]
     services = CallServices(
         layer=layer, clock=clock, reactor=reactor, events=events,
         list_bindings=lambda aor: bindings.list_for_aor(aor, clock.seconds()),
@@ -241,36 +264,38 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         contact_for=contact_for, notifier=notifier,
         write_cdr=cdrs.write, settings=_call_settings(config),
         trunk_credentials=_trunk_credentials(config),
-        metrics=root.metrics, media=_media_settings(config, reactor, root), locator=locator,
+        metrics=metrics, media=_media_settings(config, reactor, early_children), locator=locator,
         kept_bindings=registrar.kept_bindings)
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
                       store.users.ha1_lookup(config.sip.realm), throttle,
                       caller_id=_caller_id_policy(config, store))
-    calls.trunk_status = root.trunk_status = trunk_status
+    calls.trunk_status = trunk_status
     push = config.push
     mailbox = Mailbox(
         store.messages, events, clock, layer, registrar.flow_for,
         lambda aor: [*bindings.list_for_aor(aor, clock.seconds()), *registrar.kept_bindings(aor)],
         notifier, MailboxLimits(push.message_lifetime, push.max_stored_messages,
                                 push.max_stored_bytes))
-    core.messages = MessageRelay(
+    messages = MessageRelay(
         layer, chain_holder, mailbox, trunk_for=calls.trunk_for, authenticate=calls.authenticate,
         aor_for=registrar.aor_for, list_bindings=services.list_bindings,
         flow_for=registrar.flow_for, trunks={t.name: t.uri for t in config.trunks},
         reactor=reactor, max_message_size=push.max_message_size,
         server_header=config.sip.user_agent)
-    root.mailbox = mailbox
-    core.layer, core.registrar, core.calls = layer, registrar, calls
-    root.network, root.core, root.layer = network, core, layer
-    root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
-    root.notifier, root.endpoint, root.cdrs = notifier, endpoint, cdrs
-    root.push_clients = push_clients
+    core = SipCore(config.sip.user_agent, layer=layer, registrar=registrar, calls=calls,
+                   messages=messages)
+    layer.attach(core)
+    parts = ServiceParts(network, endpoint, core, layer, store, registrar, calls, bindings, cdrs,
+                         notifier)
+    root = B2buaService(config, clock, parts, metrics)
+    root.mailbox, root.push_clients, root.trunk_status = mailbox, push_clients, trunk_status
+    early_children.setServiceParent(root)  # type: ignore[no-untyped-call]
 
     def start_registration(trunk: Any) -> TrunkRegistration:
         contact = contact_for(trunk.transport).replace("sip:b2bua@", f"sip:{trunk.username}@")
         registration = TrunkRegistration(trunk, layer, clock, reactor, contact, locator=locator)
         registration.on_failure = trunk_status.failed
-        registration.setServiceParent(root)
+        registration.setServiceParent(root)  # type: ignore[no-untyped-call]
         return registration
 
     reloader = Reloader(root, chain_holder, ReloadParts(
@@ -282,17 +307,18 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         create_users=lambda new: _create_users(new, store),
         registration=start_registration))
     root.reload_routers = reloader.reload
-    root.metrics.attach(root)
+    metrics.attach(root)
 
     root.refresh = RefreshScheduler(clock, notifier, bindings.list_refreshing,
                                     lead=PNSREG_INTERVAL)
-    _Housekeeping(registrar, bindings, cdrs, mailbox, root.refresh).setServiceParent(root)
-    _GcPacer(clock).setServiceParent(root)
+    _Housekeeping(registrar, bindings, cdrs, mailbox, root.refresh).setServiceParent(root)  # type: ignore[no-untyped-call]
+    _GcPacer(clock).setServiceParent(root)  # type: ignore[no-untyped-call]
     for client in push_clients.values():   # warm connections, PINGed, closed gracefully
         client.setServiceParent(root)
     if config.metrics.listen:
-        web_service(root, config.metrics.listen, config.metrics.allow).setServiceParent(root)
-    network.setServiceParent(root)
+        web = web_service(root, config.metrics.listen, config.metrics.allow)
+        web.setServiceParent(root)  # type: ignore[no-untyped-call]
+    network.setServiceParent(root)  # type: ignore[no-untyped-call]
     for trunk in config.trunks:
         if trunk.register:
             trunk_status.registrations[trunk.name] = start_registration(trunk)
@@ -312,8 +338,9 @@ class _RouterChainHolder:
     def swap(self, chain: Any) -> None:
         self.chain = chain
 
-    def route(self, view: Any) -> defer.Deferred:
-        return self.chain.route(view)
+    def route(self, view: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = self.chain.route(view)
+        return d
 
 
 class _GcPacer(service.Service):
@@ -337,7 +364,7 @@ class _GcPacer(service.Service):
         self._loops: list[task.LoopingCall] = []
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         for action, interval in ((gc.freeze, self.freeze_every),
                                  (self.reclaim, self.reclaim_every)):
             loop = task.LoopingCall(action)
@@ -346,7 +373,7 @@ class _GcPacer(service.Service):
             self._loops.append(loop)
 
     def stopService(self) -> object:  # noqa: N802
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         for loop in self._loops:
             if loop.running:
                 loop.stop()
@@ -375,7 +402,7 @@ class _Housekeeping(service.Service):
         self.refresh = refresh
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self.registrar.start_purging()
         if self.mailbox is not None:
             self.mailbox.start()
@@ -383,7 +410,7 @@ class _Housekeeping(service.Service):
             self.refresh.start()
 
     def stopService(self) -> object:  # noqa: N802
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         self.registrar.stop()
         if self.mailbox is not None:
             self.mailbox.stop()
@@ -400,7 +427,7 @@ def _open_store(config: Config) -> Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ServiceBuildError(f"database.path: cannot create {path.parent}: {exc.strerror}")
+            raise ServiceBuildError(f"database.path: cannot create {path.parent}: {exc.strerror}") from exc
     try:
         return Store.open(path)
     except Exception as exc:
@@ -416,7 +443,7 @@ def _create_users(config: Config, store: Store) -> None:
             log.info("created user {name} from the config", name=entry.name)
 
 
-def _push_notifier(config: Config, reactor: object,
+def _push_notifier(config: Config, reactor: Any,
                    bindings: BindingWriter) -> tuple[PushNotifierRegistry, dict[str, Any]]:
     """The provider registry the calls push through, and its clients (to run as services)
     by provider name."""
@@ -439,7 +466,7 @@ def enabled_push_providers(config: Config) -> frozenset[str]:
         ("fcm", config.fcm.enabled)) if on)
 
 
-def _router_chain(config: Config, store: Store, clock: object,
+def _router_chain(config: Config, store: Store, clock: Clock,
                   reload_modules: bool = False) -> object:
     realm = config.sip.realm
 
@@ -513,7 +540,7 @@ def _media_settings(config: Config, reactor: object,
     tone = config.push.ringback == "183"
     if not media.enabled or not (tone or media.relay):
         return None
-    sip_host = next((l.host for l in config.sip.listen if l.transport == "udp"),
+    sip_host = next((listen.host for listen in config.sip.listen if listen.transport == "udp"),
                     config.sip.listen[0].host)
     bind = media.bind_address or ("" if sip_host in ("0.0.0.0", "::") else sip_host)
     advertised = (media.advertised_address or config.sip.advertised_address or bind

@@ -53,7 +53,7 @@ class CleanStart(MultiService):
         from b2bua.transport.network import ListenError
 
         try:
-            super().startService()
+            super().startService()  # type: ignore[no-untyped-call]
         except ListenError as exc:
             self.log.critical("b2bua: {error}", error=str(exc))
             stderr = sys.__stderr__ or sys.stderr  # twistd redirects sys.stderr to the log
@@ -76,8 +76,8 @@ def make_service_from_path(path: str) -> MultiService:
         root = make_service(config)
     except (ConfigError, ServiceBuildError) as exc:
         raise StartupError(str(exc)) from None
-    top = CleanStart()
-    root.setServiceParent(top)
+    top = CleanStart()  # type: ignore[no-untyped-call]
+    root.setServiceParent(top)  # type: ignore[no-untyped-call]
     return top
 
 

@@ -17,9 +17,11 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from b2bua.calls.targets import resolve_uri
+from b2bua.clock import Clock
 from b2bua.sip.digest import MalformedCredentials, build_authorization, choose_challenge
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Headers, Request, Response, generate_call_id, generate_tag
+from b2bua.sip.tu import RequestSender
 from b2bua.sip.uri import SipUri, parse_uri
 
 
@@ -35,7 +37,7 @@ class TrunkRegistration(service.Service):
 
     log = Logger()
 
-    def __init__(self, trunk: Any, layer: Any, clock: Any, reactor: Any, contact: str,
+    def __init__(self, trunk: Any, layer: RequestSender, clock: Clock, reactor: Any, contact: str,
                  retry_min: float = 5.0, retry_max: float = 300.0,
                  locator: Any = None) -> None:
         self.trunk = trunk
@@ -67,11 +69,11 @@ class TrunkRegistration(service.Service):
     # -- service ------------------------------------------------------------
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._schedule(0)
 
     def stopService(self) -> None:  # noqa: N802
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         self._cancel_timer()
 
     # -- protocol -------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.twisted import MetricsResource
 from twisted.application import strports
-from twisted.application.service import IService
+from twisted.application.service import Service
 from twisted.web import resource, server
 
 from b2bua.metrics import status_document
@@ -25,7 +25,7 @@ class StatusResource(resource.Resource):
     isLeaf = True
 
     def __init__(self, service: B2buaService) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # twisted.web is untyped here
         self.service = service
 
     def render_GET(self, request: Any) -> bytes:  # noqa: N802
@@ -37,7 +37,7 @@ class AllowList(resource.Resource):
     """Serves ``child`` resources only to clients from the allowed networks."""
 
     def __init__(self, allow: tuple[Any, ...]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.allow = allow
 
     def getChildWithDefault(self, path: bytes, request: Any) -> resource.Resource:  # noqa: N802
@@ -48,18 +48,24 @@ class AllowList(resource.Resource):
             return resource.ForbiddenResource()
         if not any(ip in net for net in self.allow):
             return resource.ForbiddenResource()
-        return super().getChildWithDefault(path, request)
+        child: resource.Resource = super().getChildWithDefault(  # type: ignore[no-untyped-call]
+            path, request)
+        return child
 
     def render_GET(self, request: Any) -> bytes:  # noqa: N802
         request.setHeader(b"content-type", b"text/plain")
         return b"b2bua: see /metrics and /status\n"
 
 
-def web_service(service: B2buaService, listen: str, allow: tuple[Any, ...]) -> IService:
+def web_service(service: B2buaService, listen: str, allow: tuple[Any, ...]) -> Service:
     root = AllowList(allow)
-    root.putChild(b"metrics", MetricsResource(registry=service.metrics.registry))
-    root.putChild(b"status", StatusResource(service))
-    site = server.Site(root)
+    # twisted.web's resources are zope interfaces to mypy: Any bridges them.
+    metrics: Any = MetricsResource(registry=service.metrics.registry)  # type: ignore[no-untyped-call]
+    status: Any = StatusResource(service)
+    root.putChild(b"metrics", metrics)
+    root.putChild(b"status", status)
+    site = server.Site(root)  # type: ignore[no-untyped-call]
     site.noisy = False
     site.displayTracebacks = False
-    return strports.service(listen, site)
+    factory: Any = site
+    return strports.service(listen, factory)

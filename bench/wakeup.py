@@ -79,7 +79,7 @@ class Endpoint:
         return now
 
     def expect(self, match: Callable[[Any], bool], timeout: float = 5.0) -> Timed:
-        for i, (stamp, message) in enumerate(self.pending):
+        for i, (_stamp, message) in enumerate(self.pending):
             if match(message):
                 return self.pending.pop(i)
         deadline = time.monotonic() + timeout

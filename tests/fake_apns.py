@@ -96,7 +96,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None,
            issuer_key: ec.EllipticCurvePrivateKey, extensions: list[tuple[Any, bool]]) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     builder = (
         x509.CertificateBuilder()
@@ -172,35 +172,35 @@ class Reply:
     status: int = 200
     reason: str = ""
     delay: float = 0.0
-    then: "Reply | None" = None
+    then: Reply | None = None
     process: bool = True  # GOAWAY: is the triggering stream processed (<= last_stream_id)?
     retry_after: int | None = None  # a Retry-After header on an error
 
     @classmethod
-    def ok(cls) -> "Reply":
+    def ok(cls) -> Reply:
         return cls(ReplyKind.OK)
 
     @classmethod
-    def error(cls, status: int, reason: str, retry_after: int | None = None) -> "Reply":
+    def error(cls, status: int, reason: str, retry_after: int | None = None) -> Reply:
         return cls(ReplyKind.ERROR, status, reason, retry_after=retry_after)
 
     @classmethod
-    def goaway(cls, process: bool = True) -> "Reply":
+    def goaway(cls, process: bool = True) -> Reply:
         """GOAWAY(NO_ERROR, Shutdown): with `process`, this stream is answered 200 after the
         GOAWAY frame; later streams are ignored; then the connection is closed."""
         return cls(ReplyKind.GOAWAY, process=process)
 
     @classmethod
-    def no_answer(cls) -> "Reply":
+    def no_answer(cls) -> Reply:
         return cls(ReplyKind.NO_ANSWER)
 
     @classmethod
-    def close(cls) -> "Reply":
+    def close(cls) -> Reply:
         """Close the TCP/TLS connection instead of answering."""
         return cls(ReplyKind.CLOSE)
 
     @classmethod
-    def delayed(cls, seconds: float, then: "Reply") -> "Reply":
+    def delayed(cls, seconds: float, then: Reply) -> Reply:
         return cls(ReplyKind.DELAYED, delay=seconds, then=then)
 
 
@@ -267,7 +267,7 @@ class FakeApns:
 
     # -- control --------------------------------------------------------------------
 
-    def start(self) -> "FakeApns":
+    def start(self) -> FakeApns:
         options: dict[str, Any] = dict(  # cryptography objects: pyOpenSSL's own are deprecated
             privateKey=serialization.load_pem_private_key(self.pki.server_key_file.read_bytes(), None),
             certificate=x509.load_pem_x509_certificate(self.pki.server_cert_file.read_bytes()),

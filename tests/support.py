@@ -86,7 +86,7 @@ def options_ping(port: int, transport: str = "udp", timeout: float = 2.0,
                     return None
                 data += chunk
             return data
-        except (socket.timeout, OSError):
+        except (TimeoutError, OSError):
             return None
 
 
@@ -103,7 +103,7 @@ class RunningService:
     env: dict = field(default_factory=dict)
     twistd: str = ""   # another interpreter's twistd (benchmarks); default: the one on PATH
 
-    def start(self, timeout: float = 20.0) -> "RunningService":
+    def start(self, timeout: float = 20.0) -> RunningService:
         self.log_path = self.workdir / "twistd.log"
         env = dict(os.environ, **self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,7 +19,8 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from b2bua.calls.best_response import best_final
-from b2bua.calls.call import Call, refusing_answer
+from b2bua.calls.call import Call
+from b2bua.calls.dialog_ends import refusing_answer
 from b2bua.calls.context import CallServices, CallSettings, TrunkCredentials
 from b2bua.calls.state import CallState
 from b2bua.calls.table import CallTable
@@ -31,6 +32,7 @@ from b2bua.sip.digest import DigestAuthenticator, FailureThrottle, build_authori
 from b2bua.sip.message import (
     Request, Response, generate_branch, generate_tag, make_response, parse_message,
 )
+from tests.typed_fakes import FakeLayer, FakeTx
 
 TRUNK_IP = "198.51.100.10"
 PHONE_IP = "192.0.2.20"
@@ -40,66 +42,6 @@ SDP_B = SDP.replace(b"o=a", b"o=b").replace(b"4000", b"5000")
 
 
 # -- fakes --------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class FakeTx:
-    """A transaction as the calls see it: its request, a context, what was sent on it."""
-
-    request: Request
-    dest: Any = None
-    context: Any = None
-    responses: list[Response] = field(default_factory=list)
-
-    @property
-    def method(self) -> str:
-        return self.request.method
-
-    @property
-    def statuses(self) -> list[int]:
-        return [r.status for r in self.responses]
-
-
-class FakeLayer:
-    """Records send_request / send_response / cancel / send_ack."""
-
-    def __init__(self) -> None:
-        self.requests: list[FakeTx] = []
-        self.cancelled: list[FakeTx] = []
-        self.acks: list[tuple[Request, Any]] = []
-        self.fail_sends_to: set[tuple[str, int]] = set()
-
-    def send_request(self, request: Request, dest: Any, transport: str, flow: object = None,
-                     *, context: object = None) -> FakeTx:
-        if "Via" not in request.headers:
-            request.headers.add("Via", f"SIP/2.0/{transport} 203.0.113.1:5060;branch="
-                                + generate_branch(), first=True)
-        tx = FakeTx(request, dest, context)
-        self.requests.append(tx)
-        return tx
-
-    def send_response(self, tx: FakeTx, response: Response) -> None:
-        if tx.responses and tx.responses[-1].status >= 200:
-            return  # like the real layer: a response the state forbids is ignored
-        tx.responses.append(response)
-
-    def cancel(self, tx: FakeTx, extra: Any = ()) -> None:
-        if tx not in self.cancelled:
-            self.cancelled.append(tx)
-
-    def send_ack(self, ack: Request, dest: Any, transport: str, flow: object = None,
-                 *, tx: Any = None) -> bool:
-        self.acks.append((ack, dest))
-        return True
-
-    # what the tests look at
-
-    def sent(self, method: str) -> list[FakeTx]:
-        return [tx for tx in self.requests if tx.method == method]
-
-    @property
-    def invites(self) -> list[FakeTx]:
-        return self.sent("INVITE")
 
 
 class FakeChain:
@@ -714,7 +656,7 @@ def test_exception_in_one_call_ends_it_with_500_and_a_log_line(monkeypatch: Any)
     def boom(*args: Any) -> None:
         raise RuntimeError("bug")
 
-    break_method(monkeypatch, broken, "_branch_provisional", boom)
+    break_method(monkeypatch, broken, "branch_provisional", boom)
     w.respond(broken_b, 180, tag="x")
     assert finals(broken_tx) == [500]
     assert w.layer.cancelled == [broken_b]
@@ -738,7 +680,7 @@ def test_exception_in_a_timer_ends_that_call_only(monkeypatch: Any) -> None:
         raise RuntimeError("bug")
 
     break_method(monkeypatch, call, "_ring_timeout", boom)
-    call._start_timer("ring", 10, call._ring_timeout)
+    call._timers.start(call.services.clock, "ring", 10, call.run, call._ring_timeout)
     w.clock.advance(11)
     assert finals(a_tx) == [500] and call.ended_by == "error"
 
@@ -768,7 +710,7 @@ def test_exception_in_the_cleanup_still_ends_the_call(monkeypatch: Any) -> None:
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("bug")
 
-    break_method(monkeypatch, call, "_branch_provisional", boom)
+    break_method(monkeypatch, call, "branch_provisional", boom)
     break_method(monkeypatch, call, "respond_a", boom)
     w.respond(w.layer.invites[0], 180)
     assert call.finished and w.table.calls == {} and w.cdrs[0].ended_by == "error"

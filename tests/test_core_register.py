@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from b2bua.core import SipCore
 from b2bua.sip.addressing import Source
-from b2bua.sip.message import Request, Response, make_response, parse_message
+from b2bua.sip.message import Response, make_response, parse_message
 from b2bua.sip.transaction_layer import TransactionLayer
+from tests.typed_fakes import ScriptedRegistrar as Registrar
 
 PHONE = Source("UDP", ("192.0.2.7", 5062), ("127.0.0.1", 5060), None)
 REGISTER = (
@@ -22,25 +22,6 @@ REGISTER = (
     "Contact: <sip:1111@192.0.2.7:5062>\r\nContent-Length: 0\r\n\r\n")
 
 
-class Registrar:
-    """Answers the way it is told: a Response, a Deferred, or an exception."""
-
-    def __init__(self) -> None:
-        self.mode = "now"
-        self.pending: list[tuple[Deferred[Response], Request]] = []
-
-    def handle(self, request: Request, source: Source) -> Any:
-        if self.mode == "raise":
-            raise RuntimeError("registrar bug")
-        if self.mode == "later":
-            waiting: Deferred[Response] = Deferred()
-            self.pending.append((waiting, request))
-            return waiting
-        if self.mode == "challenge":
-            return make_response(request, 401, to_tag="t")
-        return make_response(request, 200, to_tag="t")
-
-
 @pytest.fixture
 def world() -> tuple[SipCore, Registrar, list[Response]]:
     wire: list[Response] = []
@@ -48,7 +29,7 @@ def world() -> tuple[SipCore, Registrar, list[Response]]:
     core.layer = TransactionLayer(
         Clock(), lambda data, dest, transport, flow: wire.append(parse_message(data)), core)
     registrar = Registrar()
-    core.registrar = registrar  # type: ignore[assignment]
+    core.registrar = registrar
     return core, registrar, wire
 
 

@@ -193,7 +193,7 @@ CALLEE = ("192.0.2.20", 5060)
 class Peer:
     """A minimal UA: a layer, a dialog set, and a TU that answers INVITE and BYE."""
 
-    def __init__(self, clock: Clock, address: tuple[str, int], network: "Network") -> None:
+    def __init__(self, clock: Clock, address: tuple[str, int], network: Network) -> None:
         self.address = address
         self.dialogs = DialogSet()
         self.events: list[str] = []

@@ -191,7 +191,7 @@ class Caller:
             self.sip.settimeout(left)
             try:
                 data = self.sip.recv(65535)
-            except socket.timeout:
+            except TimeoutError:
                 return None
             message = parse_message(data)
             if isinstance(message, Request):
@@ -274,7 +274,7 @@ class Caller:
             self.rtp.settimeout(left)
             try:
                 raw, source = self.rtp.recvfrom(2048)
-            except socket.timeout:
+            except TimeoutError:
                 return
             yield Arrival(time.monotonic(), RtpPacket.parse(raw), raw, source)
 
@@ -559,7 +559,7 @@ class _FakeUdpPort:
         self.port = port
         self.written: list[tuple[bytes, tuple[str, int]]] = []
 
-    def getHost(self) -> "_FakeUdpPort":
+    def getHost(self) -> _FakeUdpPort:
         return self
 
     def write(self, datagram: bytes, addr: tuple[str, int]) -> None:

@@ -183,7 +183,7 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "b2bua test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
@@ -335,7 +335,7 @@ def test_endless_header_block_is_closed(start_service: Callable[..., RunningServ
                     sent[n] += sock.send(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     closed[n] = True
-                except socket.timeout:
+                except TimeoutError:
                     pass  # the service stopped reading: it is about to close
             rounds += 1
             if rounds % 16 == 0:
@@ -349,7 +349,7 @@ def test_endless_header_block_is_closed(start_service: Callable[..., RunningServ
                 except ConnectionResetError:
                     pass
                 closed[n] = True  # EOF or reset: the service closed it
-    except socket.timeout:
+    except TimeoutError:
         pytest.fail(f"the service did not close the connections (sent {sent})")
     finally:
         for sock in sockets:

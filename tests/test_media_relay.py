@@ -289,12 +289,12 @@ def test_relay_over_loopback() -> Generator[Deferred[Any], object, None]:
 # --- the call layer's path: anchor_call -> 183/200 bodies -> connect_callee -------------
 
 CALLER_OFFER = (
-    "v=0\r\no=alice 1 1 IN IP4 10.0.0.23\r\ns=-\r\nc=IN IP4 10.0.0.23\r\nt=0 0\r\n"
-    "m=audio 7078 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
-    "a=fmtp:101 0-15\r\na=candidate:1 1 UDP 2130706431 10.0.0.23 7078 typ host\r\n").encode()
+    b"v=0\r\no=alice 1 1 IN IP4 10.0.0.23\r\ns=-\r\nc=IN IP4 10.0.0.23\r\nt=0 0\r\n"
+    b"m=audio 7078 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+    b"a=fmtp:101 0-15\r\na=candidate:1 1 UDP 2130706431 10.0.0.23 7078 typ host\r\n")
 CALLEE_ANSWER = (
-    "v=0\r\no=- 5 5 IN IP4 192.0.2.50\r\ns=-\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\n"
-    "m=audio 5000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n").encode()
+    b"v=0\r\no=- 5 5 IN IP4 192.0.2.50\r\ns=-\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\n"
+    b"m=audio 5000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n")
 
 
 def test_anchor_call_end_to_end_on_fake_reactor() -> None:

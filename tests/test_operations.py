@@ -39,7 +39,7 @@ def _invite(port: int, timeout: float = 3.0) -> int | None:
         while time.monotonic() < deadline:
             try:
                 data = sock.recv(65535)
-            except socket.timeout:
+            except TimeoutError:
                 return None
             status = int(data.split(b" ", 2)[1])
             if status >= 200:

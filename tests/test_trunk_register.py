@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from twisted.internet.task import Clock
 
 from b2bua.sip.digest import DigestAuthenticator
-from b2bua.sip.message import Request, make_response
+from b2bua.sip.message import make_response
 from b2bua.store.users import compute_ha1
 from b2bua.trunk_register import RegistrationState, TrunkRegistration
+from tests.typed_fakes import RecordingSender as FakeLayer
 
 
 @dataclass
@@ -20,16 +20,6 @@ class Trunk:
     username: str = "acct42"
     password: str = "s3cret"
     register_expires: int = 600
-
-
-@dataclass
-class FakeLayer:
-    sent: list[tuple[Request, Any, str]] = field(default_factory=list)
-
-    def send_request(self, request: Request, dest: Any, transport: str, flow: Any,
-                     *, context: Any = None) -> object:
-        self.sent.append((request, dest, transport))
-        return object()
 
 
 def _registration(clock: Clock, layer: FakeLayer) -> TrunkRegistration:

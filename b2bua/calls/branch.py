@@ -7,19 +7,14 @@ tags, CSeq) is copied; bodies and a few end-to-end headers are.
 from __future__ import annotations
 
 import enum
-import secrets
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from b2bua.calls.targets import Destination
 from b2bua.sip.dialog import Dialog
-from b2bua.sip.digest import MalformedCredentials, build_authorization, choose_challenge
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Headers, Request, Response, generate_call_id, generate_tag
 from b2bua.sip.uri import parse_uri
-
-if TYPE_CHECKING:
-    from b2bua.calls.context import TrunkCredentials
 
 # End-to-end headers of the caller's INVITE that the callee should see.
 PASSED_HEADERS = ("Content-Type", "Content-Disposition", "Subject", "Priority", "Accept",
@@ -111,8 +106,15 @@ class Branch:
         return f"<Branch {self.dest.request_uri} {self.state.value}>"
 
     def build_invite(self, a_request: Request, contact: str, max_forwards: int,
-                     pass_identity: bool, to_uri: str | None = None) -> Request:
-        """Our INVITE for this branch, from the caller's (no Via: the layer adds it)."""
+                     pass_identity: bool) -> Request:
+        """Our INVITE for this branch, from the caller's (no Via: the layer adds it).
+
+        Max-Forwards is the caller's less one, at most ``max_forwards``; a
+        registered contact's To is its AOR.
+        """
+        max_forwards = max(min(max_forwards, (a_request.max_forwards or 70) - 1), 0)
+        binding = self.dest.binding
+        to_uri = binding.aor if binding is not None else None
         caller = a_request.from_
         from_addr = NameAddr(caller.uri, caller.display, {"tag": self.from_tag})
         to_addr = NameAddr(parse_uri(to_uri or self.dest.request_uri))
@@ -130,28 +132,4 @@ class Branch:
             fields += [(name, value) for value in a_request.headers.lines(name)]
         self.request = Request("INVITE", parse_uri(self.dest.request_uri), Headers(fields),
                                a_request.body)
-        return self.request
-
-    def authenticated_retry(self, response: Response,
-                            credentials: TrunkCredentials) -> Request | None:
-        """The INVITE again with digest credentials for a 401/407, once."""
-        if self.auth_tried or self.request is None:
-            return None
-        name = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-        challenge = choose_challenge(response.headers.get_all(name))
-        if challenge is None:
-            return None
-        uri = str(self.request.uri)
-        try:
-            value = build_authorization(challenge, "INVITE", uri, credentials.username,
-                                        credentials.password, secrets.token_hex(8))
-        except MalformedCredentials:
-            return None     # a challenge we cannot answer: the 401/407 stands
-        self.auth_tried = True
-        self.cseq += 1
-        headers = self.request.headers.copy()
-        headers.remove("Via")
-        headers.set("CSeq", f"{self.cseq} INVITE")
-        headers.add("Authorization" if response.status == 401 else "Proxy-Authorization", value)
-        self.request = Request("INVITE", self.request.uri, headers, self.request.body)
         return self.request

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from b2bua.registrar.events import BindingEvents
-from b2bua.sip.transaction import Clock
+from b2bua.clock import Clock
+from b2bua.sip.tu import Layer
 from b2bua.store.bindings import Binding
 
 
@@ -49,7 +50,7 @@ class TrunkCredentials:
 class CallServices:
     """Collaborators shared by every call of the process."""
 
-    layer: Any                                   # TransactionLayer
+    layer: Layer[Any, Any]                       # TransactionLayer; FakeLayer in tests
     clock: Clock                                 # the reactor; a task.Clock in tests
     reactor: Any                                 # for resolving host names
     events: BindingEvents

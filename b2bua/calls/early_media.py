@@ -213,6 +213,15 @@ class EarlyMedia:
             return self._take("prepared_ack")
         return self.session.answer(Side.CALLER, body)
 
+    def answer_for_caller(self, callee_sdp: bytes, callee_host: str, call_id: str) -> bytes:
+        """The body of the caller's 200: our SDP again, whatever the callee's was like."""
+        try:
+            return self.answered(callee_sdp, callee_host)
+        except MediaError as exc:
+            self.log.warn("call {call_id}: callee SDP unusable for the relay ({reason})",
+                          call_id=call_id, reason=exc.reason)
+            return self.caller_sdp
+
     def stop(self) -> defer.Deferred[None]:
         d = defer.maybeDeferred(self.session.stop)
         d.addErrback(lambda f: self.log.failure("stopping the relay failed", f))
@@ -230,6 +239,8 @@ def try_start(settings: MediaSettings | None, offer: bytes, caller_host: str,
         return None
     tone = tone and settings.tone and bool(offer)
     if not (tone or settings.relay_all):
+        return None
+    if not (settings.relay_all or (for_tone and settings.tone)):
         return None
     try:
         return EarlyMedia.start(settings, offer, caller_host, tone=tone, on_timeout=on_timeout)

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any, cast
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
+from b2bua.calls.legs import Leg, RelayedRequest
+from b2bua.calls.state import CallState
+from b2bua.calls.targets import Hop, dialog_hop
 from b2bua.logs import Logger
 
 from b2bua.media.relay import Side
@@ -41,7 +44,7 @@ def copy_headers(message: Request | Response,
     """Every line of the headers ``names`` in ``message``, grouped in the order of ``names``.
 
     One pass over the message's lines (a ``lines()`` lookup per name scanned
-    them all once per name: 2 % of a call's CPU).
+    them all once per name; its cost is in bench/README.md).
     """
     spelled = _spellings(names)
     found: dict[str, list[str]] = {}
@@ -71,13 +74,13 @@ class Relayed:
 
     server_tx: Any
     method: str
-    leg: str          # the leg the original came from: "a" or "b"
+    leg: Leg          # the leg the original came from
     cseq: int         # the CSeq number of the request we sent
     done: bool = False
     offered: bool = False  # its SDP offer went through the media relay
 
 
-_SIDES = {"a": Side.CALLER, "b": Side.CALLEE}
+_SIDES = {Leg.A: Side.CALLER, Leg.B: Side.CALLEE}
 _SDP_METHODS = ("INVITE", "UPDATE")
 
 
@@ -98,9 +101,9 @@ class DialogRelay:
         # ended call a reference cycle that only the cyclic GC frees.
         self._call = weakref.ref(call)
         self.pending: dict[Any, Relayed] = {}          # our client tx -> what it relays
-        self.pending_acks: dict[str, tuple[int, Any]] = {}  # far leg -> (cseq, client tx)
+        self.pending_acks: dict[Leg, tuple[int, Any]] = {}  # far leg -> (cseq, client tx)
         self._sending: Relayed | None = None
-        self.late_offers: set[str] = set()   # far legs whose 2xx offered: the ACK answers
+        self.late_offers: set[Leg] = set()   # far legs whose 2xx offered: the ACK answers
 
     @property
     def call(self) -> Call:
@@ -110,27 +113,45 @@ class DialogRelay:
 
     # -- the two sides -------------------------------------------------------------------
 
-    def dialog_of(self, leg: str) -> Dialog | None:
+    def dialog_of(self, leg: Leg) -> Dialog | None:
         call = self.call
-        if leg == "a":
+        if leg is Leg.A:
             return call.a_dialog
         return call.answered.dialog if call.answered is not None else None
 
-    def contact_of(self, leg: str) -> str:
+    def contact_of(self, leg: Leg) -> str:
         """Our Contact towards ``leg``."""
         call = self.call
-        if leg == "a" or call.answered is None:
+        if leg is Leg.A or call.answered is None:
             return call.a_contact
         return call.services.contact_for(call.answered.dest.transport)
 
     # -- requests --------------------------------------------------------------------------
 
-    def request(self, tx: Any, request: Request, leg: str) -> None:
-        """A request from ``leg`` inside the answered call."""
+    def hop(self, leg: Leg) -> Hop:
+        """(address, transport, flow) of in-dialog requests into ``leg``'s dialog."""
+        call = self.call
+        if leg is Leg.A:
+            src = call.a_source
+            original: Hop = (src.address, src.transport, src.flow)
+            sticky = call.caller is not None
+            dialog = call.a_dialog
+        else:
+            branch = call.answered
+            assert branch is not None
+            dest = branch.dest
+            original, sticky = (dest.address, dest.transport, dest.flow), dest.binding is not None
+            dialog = branch.dialog
+        if dialog is None:
+            return original
+        return dialog_hop(dialog.next_hop, original, sticky)
+
+    def request(self, tx: Any, request: Request, leg: Leg) -> None:
+        """A request from ``leg`` inside the call: relayed once answered, 481 before."""
         call = self.call
         layer = call.services.layer
         server = call.services.settings.server_header
-        dialog = self.dialog_of(leg)
+        dialog = self.dialog_of(leg) if call.state is CallState.ANSWERED else None
         if dialog is None:
             layer.send_response(tx, make_response(request, 481, extra=[("Server", server)]))
             return
@@ -161,7 +182,7 @@ class DialogRelay:
             return
         self._send_across(tx, request, leg, mf)
 
-    def _send_across(self, tx: Any, request: Request, leg: str, mf: int | None) -> None:
+    def _send_across(self, tx: Any, request: Request, leg: Leg, mf: int | None) -> None:
         media = self.call.media
         if media is not None and request.method in _SDP_METHODS and _has_sdp(request):
             # The far side must keep talking to the relay, whatever this offer says.  The
@@ -183,9 +204,9 @@ class DialogRelay:
             request, error.status, error.reason,
             extra=[("Server", self.call.services.settings.server_header)]))
 
-    def _send(self, tx: Any, request: Request, leg: str, mf: int | None, body: bytes,
+    def _send(self, tx: Any, request: Request, leg: Leg, mf: int | None, body: bytes,
               offered: bool) -> None:
-        far = "b" if leg == "a" else "a"
+        far = leg.far
         dialog = self.dialog_of(far)
         if dialog is None:
             self.call.services.layer.send_response(tx, make_response(request, 481))
@@ -194,12 +215,12 @@ class DialogRelay:
                                     content_type=request.content_type,
                                     extra=copy_headers(request, REQUEST_HEADERS))
         out.headers.set("Max-Forwards", str(min(69, (mf if mf is not None else 70) - 1)))
-        address, transport, flow = self.call.hop(far)
+        address, transport, flow = self.hop(far)
         entry = Relayed(tx, request.method, leg, out.cseq.number, offered=offered)
         self._sending = entry   # a transport error is reported before send_request returns
         try:
             client = self.call.services.layer.send_request(out, address, transport, flow,
-                                                           context=(self.call, "relay"))
+                                                           context=RelayedRequest(self.call))
         finally:
             self._sending = None
         if not entry.done:
@@ -212,7 +233,7 @@ class DialogRelay:
         entry = self.pending.get(client_tx)
         if entry is None:
             return
-        far = "b" if entry.leg == "a" else "a"
+        far = entry.leg.far
         if response.status >= 200:
             del self.pending[client_tx]
             dialog = self.dialog_of(far)
@@ -235,12 +256,12 @@ class DialogRelay:
             call.services.layer.send_response(entry.server_tx, reply)
             if entry.method == "INVITE" and response.status in (408, 481):
                 # §12.2.1.2 / RFC 5057: the far side lost the session; end the call.
-                call.hangup("callee" if far == "b" else "caller")
+                call.hangup("callee" if far is Leg.B else "caller")
 
         self._media_in_response(entry, far, response).addCallback(
             lambda body: call.run(send, body))
 
-    def _media_in_response(self, entry: Relayed, far: str, response: Response,
+    def _media_in_response(self, entry: Relayed, far: Leg, response: Response,
                            ) -> Deferred[bytes]:
         """The response's body for the original requester: its SDP through the relay."""
         media = self.call.media
@@ -305,9 +326,9 @@ class DialogRelay:
 
     # -- ACK -------------------------------------------------------------------------------
 
-    def ack(self, leg: str, ack: Request) -> None:
+    def ack(self, leg: Leg, ack: Request) -> None:
         """An ACK for a relayed re-INVITE's 2xx: ACK the far side's 2xx too."""
-        far = "b" if leg == "a" else "a"
+        far = leg.far
         pending = self.pending_acks.pop(far, None)
         dialog = self.dialog_of(far)
         if pending is None or dialog is None:
@@ -323,7 +344,7 @@ class DialogRelay:
 
         def send(body: bytes) -> None:
             out = dialog.create_ack(pending[0], body=body, content_type=ack.content_type)
-            address, transport, flow = call.hop(far)
+            address, transport, flow = self.hop(far)
             call.services.layer.send_ack(out, address, transport, flow, tx=pending[1])
 
         body.addCallback(lambda data: call.run(send, data))

@@ -20,6 +20,7 @@ from b2bua.logs import Logger
 from b2bua.calls.call import Call
 from b2bua.calls.context import CallServices
 from b2bua.calls.early_media import before_ack, before_answer, prepare_media
+from b2bua.calls.legs import BranchInvite, CallBye, Leg, RelayedRequest
 from b2bua.calls.targets import ip_destination, resolve_uri
 from b2bua.calls.wakeup import WakeUp
 from b2bua.routing import LocalUser, Reject, RequestView, Targets, ToTrunk
@@ -364,9 +365,9 @@ class CallTable:
         call.run(self._in_dialog, call, tx, request, leg)
         return True
 
-    def _in_dialog(self, call: Call, tx: Any, request: Request, leg: str) -> None:
+    def _in_dialog(self, call: Call, tx: Any, request: Request, leg: Leg) -> None:
         try:
-            call.in_dialog_request(tx, request, leg)
+            call.relay.request(tx, request, leg)
         except Exception:
             # Whatever broke, that request still gets its answer (ignored if it has one).
             self.services.layer.send_response(tx, make_response(request, 500))
@@ -383,20 +384,22 @@ class CallTable:
             call.run(self._a_ack, call, request)
             return
         call = self.b_legs.get(request.call_id)
-        if call is not None and call.leg_of(request) == "b":
+        if call is not None and call.leg_of(request) is Leg.B:
             call.run(call.b_ack, request)
 
     def response_received(self, tx: Any, response: Response) -> None:
         context = tx.context
-        if not isinstance(context, tuple) or tx.request.method == "CANCEL":
+        kind = type(context)
+        if kind is CallBye or tx.request.method == "CANCEL":
             return  # a CANCEL shares its INVITE's context; the INVITE's answer counts
-        call, what = context
-        if what == "relay":
-            call.run(call.relay_response, tx, response)
-        elif what != "bye":
+        if kind is BranchInvite:
+            call, branch = context.call, context.branch
             if self.trunk_status is not None and response.status >= 300:
-                self.trunk_status.branch_failed(what, response.status, str(response.status))
-            call.run(self._branch_response, call, what, response)
+                self.trunk_status.branch_failed(branch, response.status, str(response.status))
+            call.run(self._branch_response, call, branch, response)
+        elif kind is RelayedRequest:
+            call = context.call
+            call.run(call.relay.response, tx, response)
 
     @staticmethod
     def _a_ack(call: Call, request: Request) -> None:
@@ -410,9 +413,9 @@ class CallTable:
     def _branch_response(call: Call, branch: Any, response: Response) -> None:
         waiting = before_answer(call, response, branch.dest.address[0])  # rtpengine: SDP first
         if waiting is None:
-            call.branch_response(branch, response)
+            call.forks.response(call, branch, response)
         else:
-            waiting.addCallback(lambda _: call.run(call.branch_response, branch, response))
+            waiting.addCallback(lambda _: call.run(call.forks.response, call, branch, response))
 
     def transaction_timeout(self, tx: Any) -> None:
         self._tx_failed(tx, 408)
@@ -425,21 +428,21 @@ class CallTable:
         if isinstance(context, Call):      # the A-leg INVITE's server transaction
             context.run(context.a_leg_failed, status)
             return
-        if not isinstance(context, tuple) or tx.request.method == "CANCEL":
+        kind = type(context)
+        if kind is CallBye or tx.request.method == "CANCEL":
             return  # the INVITE it cancels still ends (Timer B / 487) on its own
-        call, what = context
-        if what == "relay":
-            call.run(call.relay_failed, tx, status)
-            return
-        if what == "bye":
-            return
-        if self.trunk_status is not None:
-            self.trunk_status.branch_failed(what, status, "timeout" if status == 408
-                                            else "transport error")
-        if status == 408:
-            call.run(call.branch_timeout, what)
-        else:
-            call.run(call.branch_transport_error, what)
+        if kind is BranchInvite:
+            call, branch = context.call, context.branch
+            if self.trunk_status is not None:
+                self.trunk_status.branch_failed(branch, status, "timeout" if status == 408
+                                                else "transport error")
+            if status == 408:
+                call.run(call.forks.timeout, call, branch)
+            else:
+                call.run(call.forks.transport_error, call, branch)
+        elif kind is RelayedRequest:
+            call = context.call
+            call.run(call.relay.failed, tx, status)
 
     def active_calls(self) -> list[Call]:
         return [c for c in self.calls.values() if not c.finished]

@@ -15,7 +15,6 @@ from twisted.internet import defer
 
 from b2bua.sip.addressing import Address
 from b2bua.sip.errors import SipError
-from b2bua.sip.headers import NameAddr
 from b2bua.sip.uri import SipUri, parse_uri
 from b2bua.store.bindings import Binding
 
@@ -120,31 +119,6 @@ def resolve_uri(uri_text: str, reactor: object) -> defer.Deferred[Destination]:
 
 def _bare(host: str) -> str:
     return host[1:-1] if host.startswith("[") else host
-
-
-def redirect_targets(contacts: list[NameAddr], tried: set[str], limit: int) -> list[str]:
-    """The SIP URIs of a 3xx's Contacts worth trying, best q first (RFC 3261 §16.5).
-
-    Targets already tried are skipped (a redirect loop ends there); at most ``limit``.
-    """
-    ranked = []
-    for index, contact in enumerate(contacts):
-        uri = contact.uri
-        if not isinstance(uri, SipUri):
-            continue
-        text = str(uri.with_(headers={}))
-        if text in tried:
-            continue
-        q = contact.q if contact.q is not None else 1.0
-        if q <= 0:
-            continue
-        ranked.append((-q, index, text))
-    ranked.sort()
-    out: list[str] = []
-    for _, _, text in ranked:
-        if text not in out:
-            out.append(text)
-    return out[:max(limit, 0)]
 
 
 Hop = tuple[Address, str, object | None]

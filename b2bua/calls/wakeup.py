@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from b2bua.calls.branch import BranchState
+from b2bua.calls.state import CallState
 from b2bua.calls.targets import binding_destination
 from b2bua.logs import Logger
 from b2bua.push.notifier import PushTarget
@@ -75,11 +76,29 @@ class WakeUp:
             call.anchor_media(for_tone=True)   # 183 + tone, if configured, before any branch
         call.routed(destinations, route=f"user {self.user}")
         if self.waiting:
-            call.send_ringback()
+            self._send_ringback()
             facts = self._facts()
             self.push_sent_at = services.clock.seconds()
             for binding in pushable:
                 self._push(binding, facts)
+
+    def _send_ringback(self) -> None:
+        """Ringback for the caller at once (a push wake-up may take seconds).
+
+        With ``[push] ringback = "183"`` and an anchored call: 183 with our
+        SDP answer and a tone on the relay; otherwise 180 (the caller's side
+        plays its own tone).
+        """
+        call = self.call
+        if call.ringing_sent or call.state is not CallState.PROCEEDING:
+            return
+        call.ringing_sent = True
+        media_settings = call.services.media
+        if call.media is not None and media_settings is not None and media_settings.tone:
+            call.respond_a(183, "Session Progress", body=call.media.caller_sdp)
+            call.media.play_tone()
+            return
+        call.respond_a(180, "Ringing")
 
     def _facts(self) -> CallFacts:
         caller = self.call.a_request.from_
@@ -89,6 +108,8 @@ class WakeUp:
 
     def _push(self, binding: Binding, facts: CallFacts) -> None:
         notifier = self.call.services.notifier
+        if notifier is None:
+            return
         target = PushTarget(binding.push_provider or "", binding.push_topic or
                             binding.push_package or "", binding.push_token or "")
         self.pushes_out += 1
@@ -115,8 +136,8 @@ class WakeUp:
         if all(o.kind in PERMANENT_FAILURES for o in self.outcomes):
             # No device can be woken: don't keep the caller waiting for nothing.
             self.stop()
-            self.call.abandon_silent_branches()
-            self.call.check_done()
+            self.call.forks.abandon_silent(self.call)
+            self.call.forks.check_done(self.call)
 
     @property
     def outcome_text(self) -> str | None:
@@ -147,7 +168,7 @@ class WakeUp:
         self.invite_forked_at = self.invite_forked_at or now
         self.log.info("call {call_id}: {user} registered {contact}; forking",
                       call_id=call.call_id, user=self.user, contact=binding.contact)
-        call.fork(binding_destination(binding, flow), cancel_at_once=self.cancelled)
+        call.forks.fork(call, binding_destination(binding, flow), cancel_at_once=self.cancelled)
 
     # -- ends ----------------------------------------------------------------------
 
@@ -160,12 +181,12 @@ class WakeUp:
             self.call.wakeup = None   # break call <-> wake-up, as CallTable does
             return
         call = self.call
-        call.abandon_silent_branches()
+        call.forks.abandon_silent(call)
         if call.fallback is not None and not any(b.active for b in call.branches):
             fallback, call.fallback = call.fallback, None
             fallback()
             return
-        call.check_done()
+        call.forks.check_done(call)
 
     def answered(self, branch: Any) -> None:
         self.stop()

@@ -98,7 +98,7 @@ class G711Law:
     decode_low: bytes = field(repr=False)
     decode_high: bytes = field(repr=False)
 
-    def encode(self, samples: "array[int] | Iterable[int]") -> bytes:
+    def encode(self, samples: array[int] | Iterable[int]) -> bytes:
         """16-bit linear samples (``array('h')`` or any ints) to G.711 bytes."""
         table = self.encode_table
         if isinstance(samples, array) and samples.typecode == "h":
@@ -109,7 +109,7 @@ class G711Law:
             return bytes(table[i] for i in indices)
         return bytes(itemgetter(*indices)(table))
 
-    def decode(self, data: bytes) -> "array[int]":
+    def decode(self, data: bytes) -> array[int]:
         """G.711 bytes to 16-bit linear samples (native byte order ``array('h')``)."""
         out = bytearray(2 * len(data))
         out[0::2] = data.translate(self.decode_low)

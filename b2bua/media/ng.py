@@ -17,7 +17,8 @@ from twisted.internet.protocol import DatagramProtocol
 
 from b2bua.logs import Logger
 from b2bua.media.bencode import BencodeError, Decoded, Value, decode, encode
-from b2bua.media.ports import DelayedCall, ReactorClock
+from b2bua.clock import DelayedCall
+from b2bua.media.ports import ReactorClock
 from b2bua.media.rtp import MediaError
 
 Address = tuple[str, int]

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from b2bua.clock import Clock
 from b2bua.media.rtp import MediaError
 
 
@@ -26,19 +27,8 @@ class PortsExhausted(MediaError):
 # real reactor and ``twisted.internet.task.Clock`` (plus a fake listenUDP) satisfy them.
 
 
-class DelayedCall(Protocol):
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
-
-
-class ReactorClock(Protocol):
-    """``IReactorTime``: all a paced sender needs of time."""
-
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[..., object], *args: object,
-                  **kw: object) -> DelayedCall: ...
+ReactorClock = Clock
+"""``IReactorTime``: all a paced sender needs of time."""
 
 
 class _HasPort(Protocol):

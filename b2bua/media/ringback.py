@@ -17,7 +17,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from b2bua.media.g711 import G711Law
-from b2bua.media.ports import (DelayedCall, PortAllocator, ReactorClock, UDPClockReactor,
+from b2bua.clock import DelayedCall
+from b2bua.media.ports import (PortAllocator, ReactorClock, UDPClockReactor,
                                UDPPort, close_port, datagram_writer)
 from b2bua.media.rtp import Address, SymmetricPeer, looks_like_rtp, pack_header
 from b2bua.media.sdp import (Direction, SessionDescription, ToneAnswer, answer_for_tone,

@@ -21,7 +21,8 @@ from twisted.internet.defer import Deferred, succeed
 from b2bua.logs import Logger
 from b2bua.media.bencode import Decoded, Value
 from b2bua.media.ng import NgClient, NgError
-from b2bua.media.ports import DelayedCall, ReactorClock
+from b2bua.clock import DelayedCall
+from b2bua.media.ports import ReactorClock
 from b2bua.media.relay import Side
 from b2bua.media.sdp import SessionDescription
 from b2bua.media.session import StreamView, read_streams

@@ -189,9 +189,9 @@ class SessionDescription:
         if current is not None:
             media.append(_media(*current))
         description = cls(tuple(session), tuple(media))
-        description.connection  # validate the session c= line early
+        description.connection  # noqa: B018 - validate the session c= line early
         for m in media:
-            m.connection
+            m.connection  # noqa: B018 - validate each media c= line
         return description
 
     def to_bytes(self) -> bytes:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 from twisted.internet.defer import Deferred, DeferredList
 
 from b2bua.logs import Logger
-from b2bua.media.ports import DelayedCall, PortAllocator, UDPClockReactor
+from b2bua.clock import DelayedCall
+from b2bua.media.ports import PortAllocator, UDPClockReactor
 from b2bua.media.relay import AnchoredCall, RelayState, RtpRelay, Side
 from b2bua.media.rtp import Address
 from b2bua.media.sdp import (

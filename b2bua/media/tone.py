@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from b2bua.media.g711 import CODECS, G711Law
 from b2bua.media.rtp import MediaError
@@ -128,7 +128,7 @@ class EncodedCadence:
         return len(self.payloads)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _encoded(country: str, codec_name: str) -> EncodedCadence:
     tone = tone_for(country)
     codec = CODECS[codec_name]

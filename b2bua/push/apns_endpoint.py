@@ -28,7 +28,7 @@ class ApnsEndpoint:
     port: int = 443
 
     @classmethod
-    def parse(cls, text: str) -> "ApnsEndpoint":
+    def parse(cls, text: str) -> ApnsEndpoint:
         """`production`, `sandbox`, or `https://host[:port]`."""
         if text == "production":
             return cls(PRODUCTION_HOST)

@@ -8,13 +8,13 @@ mints more often than every 20 minutes, so one token serves every push of the pr
 from __future__ import annotations
 
 import re
-from typing import Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from twisted.logger import Logger
 
+from b2bua.clock import SecondsClock
 from b2bua.push.outcome import PushConfigError
 
 #: Apple: refresh no more often than this ...
@@ -25,10 +25,8 @@ MAX_REFRESH = 60 * 60
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
 
-class WallClock(Protocol):
-    """Any IReactorTime: `seconds()` is the JWT's issue time."""
-
-    def seconds(self) -> float: ...
+WallClock = SecondsClock
+"""Any IReactorTime: `seconds()` is the JWT's issue time."""
 
 
 class ProviderToken:

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import email.utils
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, maybeDeferred
+from b2bua.clock import Clock
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
@@ -93,7 +93,7 @@ class Registrar:
 
     def __init__(self, users: UserStore, bindings: BindingStore | LocationService,
                  auth: DigestAuthenticator, throttle: FailureThrottle | None,
-                 events: BindingEvents, clock: IReactorTime, domain: str,
+                 events: BindingEvents, clock: Clock, domain: str,
                  min_expires: int = 60, max_expires: int = 86400,
                  default_expires: int = 3600, token_lifetime: float = 0.0,
                  enabled_push_providers: frozenset[str] | None = None) -> None:
@@ -148,7 +148,7 @@ class Registrar:
         if self._purger is not None:
             return
         self._purger = LoopingCall(self.purge)
-        self._purger.clock = self.clock
+        self._purger.clock = self.clock  # type: ignore[assignment]  # IReactorTime is a zope interface
         self._purger.start(interval, now=True).addErrback(
             lambda failure: self.log.failure("binding purge loop stopped", failure))
 
@@ -171,8 +171,9 @@ class Registrar:
             self.log.failure("purging expired bindings failed", failure)
             return 0
 
-        return _deferred(self.bindings.purge_expired, now,
-                         self.token_lifetime).addCallbacks(done, failed)
+        purged: Deferred[int] = maybeDeferred(self.bindings.purge_expired, now,
+                                              self.token_lifetime)
+        return purged.addCallbacks(done, failed)
 
     # -- REGISTER --------------------------------------------------------------------
 
@@ -471,15 +472,6 @@ def _readable(text: str | None) -> str | None:
     if text is None or _is_utf8(text):
         return text
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _deferred(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-    """``fn(*args)`` as a Deferred, whether it returned a value or a Deferred."""
-    try:
-        result = fn(*args)
-    except Exception:
-        return fail()
-    return result if isinstance(result, Deferred) else succeed(result)
 
 
 def _id(binding: Binding) -> int:

@@ -36,6 +36,11 @@ class ClientTransaction(Transaction):
     def start(self) -> None:
         raise NotImplementedError
 
+    def remember_ack(
+        self, to_tag: str, data: bytes, dest: Address, transport: str, flow: object | None
+    ) -> None:
+        """Only an INVITE's transaction reaches Accepted and repeats an ACK."""
+
     def _pass_up(self, message: Message | None) -> None:
         response = cast("Response", message)
         self.last_response = response
@@ -48,7 +53,7 @@ class ClientTransaction(Transaction):
     def _linger(self) -> None:
         super()._linger()
         if self.last_response is not None:   # the TU got the whole response
-            self.last_response = self.last_response.slimmed()  # type: ignore[assignment]
+            self.last_response = self.last_response.slimmed()
 
 
 class ClientInviteTransaction(ClientTransaction):

@@ -36,7 +36,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from twisted.internet.interfaces import IReactorTime
+from b2bua.clock import Clock
 
 __all__ = [
     "AuthResult",
@@ -146,7 +146,8 @@ def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
 
 
 def _parse_params_stepwise(value: str, pos: int) -> dict[str, str]:
-    end, params = len(value), {}
+    end = len(value)
+    params: dict[str, str] = {}
     while True:
         pos = _SEPARATORS_RE.match(value, pos).end()  # type: ignore[union-attr]
         if pos >= end:
@@ -212,7 +213,7 @@ class DigestAuthenticator:
     def __init__(
         self,
         realm: str,
-        clock: IReactorTime,
+        clock: Clock,
         secret: bytes,
         nonce_ttl: float = 300,
         *,
@@ -270,6 +271,7 @@ class DigestAuthenticator:
         as RFC 7616 suggests for ``stale``, told a guesser "right password"
         through stale=true, uncounted).
         """
+        params: Mapping[str, str]
         if isinstance(credentials, str):
             try:
                 params = parse_credentials(credentials)
@@ -387,7 +389,7 @@ class FailureThrottle:
 
     def __init__(
         self,
-        clock: IReactorTime,
+        clock: Clock,
         max_failures: int = 5,
         window: float = 60,
         block_time: float | None = None,

@@ -69,7 +69,7 @@ class ServerTransaction(Transaction):
     def _linger(self) -> None:
         super()._linger()
         if self.last_response is not None:   # the bytes stay in _wire for resending
-            self.last_response = self.last_response.slimmed()  # type: ignore[assignment]
+            self.last_response = self.last_response.slimmed()
 
 
 class ServerInviteTransaction(ServerTransaction):
@@ -131,7 +131,7 @@ class ServerInviteTransaction(ServerTransaction):
     def _another_success(self, message: Message | None) -> None:
         """The TU sent a 2xx again (or for another dialog): pass it on."""
         self._respond(message)
-        self.last_response = message.slimmed()  # type: ignore[union-attr]  # request: slim already
+        self.last_response = message.slimmed()  # type: ignore[union-attr,assignment]  # request: slim already
 
     def _failure(self, message: Message | None) -> None:
         self._stop_retransmit()

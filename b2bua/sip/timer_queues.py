@@ -9,8 +9,9 @@ per transaction did, for a fraction of the memory and none of the heap work.
 
 A cancelled timer stays in its queue until its deadline, holding nothing;
 when no timer is left armed the queues are emptied and the reactor call is
-cancelled, so an idle layer leaves nothing scheduled.  If the clock steps back, a timer armed after the step may wait for the one
-queued before it: late, never early.
+cancelled, so an idle layer leaves nothing scheduled.  If the clock steps back,
+a timer armed after the step may wait for the one queued before it: late,
+never early.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
 
+from b2bua.clock import Clock, DelayedCall
 from b2bua.sip.actions import Address, Source
 from b2bua.sip.addressing import RELIABLE_TRANSPORTS
 from b2bua.sip.timers import Timers
@@ -29,26 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TxState", "TxInput", "Transaction", "TransactionOwner", "TransactionUser", "Clock",
+    "DetachedUser",
     "DelayedCall",
 ]
-
-
-class DelayedCall(Protocol):
-    """The part of ``IDelayedCall`` the machines use (``reset`` only when present)."""
-
-    def active(self) -> bool: ...
-    def cancel(self) -> None: ...
-    def reset(self, secondsFromNow: float) -> None: ...
-
-
-class Clock(Protocol):
-    """The part of ``IReactorTime`` the machines use: any reactor, or
-    ``twisted.internet.task.Clock`` in tests (structural, so mypy needs no
-    zope plugin)."""
-
-    def seconds(self) -> float: ...
-    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any,
-                  **kw: Any) -> Any: ...
 
 
 class TxState(enum.Enum):
@@ -128,6 +112,17 @@ class TransactionUser(Protocol):
     def stray_response(self, response: Response, source: Source) -> None: ...
 
 
+class DetachedUser:
+    """The TU of a layer nobody attached yet (``TransactionLayer.attach``): using the
+    layer before then is our bug, reported as such."""
+
+    def _missing(self, *args: object) -> None:
+        raise RuntimeError("no transaction user attached to the transaction layer")
+
+    request_received = response_received = transaction_timeout = transport_error = _missing
+    ack_received = cancel_received = stray_response = _missing
+
+
 class LongTimers(Protocol):
     """Where the long timers go (``timer_queues.TimerQueues``)."""
 
@@ -137,10 +132,14 @@ class LongTimers(Protocol):
 class TransactionOwner(Protocol):
     """What a machine needs from its layer."""
 
-    clock: Clock
-    timers: Timers
-    tu: TransactionUser
-    long_timers: LongTimers
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def timers(self) -> Timers: ...
+    @property
+    def tu(self) -> TransactionUser: ...
+    @property
+    def long_timers(self) -> LongTimers: ...
 
     def transmit(self, tx: Transaction, data: bytes) -> bool: ...
     def transmit_ack(
@@ -272,7 +271,7 @@ class Transaction:
     def _linger(self) -> None:
         """The final response is out (or in): keep only what matching and
         retransmission still read until the lingering timer fires."""
-        self.request = self.request.slimmed()  # type: ignore[assignment]
+        self.request = self.request.slimmed()
 
     def _absorb(self, message: Message | None = None) -> None:
         """Listed on purpose: the RFC says to swallow this input."""

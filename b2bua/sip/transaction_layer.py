@@ -19,12 +19,13 @@ from typing import Callable, Iterable, Mapping
 from b2bua.sip.actions import (
     Address, MessageDropped, Source, TransportFailed, TxEvent, UnexpectedInput,
 )
-from b2bua.sip.addressing import DEFAULT_PORTS, response_destination
 from b2bua.sip.client_tx import (
     ClientInviteTransaction, ClientNonInviteTransaction, ClientTransaction,
 )
 from b2bua.sip.errors import SipError
-from b2bua.sip.headers import Via
+from b2bua.sip.matching import (
+    MAGIC_COOKIE, ServerKey, _accept_key, _datagram_response_destination, server_key,
+)
 from b2bua.sip.message import (
     Message, Request, Response, generate_branch, generate_tag, make_response,
 )
@@ -34,15 +35,13 @@ from b2bua.sip.server_tx import (
 from b2bua.sip.timer_queues import TimerQueues
 from b2bua.sip.timers import Timers
 from b2bua.sip.transaction import (
-    Clock, Transaction, TransactionUser, TxInput, TxState, response_input,
+    Clock, DetachedUser, Transaction, TransactionUser, TxInput, TxState, response_input,
 )
 
 __all__ = ["TransactionLayer", "TransactionStats", "TransportSend", "MAGIC_COOKIE", "server_key"]
 
-MAGIC_COOKIE = "z9hG4bK"
 TransportSend = Callable[[bytes, Address, str, object | None], None]
 """``transport_send(data, dest, transport, flow)``; may raise on a dead flow."""
-ServerKey = tuple[object, ...]
 
 
 @dataclass(slots=True)
@@ -58,31 +57,6 @@ class TransactionStats:
     dropped: int = 0
 
 
-def server_key(request: Request, method: str) -> ServerKey:
-    """§17.2.3: branch + sent-by + method; the RFC 2543 fallback without a cookie.
-
-    ``method`` is the request's, except ACK (-> INVITE) and the INVITE a CANCEL
-    targets; it comes last in both keys. Beyond §17.2.3 the Call-ID is part of
-    the key: a retransmission, its ACK and its CANCEL all carry the same one,
-    and a client that reuses a branch for a new call (the RFC 4475 messages
-    do) gets a new transaction instead of another call's response. The 2543
-    key leaves out the To tag, which an ACK gains; the layer compares it.
-    """
-    via = request.top_via
-    branch = via.branch
-    port = via.port or DEFAULT_PORTS.get(via.transport, 5060)
-    if branch is not None and branch.startswith(MAGIC_COOKIE):
-        return (branch, via.host.lower(), port, request.call_id, method)
-    return ("2543", request.call_id, request.from_.tag, request.cseq.number,
-            str(request.uri), via.host.lower(), port, branch, method)
-
-
-def _accept_key(message: Message) -> tuple[str, int]:
-    """Key of a 2xx to INVITE that its ACK (new branch) shares: Call-ID and
-    CSeq number. Cheap (no From/To parsing); the To tag is checked on a hit."""
-    return (message.call_id, message.cseq.number)
-
-
 class TransactionLayer:
     """§17 transaction layer between the transport and one TU."""
 
@@ -90,14 +64,14 @@ class TransactionLayer:
         self,
         clock: Clock,
         transport_send: TransportSend,
-        tu: TransactionUser,
+        tu: TransactionUser | None = None,
         timers: Timers = Timers(),
         *,
         sent_by: Mapping[str, str] | None = None,
         observer: Callable[[TxEvent], None] | None = None,
     ) -> None:
         self.clock = clock
-        self.tu = tu
+        self.tu: TransactionUser = tu if tu is not None else DetachedUser()
         self.timers = timers
         self.long_timers = TimerQueues(clock)
         self.sent_by = {k.upper(): v for k, v in (sent_by or {}).items()}
@@ -107,6 +81,10 @@ class TransactionLayer:
         self._transport_send = transport_send
         self._observer = observer
         self._accepted: dict[tuple[str, int], ServerInviteTransaction] = {}
+
+    def attach(self, tu: TransactionUser) -> None:
+        """The TU, when it is built after the layer (it sends through the layer)."""
+        self.tu = tu
 
     def __len__(self) -> int:
         """Live transactions, client and server."""
@@ -181,7 +159,7 @@ class TransactionLayer:
             self.send_response(tx, response)
 
     def cancel(
-        self, tx: ClientInviteTransaction, extra: Iterable[tuple[str, str]] = ()
+        self, tx: ClientTransaction, extra: Iterable[tuple[str, str]] = ()
     ) -> ClientNonInviteTransaction | None:
         """CANCEL an INVITE (§9.1); ``extra`` e.g. a Reason header (RFC 3326).
 
@@ -190,6 +168,8 @@ class TransactionLayer:
         transaction when it was sent now, else None. The 487 (or a late 2xx)
         still arrives through ``tu.response_received`` for the INVITE.
         """
+        if not isinstance(tx, ClientInviteTransaction):
+            return None   # only an INVITE is cancelled (§9.1)
         if tx.cancel_tx is not None or tx.cancel_requested is not None:
             return None
         if tx.state is TxState.CALLING:
@@ -201,7 +181,7 @@ class TransactionLayer:
 
     def send_ack(
         self, ack: Request, dest: Address, transport: str, flow: object | None = None,
-        *, tx: ClientInviteTransaction | None = None,
+        *, tx: ClientTransaction | None = None,
     ) -> bool:
         """Send the ACK for a 2xx (§13.2.2.4): no transaction, its own branch.
 
@@ -414,19 +394,6 @@ class TransactionLayer:
     def _emit(self, event: TxEvent) -> None:
         if self._observer is not None:
             self._observer(event)
-
-
-def _datagram_response_destination(via: Via, source: Source) -> Address:
-    """§18.2.2 + RFC 3581 over UDP: the packet's source IP (what ``received``
-    records), the source port with ``rport``, else the sent-by port, else the
-    default port of the transport the response goes over (5060 for UDP, even
-    when the Via names TLS, RFC 4475 bext01); maddr wins."""
-    if via.maddr:
-        return response_destination(via, source)
-    host, port = source.address
-    if via.has_rport:
-        return host, port
-    return host, via.port or DEFAULT_PORTS.get(source.transport.upper(), 5060)
 
 
 def _name(tx: Transaction) -> str:

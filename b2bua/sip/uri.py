@@ -123,12 +123,18 @@ class SipUri:
                 for item in param_text[1:].split(";"):
                     name, eq, value = item.partition("=")
                     params[name.lower()] = value if eq else None
-            uri = cls.__new__(cls)   # every Request-URI, To, From, Contact: skip __init__
-            uri.scheme, uri.user, uri.password, uri.host = scheme.lower(), user, None, host
-            uri.port, uri.params, uri.headers, uri._raw = (
-                int(port) if port else None), params, {}, text
-            return uri
+            return cls._make(scheme.lower(), user, host, int(port) if port else None, params,
+                             text)
         return cls._parse_general(text)
+
+    @classmethod
+    def _make(cls, scheme: str, user: str | None, host: str, port: int | None,
+              params: dict[str, str | None], raw: str) -> SipUri:
+        """The constructor that skips ``__init__`` (every Request-URI, To, From, Contact)."""
+        uri = cls.__new__(cls)
+        uri.scheme, uri.user, uri.password, uri.host = scheme, user, None, host
+        uri.port, uri.params, uri.headers, uri._raw = port, params, {}, raw
+        return uri
 
     @classmethod
     def _parse_general(cls, text: str) -> SipUri:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sqlite_utils import Database
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from b2bua.clock import Clock, DelayedCall
 from twisted.logger import Logger
 
 __all__ = ["Cdr", "CdrStore", "CdrWriter"]
@@ -117,7 +117,7 @@ class CdrWriter:
 
     log = Logger()
 
-    def __init__(self, store: CdrStore, clock: IReactorTime, flush_delay: float = 0.25,
+    def __init__(self, store: CdrStore, clock: Clock, flush_delay: float = 0.25,
                  max_batch: int = 1000, max_retry_delay: float = 30.0) -> None:
         self._store = store
         self._clock = clock
@@ -126,7 +126,7 @@ class CdrWriter:
         self._max_retry_delay = max_retry_delay
         self._retry_delay: float | None = None   # set while the database keeps failing
         self._queue: list[tuple[Any, ...]] = []   # encoded rows, oldest first
-        self._call: IDelayedCall | None = None
+        self._call: DelayedCall | None = None
 
     @property
     def pending(self) -> int:

@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from sqlite_utils import Database
 from sqlite_utils.db import Table
+
+from b2bua.clock import SecondsClock
 
 __all__ = [
     "MIGRATIONS",
@@ -47,12 +48,6 @@ class StoreError(Exception):
 
 class SchemaTooNew(StoreError):
     """The database was migrated by a newer release than this one."""
-
-
-class SecondsClock(Protocol):
-    """The one method of ``IReactorTime`` the store needs (a ``Clock`` fits)."""
-
-    def seconds(self) -> float: ...
 
 
 class WallClock:

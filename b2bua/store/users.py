@@ -195,7 +195,7 @@ class UserStore:
             cache.move_to_end(key)
             return cache[key]
         row = conn.execute(_SELECT_USER, key).fetchone()
-        user = None if row is None else User(*row[:5], bool(row[5]), row[6])
+        user = None if row is None else User(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
         cache[key] = user
         if len(cache) > self.max_cached:
             cache.popitem(last=False)

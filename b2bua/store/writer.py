@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from b2bua.clock import Clock, DelayedCall
 from twisted.logger import Logger
 
 from b2bua.store.binding_index import BindingIndex
@@ -70,7 +70,7 @@ class BindingWriter:
     log = Logger()
 
     def __init__(
-        self, store: BindingStore, clock: IReactorTime, flush_delay: float = 0.010
+        self, store: BindingStore, clock: Clock, flush_delay: float = 0.010
     ) -> None:
         self._store = store
         self._clock = clock
@@ -81,7 +81,7 @@ class BindingWriter:
         self._next_id = 1
         self._dirty: dict[int, Binding | None] = {}  # id -> final row, None = delete
         self._waiters: list[tuple[Deferred[Any], object]] = []
-        self._call: IDelayedCall | None = None
+        self._call: DelayedCall | None = None
         self._load()
 
     # -- reads (memory) ---------------------------------------------------

@@ -20,7 +20,7 @@ from b2bua.sip.addressing import Source, response_destination, stamp_via
 from b2bua.sip.errors import SipError
 from b2bua.sip.headers import CSeq, Via
 from b2bua.sip.message import (
-    Message, Request, generate_tag, make_response, parse_message,
+    Request, Response, generate_tag, make_response, parse_message,
 )
 from b2bua.transport.network import SipNetwork, TransportError
 
@@ -31,7 +31,7 @@ class SipEndpoint:
     log = Logger()
 
     def __init__(self, network: SipNetwork,
-                 on_message: Callable[[Message, Source], None] | None = None,
+                 on_message: Callable[[Request | Response, Source], None] | None = None,
                  server_header: str = "b2bua") -> None:
         self.network = network
         self.on_message = on_message

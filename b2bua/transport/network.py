@@ -13,17 +13,20 @@ import errno
 import functools
 import ipaddress
 import socket
-from typing import Callable, Protocol as TypingProtocol
+from typing import Any, Callable, Protocol as TypingProtocol
 
 from twisted.application import service
 from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IListeningPort
-from b2bua.logs import Logger
 from twisted.python.failure import Failure
 
 from b2bua.config_schema import ListenAddress
+from b2bua.logs import Logger
 from b2bua.sip.addressing import Address, Source
+from b2bua.transport.errors import TransportError
 from b2bua.transport.stream import SipStreamFactory, SipStreamProtocol
+
+__all__ = ["LISTEN_BACKLOG", "ListenError", "MessageSink", "SipDatagramProtocol", "SipNetwork",
+           "TransportError", "UDP_RECEIVE_BUFFER"]
 
 
 #: pending connections the kernel may queue; Twisted's 50 makes phones that reconnect
@@ -31,12 +34,19 @@ from b2bua.transport.stream import SipStreamFactory, SipStreamProtocol
 LISTEN_BACKLOG = 1024
 
 
-class TransportError(Exception):
-    """Bytes could not be handed to the network (RFC 3261 §8.1.3.1: a 503)."""
-
-
 class ListenError(Exception):
     """A listen address could not be bound; the message names it (start-up stops)."""
+
+
+class _Bound(TypingProtocol):
+    port: int
+
+
+class ListeningPort(TypingProtocol):
+    """The parts of ``IListeningPort`` we use."""
+
+    def getHost(self) -> _Bound: ...  # noqa: N802 - Twisted's names
+    def stopListening(self) -> defer.Deferred[None] | None: ...  # noqa: N802
 
 
 class MessageSink(TypingProtocol):
@@ -65,11 +75,11 @@ class SipDatagramProtocol(protocol.DatagramProtocol):
     log = Logger()
     noisy = False
 
-    def __init__(self, network: "SipNetwork", local: Address) -> None:
+    def __init__(self, network: SipNetwork, local: Address) -> None:
         self.network = network
         self.local = local
 
-    def datagramReceived(self, data: bytes, addr: tuple) -> None:  # noqa: N802
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
         if not data.strip(b"\r\n \t\x00"):
             return  # RFC 5626 §3.5.1 keep-alives over UDP need no answer
         source = Source("UDP", (addr[0], addr[1]), self.local, None)
@@ -105,7 +115,7 @@ class SipNetwork(service.Service):
         self.max_message_size = max_message_size
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
-        self.ports: list[IListeningPort] = []
+        self.ports: list[ListeningPort] = []
         self._udp: dict[Address, protocol.DatagramProtocol] = {}
         # Live stream connections by the peer's address, per transport.
         self.connections: dict[tuple[str, Address], SipStreamProtocol] = {}
@@ -117,7 +127,7 @@ class SipNetwork(service.Service):
 
     def startService(self) -> None:  # noqa: N802
         """Bind every listener, or none: raises ListenError naming the address."""
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # Twisted is untyped here
         for addr in self.listen:
             try:
                 self.ports.append(self._listen(addr))
@@ -138,13 +148,13 @@ class SipNetwork(service.Service):
         self._udp.clear()
         self.running = 0
 
-    def _listen(self, addr: ListenAddress) -> IListeningPort:
-        reactor = self.reactor
+    def _listen(self, addr: ListenAddress) -> ListeningPort:
+        reactor: Any = self.reactor
         if addr.transport == "udp":
             local = (addr.host, addr.port)
             proto = SipDatagramProtocol(self, local)
-            port = reactor.listenUDP(addr.port, proto, interface=addr.host,  # type: ignore[attr-defined]
-                                     maxPacketSize=self.max_message_size)
+            port: ListeningPort = reactor.listenUDP(addr.port, proto, interface=addr.host,
+                                                    maxPacketSize=self.max_message_size)
             _grow_receive_buffer(port, UDP_RECEIVE_BUFFER)
             bound = port.getHost()
             local = (addr.host, bound.port)
@@ -152,18 +162,21 @@ class SipNetwork(service.Service):
             self._udp[local] = proto
             return port
         if addr.transport == "tcp":
-            return reactor.listenTCP(addr.port, self.stream_factory.for_transport("TCP"),  # type: ignore[attr-defined]
-                                     backlog=LISTEN_BACKLOG, interface=addr.host)
+            tcp: ListeningPort = reactor.listenTCP(
+                addr.port, self.stream_factory.for_transport("TCP"), backlog=LISTEN_BACKLOG,
+                interface=addr.host)
+            return tcp
         if addr.transport == "tls":
             if self.tls_options is None:
                 raise ValueError("a tls listener needs [tls] certificate and private_key")
-            return reactor.listenSSL(addr.port, self.stream_factory.for_transport("TLS"),  # type: ignore[attr-defined]
-                                     self.tls_options, backlog=LISTEN_BACKLOG,
-                                     interface=addr.host)
+            tls: ListeningPort = reactor.listenSSL(
+                addr.port, self.stream_factory.for_transport("TLS"), self.tls_options,
+                backlog=LISTEN_BACKLOG, interface=addr.host)
+            return tls
         raise ValueError(f"unknown transport {addr.transport!r}")
 
-    def stopService(self) -> defer.Deferred:  # noqa: N802
-        super().stopService()
+    def stopService(self) -> defer.Deferred[Any]:  # noqa: N802
+        super().stopService()  # type: ignore[no-untyped-call]  # Twisted is untyped here
         waits = [defer.maybeDeferred(p.stopListening) for p in self.ports]
         self.ports.clear()
         self._udp.clear()
@@ -243,16 +256,17 @@ class SipNetwork(service.Service):
             proto = self._pick_udp(dest[0])
         if proto is None or proto.transport is None:
             raise TransportError("no UDP listener for this address family")
-        port = proto.transport
+        port: Any = proto.transport   # udp.Port: write(data, addr), unlike IUDPTransport's stub
         sock = getattr(port, "socket", None)
         try:
             if sock is None:     # not Twisted's udp.Port (tests): its own write()
                 port.write(data, dest)
                 return
-            # Twisted's udp.Port.write parses the address twice per datagram (2 % of a
-            # call's CPU): the same checks, cached per host, then the same sendto.
+            # Twisted's udp.Port.write parses the address twice per datagram (see
+            # bench/README.md): the same checks, cached per host, then the same sendto.
             if not _fits_family(dest[0], sock.family):
-                raise error.InvalidAddressError(dest[0], "not an IP address of this family")
+                raise error.InvalidAddressError(  # type: ignore[no-untyped-call]
+                    dest[0], "not an IP address of this family")
             _sendto(sock, data, dest)
         except (OSError, error.MessageLengthError, error.InvalidAddressError) as exc:
             # ENETUNREACH, EACCES (broadcast), EMSGSIZE, a host name or the other family
@@ -304,7 +318,7 @@ class _OutboundFactory(protocol.ClientFactory):
 
 @functools.lru_cache(maxsize=4096)
 def _is_loopback(host: str) -> bool:
-    """Cached: parsing the address of every send was 1.4 % of a call's CPU."""
+    """Cached: parsing the address of every send showed in the call profile."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

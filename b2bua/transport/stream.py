@@ -7,25 +7,57 @@ connection whose framing broke after a 400.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from twisted.internet import protocol
-from b2bua.logs import Logger
 from twisted.python.failure import Failure
 
+from b2bua.clock import Clock, DelayedCall
+from b2bua.logs import Logger
 from b2bua.sip import framing
 from b2bua.sip.addressing import Address, Source
+from b2bua.transport.errors import TransportError
 
-if TYPE_CHECKING:
-    from b2bua.transport.network import SipNetwork
+
+class StreamOwner(Protocol):
+    """What a stream connection reports to (``network.SipNetwork``)."""
+
+    @property
+    def reactor(self) -> Any: ...
+    @property
+    def max_message_size(self) -> int: ...
+    @property
+    def idle_timeout(self) -> float: ...
+
+    def connection_made(self, conn: SipStreamProtocol) -> bool: ...
+    def connection_lost(self, conn: SipStreamProtocol) -> None: ...
+    def deliver(self, data: bytes, source: Source) -> None: ...
+    def reject(self, error: Exception, source: Source) -> None: ...
+
+
+class _Address(Protocol):
+    host: str
+    port: int
+
+
+class StreamTransport(Protocol):
+    """The parts of ``ITCPTransport`` a stream connection uses."""
+
+    def getPeer(self) -> _Address: ...  # noqa: N802 - Twisted's names
+    def getHost(self) -> _Address: ...  # noqa: N802
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...  # noqa: N802
+    def abortConnection(self) -> None: ...  # noqa: N802
 
 
 class SipStreamProtocol(protocol.Protocol):
     """One TCP or TLS connection; also the *flow* handle a binding keeps."""
 
     log = Logger()
+    # Set by makeConnection before any callback below runs; typed structurally.
+    transport: StreamTransport  # type: ignore[assignment]
 
-    def __init__(self, network: "SipNetwork", transport_name: str) -> None:
+    def __init__(self, network: StreamOwner, transport_name: str) -> None:
         self.network = network
         self.transport_name = transport_name
         self.framer = framing.StreamFramer(network.max_message_size)
@@ -35,7 +67,7 @@ class SipStreamProtocol(protocol.Protocol):
         self.outbound = False
         self.closed = False
         self._pending: list[bytes] = []
-        self._idle_call = None
+        self._idle_call: DelayedCall | None = None
 
     def __repr__(self) -> str:
         return f"<{self.transport_name} flow {self.peer[0]}:{self.peer[1]}>"
@@ -81,7 +113,6 @@ class SipStreamProtocol(protocol.Protocol):
 
     def send(self, data: bytes) -> None:
         if self.closed:
-            from b2bua.transport.network import TransportError
             raise TransportError(f"connection to {self.peer} is closed")
         if self.connected:
             self.transport.write(data)
@@ -97,7 +128,7 @@ class SipStreamProtocol(protocol.Protocol):
 
     # -- internals -------------------------------------------------------------
 
-    def _framing_failed(self, error: "framing.FramingError") -> None:
+    def _framing_failed(self, error: framing.FramingError) -> None:
         """Answer what can be answered (400, 513), then close: the stream is lost."""
         self.log.info("closing {flow}: {reason}", flow=repr(self), reason=error.reason)
         self.network.reject(error, Source(self.transport_name, self.peer, self.local, self))
@@ -105,12 +136,11 @@ class SipStreamProtocol(protocol.Protocol):
 
     def _touch(self) -> None:
         """Close a connection that carried nothing for ``idle_timeout`` seconds."""
-        reactor = self.network.reactor
+        reactor: Clock = self.network.reactor
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.reset(self.network.idle_timeout)
         else:
-            self._idle_call = reactor.callLater(  # type: ignore[attr-defined]
-                self.network.idle_timeout, self._idle_timeout)
+            self._idle_call = reactor.callLater(self.network.idle_timeout, self._idle_timeout)
 
     def _idle_timeout(self) -> None:
         self.log.debug("closing idle {flow}", flow=repr(self))
@@ -120,7 +150,7 @@ class SipStreamProtocol(protocol.Protocol):
 class SipStreamFactory:
     """Builds stream protocols for the listeners of one SipNetwork."""
 
-    def __init__(self, network: "SipNetwork") -> None:
+    def __init__(self, network: StreamOwner) -> None:
         self.network = network
         self._factories: dict[str, protocol.Factory] = {}
 
