@@ -32,7 +32,8 @@ from b2bua.push.outcome import OutcomeKind, PushConfigError, PushOutcome, redact
 from b2bua.push.payload import apns_voip_topic
 from b2bua.store.bindings import Binding, BindingStore
 
-__all__ = ["DevicePush", "build_apns_client", "build_fcm_client", "build_notifiers", "push_results_json", "push_targets", "run_push",
+__all__ = ["DevicePush", "build_apns_client", "build_fcm_client", "build_notifiers", "push_results_json",
+           "push_targets", "run_push",
            "send_test_pushes"]
 
 #: Seconds added to the per-push deadline before the tool gives up on the reactor.
@@ -101,7 +102,8 @@ def build_apns_client(config: Config, reactor: Any, sandbox: bool = False) -> Ap
     return apns_client_from_settings(
         enabled=apns.enabled, auth=apns.auth, key_file=_path_text(apns.key_file),
         key_id=apns.key_id, team_id=apns.team_id, certificate=_path_text(apns.certificate),
-        endpoint=apns.sandbox_endpoint if sandbox else apns.endpoint, ca_file=_path_text(apns.ca_file), reactor=reactor, clock=reactor,
+        endpoint=apns.sandbox_endpoint if sandbox else apns.endpoint, ca_file=_path_text(apns.ca_file),
+        reactor=reactor, clock=reactor,
         base_dir=config.base_dir, timings=apns_timings(config),
     )
 

@@ -67,8 +67,8 @@ class Logger(_TwistedLogger):
                 super().emit(level, format, **kwargs)
             return
         for key, value in kwargs.items():
-            if value.__class__ is str and not value.isascii():   # type: ignore[attr-defined]
-                kwargs[key] = _printable(value)  # type: ignore[arg-type]
+            if value.__class__ is str and not value.isascii():
+                kwargs[key] = _printable(value)
         kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace,
                       log_source=self.source, log_format=format, log_time=time())
         if "log_trace" in kwargs:

@@ -51,6 +51,25 @@ class BindingList(Protocol):
     def list_all(self, now: float) -> list[Binding]: ...
 
 
+class PushClientStats(Protocol):
+    @property
+    def stats(self) -> Any: ...   # b2bua.push.h2_push.PushStats
+
+
+class TrunkStats(Protocol):
+    def document(self) -> list[dict[str, Any]]: ...
+
+
+class MailboxStats(Protocol):
+    @property
+    def counts(self) -> dict[str, int]: ...
+
+
+class RefreshStats(Protocol):
+    @property
+    def sent(self) -> int: ...
+
+
 class ServiceStats(Protocol):
     """The parts of the running service the metrics and /status read (``B2buaService``)."""
 
@@ -68,6 +87,14 @@ class ServiceStats(Protocol):
     def endpoint(self) -> EndpointStats | None: ...
     @property
     def bindings(self) -> BindingList | None: ...
+    @property
+    def push_clients(self) -> dict[str, Any]: ...   # PushClientStats by provider
+    @property
+    def trunk_status(self) -> TrunkStats | None: ...
+    @property
+    def mailbox(self) -> MailboxStats | None: ...
+    @property
+    def refresh(self) -> RefreshStats | None: ...
 
 
 class Metrics:

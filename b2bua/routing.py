@@ -357,7 +357,7 @@ class RouterChain:
             return decision
         return await self._ask(request, rest)
 
-    def _wait(self, router: IRouter,
+    def _wait(self, router: Router,
               pending: Deferred[Any] | Coroutine[Any, Any, Any]) -> Deferred[Any]:
         if isinstance(pending, Deferred):
             waiting = pending

@@ -25,7 +25,7 @@ from b2bua.clock import Clock
 from b2bua.calls.context import CallServices, CallSettings, TrunkCredentials
 from b2bua.calls.early_media import MediaSettings
 from b2bua.calls.table import CallTable
-from b2bua.config import Config, load_config
+from b2bua.config import Config
 from b2bua.logs import apply_log_settings
 from b2bua.media.g711 import PCMA, PCMU
 from b2bua.media.ng import NgClient, parse_endpoint
@@ -95,7 +95,7 @@ class B2buaService(service.MultiService):
     log = Logger()
 
     def __init__(self, config: Config, clock: Any, parts: ServiceParts, metrics: Metrics,
-                 reload_routers: Callable[[], None] | None = None) -> None:
+                 reload_routers: Callable[[], object] | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Twisted is untyped here
         self.config = config
         self.clock = clock
@@ -551,7 +551,7 @@ def _media_settings(config: Config, reactor: object,
     if media.engine == "rtpengine" and media.relay:
         rtpengine = NgClient(cast(Any, reactor), parse_endpoint(media.rtpengine))
         if root is not None:
-            NgClientService(reactor, rtpengine).setServiceParent(root)
+            NgClientService(reactor, rtpengine).setServiceParent(root)  # type: ignore[no-untyped-call]
         tone = False
     return MediaSettings(reactor=reactor, ports=PortAllocator(media.rtp_port_min,
                                                               media.rtp_port_max),

@@ -76,7 +76,6 @@ def malloc_trim() -> bool:
 
 def arenas() -> str:
     """pymalloc's arenas now / at most, and the bytes in their used blocks."""
-    import io
     import os
     read, write = os.pipe()
     saved = os.dup(2)
@@ -87,7 +86,7 @@ def arenas() -> str:
         os.dup2(saved, 2)
         os.close(write)
         os.close(saved)
-    with io.open(read, "r", errors="replace") as pipe:
+    with open(read, errors="replace") as pipe:
         text = pipe.read()
     wanted = {}
     for line in text.splitlines():

@@ -280,7 +280,7 @@ class FakeApns:
                                             interface="127.0.0.1")
         return self
 
-    def make_protocol(self) -> "FakeApnsProtocol":
+    def make_protocol(self) -> FakeApnsProtocol:
         return FakeApnsProtocol(self)
 
     @property

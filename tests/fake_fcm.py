@@ -98,7 +98,7 @@ class FakeFcm(FakeApns):
         self.access_tokens: dict[str, float] = {}  # issued token -> expiry
         self._token_port: Any = None
 
-    def start(self) -> "FakeFcm":
+    def start(self) -> FakeFcm:
         super().start()
         options = CertificateOptions(
             privateKey=serialization.load_pem_private_key(self.pki.server_key_file.read_bytes(), None),

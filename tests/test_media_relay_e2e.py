@@ -128,7 +128,7 @@ class MediaCaller(Caller):
             self.sip.settimeout(left)
             try:
                 data = self.sip.recv(65535)
-            except socket.timeout:
+            except TimeoutError:
                 return None
             message = parse_message(data)
             if isinstance(message, Request):
@@ -180,11 +180,11 @@ class MediaCaller(Caller):
             self.sip.settimeout(left)
             try:
                 data, source = self.sip.recvfrom(65535)
-            except socket.timeout:
+            except TimeoutError:
                 break
             message = parse_message(data)
             if isinstance(message, Request) and message.method == "BYE":
-                lines = [f"SIP/2.0 200 OK"] + [f"{name}: {value}" for name, value
+                lines = ["SIP/2.0 200 OK"] + [f"{name}: {value}" for name, value
                                                 in message.headers.items()
                                                 if name.lower() in ("via", "from", "to",
                                                                     "call-id", "cseq")]
@@ -212,7 +212,7 @@ class MediaCaller(Caller):
                     if data == packet and source == relay:
                         break
                     strays.append(data)
-            except socket.timeout:
+            except TimeoutError:
                 return index, strays
         return count, strays
 

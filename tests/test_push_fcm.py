@@ -307,7 +307,7 @@ def test_concurrent_callers_share_one_refresh_and_errors_reach_all() -> None:
 
 
 def test_invalidate_drops_only_the_rejected_token() -> None:
-    clock, endpoint = Clock(), Endpoint()
+    clock = Clock()
     tokens = AccessTokens(account(), lambda url, body: succeed((200, b'{"access_token": "t1", "expires_in": 3600}')),
                           clock)
     assert tokens.refresh().result == "Bearer t1"

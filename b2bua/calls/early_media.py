@@ -240,8 +240,6 @@ def try_start(settings: MediaSettings | None, offer: bytes, caller_host: str,
     tone = tone and settings.tone and bool(offer)
     if not (tone or settings.relay_all):
         return None
-    if not (settings.relay_all or (for_tone and settings.tone)):
-        return None
     try:
         return EarlyMedia.start(settings, offer, caller_host, tone=tone, on_timeout=on_timeout)
     except MediaError as exc:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Union
 
-Value = Union[int, bytes, str, list["Value"], dict[str, "Value"]]
-Decoded = Union[int, bytes, list["Decoded"], dict[str, "Decoded"]]
+# Union, not X | Y: the recursive alias names itself in quotes, which | cannot join at run time.
+Value = Union[int, bytes, str, list["Value"], dict[str, "Value"]]  # noqa: UP007
+Decoded = Union[int, bytes, list["Decoded"], dict[str, "Decoded"]]  # noqa: UP007
 
 MAX_DEPTH = 32
 

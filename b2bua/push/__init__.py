@@ -25,7 +25,8 @@ from b2bua.push.fcm_notifier import FcmNotifier, fcm_call_data, fcm_client_from_
 
 __all__ = [
     "ApnsClient", "ApnsEndpoint", "ApnsNotifier", "ApnsStats", "ApnsTimings", "CallFacts",
-    "ConnectionState", "FcmClient", "FcmNotifier", "H2PushClient", "IPushNotifier", "PushStats", "MAX_VOIP_PAYLOAD", "OutcomeKind", "ProviderToken",
+    "ConnectionState", "FcmClient", "FcmNotifier", "H2PushClient", "IPushNotifier", "PushStats",
+    "MAX_VOIP_PAYLOAD", "OutcomeKind", "ProviderToken",
     "PushConfigError", "PushKind", "PushNotifierRegistry", "PushOutcome", "PushTarget",
     "apns_client_from_settings", "apns_voip_topic", "build_voip_push", "canonical_provider",
     "diagnostic_call_facts", "fcm_call_data", "fcm_client_from_settings", "redact_token",

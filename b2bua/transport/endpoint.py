@@ -20,7 +20,7 @@ from b2bua.sip.addressing import Source, response_destination, stamp_via
 from b2bua.sip.errors import SipError
 from b2bua.sip.headers import CSeq, Via
 from b2bua.sip.message import (
-    Request, Response, generate_tag, make_response, parse_message,
+    Message, Request, Response, generate_tag, make_response, parse_message,
 )
 from b2bua.transport.network import SipNetwork, TransportError
 
