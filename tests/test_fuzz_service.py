@@ -127,6 +127,8 @@ def test_register_fuzz(svc: Service, data: st.DataObject) -> None:
 def _b_leg_invites(sent: list[Sent]) -> list[Request]:
     out = []
     for item in sent:
+        if item.data.startswith(b"SIP/2.0 "):
+            continue   # our answers to the caller: they echo its Vias, however damaged
         message = parse_message(item.data)
         if isinstance(message, Request) and message.method == "INVITE":
             out.append(message)

@@ -26,6 +26,7 @@ from b2bua.calls.wakeup import WakeUp
 from b2bua.routing import LocalUser, Reject, RequestView, Targets, ToTrunk
 from b2bua.sip.addressing import Source
 from b2bua.sip.digest import AuthStatus
+from b2bua.sip.errors import SipError
 from b2bua.sip.message import Request, Response, generate_tag, make_response
 from b2bua.sip.uri import SipUri, parse_uri
 from b2bua.store.cdrs import Cdr
@@ -394,6 +395,12 @@ class CallTable:
             return  # a CANCEL shares its INVITE's context; the INVITE's answer counts
         if kind is BranchInvite:
             call, branch = context.call, context.branch
+            if not _readable_to(response):   # a branch reads its To tag: a malformed answer
+                self.log.info("call {call_id}: {status} with an unreadable To from the callee",
+                              call_id=call.call_id, status=response.status)
+                if response.status >= 200:   # as if the callee could not be reached
+                    call.run(call.forks.transport_error, call, branch)
+                return
             if self.trunk_status is not None and response.status >= 300:
                 self.trunk_status.branch_failed(branch, response.status, str(response.status))
             call.run(self._branch_response, call, branch, response)
@@ -446,3 +453,13 @@ class CallTable:
 
     def active_calls(self) -> list[Call]:
         return [c for c in self.calls.values() if not c.finished]
+
+
+def _readable_to(response: Response) -> bool:
+    """Whether the To of a callee's response can be read (it is parsed on first use; an
+    unreadable one used to end the whole call with a 500)."""
+    try:
+        response.to
+    except SipError:
+        return False
+    return True
