@@ -459,7 +459,7 @@ def _readable_to(response: Response) -> bool:
     """Whether the To of a callee's response can be read (it is parsed on first use; an
     unreadable one used to end the whole call with a 500)."""
     try:
-        response.to
+        _ = response.to
     except SipError:
         return False
     return True
