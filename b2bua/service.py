@@ -88,6 +88,7 @@ class B2buaService(service.MultiService):
         self.push_clients: dict[str, Any] = {}   # H2PushClient by provider ("apns", "fcm")
         self.metrics = Metrics()
         self.reload_routers: Callable[[], None] | None = None
+        self.cluster: Any = None   # b2bua.cluster.Cluster in cluster mode
 
     def startService(self) -> None:  # noqa: N802
         self.started_at = self.clock.seconds()
@@ -179,12 +180,21 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     """Build the whole service tree from a validated config."""
     clock = reactor
     root = B2buaService(config, clock)
-    store = _open_store(config)
-    _create_users(config, store)
-    # flush_delay 0: commit on the next reactor turn (still one transaction for all the
-    # REGISTERs of that turn); a woken phone's INVITE waits for this commit.
-    bindings = BindingWriter(store.bindings, clock, flush_delay=0)
-    events = BindingEvents()
+    cluster = None
+    if config.database.url:     # cluster mode: users, bindings, messages in Redis
+        from b2bua.cluster import build_cluster
+        cluster = build_cluster(config, reactor, ServiceBuildError)
+        store: Any = cluster.store
+        bindings: Any = cluster.writer
+        events: Any = cluster.events
+        _create_users(config, store)
+    else:
+        store = _open_store(config)
+        _create_users(config, store)
+        # flush_delay 0: commit on the next reactor turn (still one transaction for all the
+        # REGISTERs of that turn); a woken phone's INVITE waits for this commit.
+        bindings = BindingWriter(store.bindings, clock, flush_delay=0)
+        events = BindingEvents()
     # MD5 is offered first: many phones (and SIPp) answer the first challenge
     # whatever its algorithm; SHA-256 capable clients still find theirs.
     auth = DigestAuthenticator(config.sip.realm, clock, os.urandom(32),
@@ -257,6 +267,10 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     root.reload_routers = lambda: chain_holder.swap(
         _router_chain(load_config(config.path), store, clock, reload_modules=True))
     root.metrics.attach(root)
+    if cluster is not None:
+        root.cluster = cluster
+        core.store_available = lambda: cluster.feed.available
+        cluster.feed.setServiceParent(root)
 
     root.refresh = RefreshScheduler(clock, notifier, bindings.list_all, lead=PNSREG_INTERVAL)
     _Housekeeping(registrar, bindings, cdrs, mailbox, root.refresh).setServiceParent(root)
