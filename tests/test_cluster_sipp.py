@@ -15,6 +15,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import pytest_twisted
+from twisted.internet import threads
+
+from tests.fake_apns import Reply
+from tests.support import recent_cdrs, start_sipp, stop_process
+from tests.test_wakeup_e2e import apns  # noqa: F401  (the fixture)
 
 from tests.redis_server import RedisServer
 from tests.support import RunningService, free_port, require_sipp
@@ -23,10 +29,9 @@ from tests.test_calls_sipp import TRUNK, USER, Calls, ok
 Start = Callable[..., RunningService]
 
 
-def cluster_node(start_service: Start, url: str, node: str, extra: str = "",
+def cluster_node(start_service: Start, url: str, node: str, extra: str = TRUNK + USER,
                  routers: str | None = None) -> RunningService:
-    svc = start_service(TRUNK + USER + extra + f'\n[cluster]\nnode = "{node}"\n',
-                        routers=routers, start=False)
+    svc = start_service(extra + f'\n[cluster]\nnode = "{node}"\n', routers=routers, start=False)
     text = svc.config_path.read_text().replace(
         'path = "b2bua.sqlite3"', f'path = "b2bua.sqlite3"\nurl = "{url}"', 1)
     svc.config_path.write_text(text)
@@ -132,3 +137,44 @@ def test_redis_outage_gives_503_and_the_nodes_recover(start_service: Start) -> N
         assert "Redis is back" in b.log()
     finally:
         server.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_call_parked_on_b_forks_when_the_phone_wakes_on_a(start_service: Start, apns: Any,
+                                                          redis_url: str) -> Any:
+    """The wake-up across nodes: B pushes, the phone registers on A, B forks at once."""
+    from tests import test_wakeup_e2e as wake
+    require_sipp()
+    pki, fake = apns
+    config = wake._config(pki, fake, wake_timeout=10)
+    a = yield threads.deferToThread(cluster_node, start_service, redis_url, "a", config)
+    b = yield threads.deferToThread(cluster_node, start_service, redis_url, "b", config)
+    reg = yield wake._register(a, free_port())       # the phone registers on A, then sleeps
+    assert reg.returncode == 0, reg.stdout
+    new_port = free_port()
+    woken: dict[str, Any] = {}
+
+    def on_push(request: Any) -> Any:
+        woken["at"] = time.monotonic()
+        woken["phone"] = start_sipp(wake._sipp(a, "phone_answer.xml", new_port)[1:])
+        woken["register"] = wake._register(a, new_port)   # ...and wakes up on A
+        return Reply.ok()
+
+    fake.on_request = on_push
+    caller = yield wake._run(wake._sipp(b, "caller.xml", free_port(), "-key", "callee", "1111",
+                                        "-key", "ring_file", "/dev/null"))
+    try:
+        assert caller.returncode == 0, caller.stdout[-3000:] + b.log()[-5000:]
+        reg2 = yield woken["register"]
+        assert reg2.returncode == 0, reg2.stdout
+        phone = woken["phone"]
+        yield threads.deferToThread(phone.wait, 20)
+        assert phone.returncode == 0, phone.stdout.read().decode()[-3000:]
+    finally:
+        if "phone" in woken:
+            stop_process(woken["phone"])
+    assert len(fake.requests) == 1                       # B pushed, once
+    cdr = recent_cdrs(b)[-1]
+    assert cdr["status"] == 200 and cdr["push_sent_at"] and cdr["invite_forked_at"]
+    # forked within the single-node budget: well inside wake_timeout after the push
+    assert cdr["invite_forked_at"] - cdr["push_sent_at"] < 10
