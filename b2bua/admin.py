@@ -240,6 +240,7 @@ def binding_json(binding: Binding, now: float) -> dict[str, Any]:
         # The contact expired; only the push token is kept ([push] token_lifetime).
         "kept": binding.expired(now),
         "push_unbound": _unbound_reason(binding),
+        "path": list(binding.path),      # RFC 3327: a proxy in front (Kamailio) reaches it
     }
 
 
