@@ -11,11 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from collections.abc import Callable, Iterable
+
 from b2bua.config import Config
+from b2bua.logs import Logger
+from b2bua.messaging import Mailbox
+from b2bua.store.bindings import Binding
 from b2bua.store.redis_cluster import ClusterEvents, ClusterFeed, ClusterStore, open_cluster_store
 from b2bua.store.redis_bindings import SharedBindingWriter
 
-__all__ = ["Cluster", "build_cluster"]
+__all__ = ["Cluster", "ClusterMailbox", "build_cluster", "owned_by"]
 
 
 @dataclass
@@ -47,3 +52,42 @@ def build_cluster(config: Config, reactor: Any, error: type[Exception]) -> Clust
     writer.on_failure = feed.suspect
     return Cluster(node, store, writer, events, feed)
 
+
+
+def owned_by(writer: SharedBindingWriter,
+             bindings: Callable[[float], Iterable[Binding]]) -> Callable[[float], list[Binding]]:
+    """``bindings`` restricted to the phones this node registered: one node sends a
+    phone's refresh pushes, not every node."""
+    return lambda now: [b for b in bindings(now) if writer.owner(b) in (writer.node, None)]
+
+
+class ClusterMailbox(Mailbox):
+    """Every node hears a woken phone's registration (binding events cross nodes); the
+    one that claims the AOR in Redis delivers its stored messages, the others skip."""
+
+    log = Logger()
+    node = ""
+
+    def deliver(self, aor: str, binding: Binding) -> None:
+        if aor in self._delivering:
+            return
+        try:
+            mine = self.store.claim(aor, self.node)      # type: ignore[attr-defined]
+        except Exception as error:
+            self.log.warn("stored messages of {aor} not delivered now: {error}", aor=aor,
+                          error=str(error))
+            return
+        if mine:
+            super().deliver(aor, binding)
+            self._release_if_done(aor)
+
+    def _sent(self, aor: str, *args: Any) -> None:
+        super()._sent(aor, *args)
+        self._release_if_done(aor)
+
+    def _release_if_done(self, aor: str) -> None:
+        if aor not in self._delivering:
+            try:
+                self.store.release(aor, self.node)      # type: ignore[attr-defined]
+            except Exception:
+                pass    # the claim times out by itself

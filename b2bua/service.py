@@ -247,7 +247,11 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
     calls = CallTable(services, chain_holder, list(config.trunks), auth,
                       store.users.ha1_lookup(config.sip.realm), throttle)
     push = config.push
-    mailbox = Mailbox(
+    mailbox_class: Any = Mailbox
+    if cluster is not None:
+        from b2bua.cluster import ClusterMailbox
+        mailbox_class = ClusterMailbox
+    mailbox = mailbox_class(
         store.messages, events, clock, layer, registrar.flow_for,
         lambda aor: [*bindings.list_for_aor(aor, clock.seconds()), *registrar.kept_bindings(aor)],
         notifier, MailboxLimits(push.message_lifetime, push.max_stored_messages,
@@ -259,6 +263,8 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         reactor=reactor, max_message_size=push.max_message_size,
         server_header=config.sip.user_agent)
     root.mailbox = mailbox
+    if cluster is not None:
+        mailbox.node = cluster.node
     core.layer, core.registrar, core.calls = layer, registrar, calls
     root.network, root.core, root.layer = network, core, layer
     root.store, root.registrar, root.calls, root.bindings = store, registrar, calls, bindings
@@ -272,7 +278,11 @@ def make_service(config: Config, reactor: object = default_reactor) -> B2buaServ
         core.store_available = lambda: cluster.feed.available
         cluster.feed.setServiceParent(root)
 
-    root.refresh = RefreshScheduler(clock, notifier, bindings.list_all, lead=PNSREG_INTERVAL)
+    list_live = bindings.list_all
+    if cluster is not None:
+        from b2bua.cluster import owned_by
+        list_live = owned_by(cluster.writer, bindings.list_all)
+    root.refresh = RefreshScheduler(clock, notifier, list_live, lead=PNSREG_INTERVAL)
     _Housekeeping(registrar, bindings, cdrs, mailbox, root.refresh).setServiceParent(root)
     _GcPacer(clock).setServiceParent(root)
     for client in push_clients.values():   # warm connections, PINGed, closed gracefully

@@ -91,6 +91,38 @@ def test_register_on_a_call_through_b(nodes: tuple[RunningService, RunningServic
         on_b.stop()
 
 
+def test_a_user_added_with_the_admin_registers_on_every_node(
+        nodes: tuple[RunningService, RunningService]) -> None:
+    a, b = nodes
+    added = a.admin("user", "add", "3333", "--password-stdin", input="pw3333\n")
+    assert added.returncode == 0, added.stderr
+    on_b = Calls(b)
+    try:
+        deadline = time.monotonic() + 10    # node B hears of it through pub/sub
+        while True:
+            sipp = on_b._start("calls_register.xml", free_port(), "127.0.0.1",
+                               {"aor_user": "3333", "contact_port": str(free_port())},
+                               ("-au", "3333", "-ap", "pw3333"), remote=True)
+            if sipp.wait() == 0:
+                break
+            assert time.monotonic() < deadline, sipp.output() + b.log()[-3000:]
+        removed = b.admin("user", "remove", "3333")
+        assert removed.returncode == 0, removed.stderr
+    finally:
+        on_b.stop()
+    on_a = Calls(a)
+    try:
+        deadline = time.monotonic() + 10    # and node A forgets it
+        while True:
+            sipp = on_a._start("register_rejected.xml", free_port(), "127.0.0.1",
+                               {"aor": "3333"}, ("-au", "3333", "-ap", "pw3333"), remote=True)
+            if sipp.wait() == 0:     # the credentials were refused
+                break
+            assert time.monotonic() < deadline, sipp.output() + a.log()[-3000:]
+    finally:
+        on_a.stop()
+
+
 def test_sigkill_one_node_the_other_keeps_users_and_bindings(
         nodes: tuple[RunningService, RunningService]) -> None:
     a, b = nodes

@@ -276,3 +276,25 @@ def test_redis_down_fails_writes_with_store_unavailable(tmp_path: Any) -> None:
         store.close()
     finally:
         server.close()
+
+
+def test_one_node_claims_an_aors_stored_messages(two_nodes: tuple[Any, ...]) -> None:
+    _, (a, b), *_ = two_nodes
+    assert a.messages.claim(AOR, "a") is True
+    assert a.messages.claim(AOR, "a") is True      # still ours
+    assert b.messages.claim(AOR, "b") is False     # node B skips: A delivers
+    b.messages.release(AOR, "b")                   # not B's to release
+    assert b.messages.claim(AOR, "b") is False
+    a.messages.release(AOR, "a")
+    assert b.messages.claim(AOR, "b") is True
+
+
+def test_refresh_pushes_only_for_this_nodes_phones(two_nodes: tuple[Any, ...]) -> None:
+    from b2bua.cluster import owned_by
+    clock, _, (a, b), _, (_, feed_b), listener = two_nodes
+    a.upsert_now(make())
+    b.upsert_now(make("sip:1111@10.0.0.9:5060", instance_id="<urn:uuid:b>"))
+    clock.advance(0)
+    relay(listener, feed_b)
+    assert len(b.list_all(NOW)) == 2
+    assert [x.contact for x in owned_by(b, b.list_all)(NOW)] == ["sip:1111@10.0.0.9:5060"]

@@ -118,6 +118,7 @@ class ClusterFeed(service.Service):
         self.retry = retry
         self.available = True
         self.outages = 0
+        self.synced = 0            # full re-reads done (1 after start, +1 per outage)
         self._stopping = threading.Event()
         self._check = threading.Event()
         self._thread: threading.Thread | None = None
@@ -144,16 +145,15 @@ class ClusterFeed(service.Service):
 
     def _run(self) -> None:
         client = connect(self.url, timeout=1.0)
-        first = True
         while not self._stopping.is_set():
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(CHANGES, USERS_CHANGED)
-                if not first or not self.available:
-                    rows = self.store.bindings.load()
-                    users = self.store.users.read_all()
-                    self.reactor.callFromThread(self._resynced, rows, users)
-                first = False
+                # Read everything once subscribed: a change made before (while starting,
+                # or while Redis was away) is in what we read, any later one arrives.
+                rows = self.store.bindings.load()
+                users = self.store.users.read_all()
+                self.reactor.callFromThread(self._resynced, rows, users)
                 self._listen(client, pubsub)
             except (redis.RedisError, OSError) as error:
                 if self.available:
@@ -207,6 +207,7 @@ class ClusterFeed(service.Service):
     def _resynced(self, rows: list[Any], users: dict[str, Any]) -> None:
         self.writer.reload_now(rows)
         self.store.users.replace(users)
+        self.synced += 1
         if not self.available:
             self.available = True
             self.log.info("Redis is back: {n} bindings re-read, serving again", n=len(rows))

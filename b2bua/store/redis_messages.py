@@ -84,6 +84,20 @@ class RedisMessageStore:
             call(self._client, self._client.zrem, EXPIRY, *ids)
         return len(doomed)
 
+    def claim(self, aor: str, node: str, seconds: float = 30.0) -> bool:
+        """Whether ``node`` may deliver ``aor``'s messages now (no other node is):
+        every node hears a woken phone's registration, one delivers."""
+        key = f"{PREFIX}delivering:{normalise_aor(aor)}"
+        client = self._client
+        if call(client, client.set, key, node, None, int(seconds * 1000), True):
+            return True
+        return bool(call(client, client.get, key) == node.encode())
+
+    def release(self, aor: str, node: str) -> None:
+        key = f"{PREFIX}delivering:{normalise_aor(aor)}"
+        if call(self._client, self._client.get, key) == node.encode():
+            call(self._client, self._client.delete, key)
+
     def _drop(self, messages: list[StoredMessage]) -> None:
         if not messages:
             return
