@@ -8,17 +8,25 @@ thread pool, one MULTI per batch).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from collections.abc import Callable, Iterable
+import redis
 
 from b2bua.config import Config
+from b2bua.store.db import StoreError
+from b2bua.store.redis_client import StoreUnavailable
 from b2bua.logs import Logger
 from b2bua.messaging import Mailbox
 from b2bua.store.bindings import Binding
-from b2bua.store.redis_cluster import ClusterEvents, ClusterFeed, ClusterStore, open_cluster_store
 from b2bua.store.redis_bindings import SharedBindingWriter
+from b2bua.store.redis_cluster import (
+    ClusterEvents,
+    ClusterFeed,
+    ClusterStore,
+    open_cluster_store,
+)
 
 __all__ = ["Cluster", "ClusterMailbox", "build_cluster", "owned_by"]
 
@@ -44,7 +52,7 @@ def build_cluster(config: Config, reactor: Any, error: type[Exception]) -> Clust
         store = open_cluster_store(config.database.url, path, node,
                                    config.push.token_lifetime, replica=True)
         writer = SharedBindingWriter(store.bindings, reactor, reactor=reactor)
-    except Exception as exc:
+    except (StoreError, redis.RedisError, OSError) as exc:
         raise error(f"database.url: cannot use {config.database.url}: {exc}") from None
     events = ClusterEvents()
     events.writer = writer
@@ -73,7 +81,7 @@ class ClusterMailbox(Mailbox):
             return
         try:
             mine = self.store.claim(aor, self.node)      # type: ignore[attr-defined]
-        except Exception as error:
+        except StoreUnavailable as error:
             self.log.warn("stored messages of {aor} not delivered now: {error}", aor=aor,
                           error=str(error))
             return
@@ -89,5 +97,5 @@ class ClusterMailbox(Mailbox):
         if aor not in self._delivering:
             try:
                 self.store.release(aor, self.node)      # type: ignore[attr-defined]
-            except Exception:
-                pass    # the claim times out by itself
+            except StoreUnavailable:
+                self.log.info("claim on {aor} left to time out (Redis unreachable)", aor=aor)

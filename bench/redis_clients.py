@@ -11,14 +11,11 @@ wall time and the CPU time spent on the reactor's thread (what REGISTERs wait be
 from __future__ import annotations
 
 import json
-import os
-import resource
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from twisted.internet import defer, reactor, threads

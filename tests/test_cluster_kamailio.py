@@ -43,7 +43,7 @@ class Kamailio:
             [binary, "-DD", "-E", "-f", str(CONFIG), "-A", f"LISTEN=udp:127.0.0.1:{self.port}",
              "-A", f'DS_LIST="{listing}"', "-A", "PING_INTERVAL=1", "-Y", str(workdir),
              "-P", str(workdir / "kamailio.pid"), "-w", str(workdir)],
-            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
+            stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while not options_ping(self.port, timeout=0.5):
             assert self.process.poll() is None, self.log()

@@ -12,18 +12,23 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import threads
 
-from tests.fake_apns import Reply
-from tests.support import recent_cdrs, start_sipp, stop_process
-from tests.test_wakeup_e2e import apns  # noqa: F401  (the fixture)
-
+from tests.fake_apns import FakeApns, Reply, make_pki
 from tests.redis_server import RedisServer
-from tests.support import RunningService, free_port, require_sipp
+from tests.support import (
+    RunningService,
+    free_port,
+    recent_cdrs,
+    require_sipp,
+    start_sipp,
+    stop_process,
+)
 from tests.test_calls_sipp import TRUNK, USER, Calls, ok
 
 Start = Callable[..., RunningService]
@@ -169,6 +174,15 @@ def test_redis_outage_gives_503_and_the_nodes_recover(start_service: Start) -> N
         assert "Redis is back" in b.log()
     finally:
         server.close()
+
+
+@pytest.fixture
+def apns(tmp_path: Path) -> Iterator[tuple[Any, FakeApns]]:
+    from twisted.internet import reactor
+    pki = make_pki(tmp_path / "pki")
+    fake = FakeApns(reactor, pki).start()
+    yield pki, fake
+    pytest_twisted.blockon(fake.stop())
 
 
 @pytest_twisted.inlineCallbacks

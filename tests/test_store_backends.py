@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-import redis
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
@@ -51,13 +50,13 @@ def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
     clock.advance(NOW)
     if request.param == "sqlite":
         store = Store.open(tmp_path / "b.sqlite3")
-        make_writer = lambda: BindingWriter(store.bindings, clock, flush_delay=0)  # noqa: E731
+        make_writer = lambda: BindingWriter(store.bindings, clock, flush_delay=0)
         yield Backend("sqlite", store.users, store.messages, make_writer(), clock, make_writer)
         store.close()
         return
     url = request.getfixturevalue("redis_url")
     cluster = open_cluster_store(url, tmp_path / "cdr.sqlite3", "a", token_lifetime=600)
-    make_writer = lambda: SharedBindingWriter(  # noqa: E731
+    make_writer = lambda: SharedBindingWriter(
         cluster.bindings, clock, reactor=clock, run=now_run)
     yield Backend("redis", cluster.users, cluster.messages, make_writer(), clock, make_writer)
     cluster.close()
@@ -215,7 +214,7 @@ def relay(listener: Any, feed: ClusterFeed) -> int:
 
 def test_another_nodes_registration_reaches_this_nodes_copy_and_waiting_call(
         two_nodes: tuple[Any, ...]) -> None:
-    clock, stores, (a, b), (events_a, events_b), (_, feed_b), listener = two_nodes
+    clock, _, (a, b), (events_a, events_b), (_, feed_b), listener = two_nodes
     heard: list[BindingEvent] = []
     events_b.subscribe(AOR, heard.append)          # a call parked on node B
     change = a.upsert_now(with_token(make()))
@@ -234,7 +233,7 @@ def test_another_nodes_registration_reaches_this_nodes_copy_and_waiting_call(
 
 
 def test_ids_never_collide_across_nodes(two_nodes: tuple[Any, ...]) -> None:
-    clock, _, (a, b), *_ = two_nodes
+    _, _, (a, b), *_ = two_nodes
     ids = {a.upsert_now(make(f"sip:1111@10.0.0.{i}:5060", instance_id=f"<urn:a{i}>")).binding.id
            for i in range(5)}
     ids |= {b.upsert_now(make(f"sip:1111@10.0.1.{i}:5060", instance_id=f"<urn:b{i}>")).binding.id
@@ -249,8 +248,8 @@ def test_a_user_added_by_the_admin_reaches_the_nodes_replica(two_nodes: tuple[An
     admin = open_cluster_store(redis_url, tmp_path / "admin.sqlite3", "admin")
     user = admin.users.add("2222", REALM, "pw")
     assert stores[1].users.get("2222", REALM) is None   # not announced to it yet
-    stores[1].users.changed("\x1f".join((REALM, "2222")), stores[1].users.fetch(
-        "\x1f".join((REALM, "2222"))))
+    key = f"{REALM}\x1f2222"
+    stores[1].users.changed(key, stores[1].users.fetch(key))
     assert stores[1].users.get("2222", REALM) == user
     admin.close()
 

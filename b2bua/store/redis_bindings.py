@@ -251,12 +251,12 @@ class SharedBindingWriter(BindingWriter):
         for binding, node in rows:
             self._index(binding)
             self.owners[binding.id or 0] = node
-        for binding_id, binding in dirty.items():
+        for binding_id, pending in dirty.items():
             old = self._by_id.get(binding_id)
             if old is not None:
                 self._unindex(old)
-            if binding is not None:
-                self._index(binding)
+            if pending is not None:
+                self._index(pending)
                 self.owners[binding_id] = self.node
 
     # -- BindingWriter's hooks ------------------------------------------------------------

@@ -123,14 +123,14 @@ class ClusterFeed(service.Service):
         self._check = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def startService(self) -> None:  # noqa: N802
-        super().startService()
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="b2bua-cluster-feed", daemon=True)
         self._thread.start()
 
-    def stopService(self) -> object:  # noqa: N802
-        super().stopService()
+    def stopService(self) -> object:
+        super().stopService()  # type: ignore[no-untyped-call]
         self._stopping.set()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -162,8 +162,8 @@ class ClusterFeed(service.Service):
             finally:
                 try:
                     pubsub.close()
-                except Exception:
-                    pass
+                except (redis.RedisError, OSError) as error:
+                    self.log.debug("closing the feed's subscription: {error}", error=str(error))
         client.close()
 
     def _listen(self, client: redis.Redis, pubsub: Any) -> None:

@@ -144,7 +144,8 @@ class RedisUserStore:
             pipe.hset(USERS, key, _encode(user))
             return user
 
-        user = call(client, lambda: client.transaction(change, USERS, value_from_callable=True))
+        user = call(client, lambda: client.transaction(
+            change, USERS, value_from_callable=True))  # type: ignore[arg-type]
         self._announce(key, user)
 
     def _announce(self, key: str, user: User | None) -> None:
