@@ -291,8 +291,10 @@ def cmd_bindings(args: argparse.Namespace) -> int:
         else:
             bindings = store.bindings.list_all(now) + store.bindings.list_kept(now, lifetime)
             bindings.sort(key=lambda b: b.id or 0)
+    owners: dict[int, str] = getattr(store.bindings, "owners", {})   # cluster: who wrote it
     if args.json:
-        print_json([binding_json(b, now) for b in bindings])
+        print_json([{**binding_json(b, now), **({"node": owners.get(b.id or 0)} if owners else {})}
+                    for b in bindings])
     elif bindings:
         print(table(
             ["ID", "AOR", "CONTACT", "EXPIRES IN", "SOURCE", "USER AGENT", "PUSH"],

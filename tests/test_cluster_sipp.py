@@ -88,6 +88,7 @@ def test_register_on_a_call_through_b(nodes: tuple[RunningService, RunningServic
         on_a.register(callee.port)
         assert [x["contact"].split("@")[1].split(";")[0].strip(">") for x in bindings(b)] == \
             [f"127.0.0.1:{callee.port}"]      # node B's admin sees node A's binding
+        assert [x["node"] for x in bindings(b)] == ["a"]      # ...and that A holds it
         caller = on_b.call("calls_uac.xml", "1111")
         ok(caller, on_b)
         ok(callee, on_a)

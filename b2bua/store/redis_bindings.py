@@ -77,6 +77,7 @@ class RedisBindingStore:
         self._client = client
         self.node = node
         self.token_lifetime = token_lifetime
+        self.owners: dict[int, str] = {}    # binding id -> node, of every binding read
 
     # -- reads ------------------------------------------------------------------------
 
@@ -185,6 +186,7 @@ class RedisBindingStore:
                 if raw is not None:
                     row = json.loads(raw)
                     out.append((binding_from_json(row), str(row.get("node") or "")))
+                    self.owners[int(row["id"])] = out[-1][1]
         return out
 
 
