@@ -89,6 +89,13 @@ class ClusterMailbox(Mailbox):
             super().deliver(aor, binding)
             self._release_if_done(aor)
 
+    def purge(self) -> int:
+        try:
+            return super().purge()
+        except StoreUnavailable as error:    # keep the loop: Redis comes back
+            self.log.warn("stored message purge skipped: {error}", error=str(error))
+            return 0
+
     def _sent(self, aor: str, *args: Any) -> None:
         super()._sent(aor, *args)
         self._release_if_done(aor)

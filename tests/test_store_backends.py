@@ -297,3 +297,22 @@ def test_refresh_pushes_only_for_this_nodes_phones(two_nodes: tuple[Any, ...]) -
     relay(listener, feed_b)
     assert len(b.list_all(NOW)) == 2
     assert [x.contact for x in owned_by(b, b.list_all)(NOW)] == ["sip:1111@10.0.0.9:5060"]
+
+
+def test_cluster_mailbox_purge_survives_an_outage(tmp_path: Any) -> None:
+    from b2bua.cluster import ClusterMailbox
+    from b2bua.registrar.events import BindingEvents
+    from tests.redis_server import RedisServer
+    server = RedisServer().start()
+    try:
+        store = open_cluster_store(server.url, tmp_path / "c.sqlite3", "a", 0)
+        clock = Clock()
+        mailbox = ClusterMailbox(store.messages, BindingEvents(), clock, None,
+                                 lambda b: None, lambda aor: [], None)
+        store.messages.add(message(1, expires_at=clock.seconds() - 1))
+        assert mailbox.purge() == 1
+        server.stop()
+        assert mailbox.purge() == 0            # logged, not raised: the loop goes on
+        store.close()
+    finally:
+        server.close()
