@@ -316,3 +316,14 @@ def test_cluster_mailbox_purge_survives_an_outage(tmp_path: Any) -> None:
         store.close()
     finally:
         server.close()
+
+
+def test_both_backends_satisfy_the_store_protocols(backend: Backend, tmp_path: Any) -> None:
+    from b2bua.store.protocols import AdminBindings, MessageBox, UserDirectory
+    from b2bua.store.writer import LocationService
+    assert isinstance(backend.users, UserDirectory)
+    assert isinstance(backend.messages, MessageBox)
+    store = backend.writer._store if backend.name == "sqlite" else backend.writer._redis
+    assert isinstance(store, AdminBindings)
+    location: LocationService = backend.writer    # mypy checks the writer's side
+    assert callable(location.durable)
