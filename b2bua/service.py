@@ -42,7 +42,7 @@ from b2bua.routing import RouterContext, TrunkInfo
 from b2bua.sip.digest import DigestAuthenticator, FailureThrottle
 from b2bua.sip.timers import Timers
 from b2bua.sip.transaction_layer import TransactionLayer
-from b2bua.store import Store
+from b2bua.store import Store, UserExists
 from b2bua.store.cdrs import CdrWriter
 from b2bua.store.writer import BindingWriter
 from b2bua.trunk_register import TrunkRegistration
@@ -406,7 +406,10 @@ def _create_users(config: Config, store: Store) -> None:
     realm = config.sip.realm
     for entry in config.users:
         if store.users.get(entry.name, realm) is None:
-            store.users.add(entry.name, realm, entry.password, entry.display_name)
+            try:
+                store.users.add(entry.name, realm, entry.password, entry.display_name)
+            except UserExists:   # cluster: another node starting created it first
+                continue
             log.info("created user {name} from the config", name=entry.name)
 
 
