@@ -327,3 +327,25 @@ def test_both_backends_satisfy_the_store_protocols(backend: Backend, tmp_path: A
     assert isinstance(store, AdminBindings)
     location: LocationService = backend.writer    # mypy checks the writer's side
     assert callable(location.durable)
+
+
+def test_a_reread_keeps_what_this_node_wrote_meanwhile(two_nodes: tuple[Any, ...]) -> None:
+    """The feed re-reads Redis (start, after an outage); a write that landed between the
+    read and its application is not lost from this node's copy."""
+    clock, (store_a, _), (a, _), *_ = two_nodes
+    rows = store_a.bindings.load()                 # the feed's read, before the write
+    a.upsert_now(make())
+    clock.advance(0)                               # written and acknowledged
+    a.reload_now(rows)                             # the stale read applied after
+    assert [b.contact for b in a.list_for_aor(AOR, NOW)] == [make().contact]
+    b = SharedBindingWriter(store_a.bindings, clock, reactor=clock, run=now_run)
+    clock.advance(11)                              # long after: a re-read is the truth
+    b.upsert_now(make("sip:1111@10.0.0.2:5060", instance_id="<urn:x>"))
+    clock.advance(0)
+    b.reload_now([])
+    assert b.list_for_aor(AOR, NOW) != []          # still within its own 10 s window
+    clock.advance(11)
+    b.upsert_now(make("sip:1111@10.0.0.3:5060", instance_id="<urn:y>"))
+    clock.advance(0)
+    b.reload_now([])
+    assert [x.contact for x in b.list_for_aor(AOR, NOW)] == ["sip:1111@10.0.0.3:5060"]

@@ -19,6 +19,7 @@ node B forks when the phone registers on node A).
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any
@@ -38,6 +39,7 @@ GONE = PREFIX + "gone"
 IDS = PREFIX + "binding-ids"
 _FIELDS = tuple(f.name for f in fields(Binding))
 ID_BLOCK = 1000
+RECENT = 10.0      # seconds of own writes replayed over a re-read
 
 
 def binding_to_json(binding: Binding) -> dict[str, Any]:
@@ -212,6 +214,10 @@ class SharedBindingWriter(BindingWriter):
         self._deleted: dict[int, Binding] = {}
         self._events: list[dict[str, Any]] = []
         self._in_flight = False
+        self._batch: tuple[list[Binding], list[Binding]] = ([], [])    # the write in flight
+        # what this node wrote lately: a re-read (after an outage, at start) may have read
+        # Redis just before one of these landed, and this node skips its own feed messages
+        self._recent: deque[tuple[float, list[Binding], list[Binding]]] = deque()
         self.on_failure: Any = None   # the feed's ``suspect``: check Redis now
         self._reactor = reactor if reactor is not None else clock
         self._run = run or (lambda fn, *a: threads.deferToThreadPool(
@@ -253,6 +259,17 @@ class SharedBindingWriter(BindingWriter):
         for binding, node in rows:
             self._index(binding)
             self.owners[binding.id or 0] = node
+        for _, puts, deletes in [*self._recent, (0.0, *self._batch)]:
+            for binding in deletes:
+                old = self._by_id.get(binding.id or 0)
+                if old is not None:
+                    self._unindex(old)
+            for binding in puts:
+                old = self._by_id.get(binding.id or 0)
+                if old is not None:
+                    self._unindex(old)
+                self._index(binding)
+                self.owners[binding.id or 0] = self.node
         for binding_id, pending in dirty.items():
             old = self._by_id.get(binding_id)
             if old is not None:
@@ -347,9 +364,15 @@ class SharedBindingWriter(BindingWriter):
                 waiter.callback(result)
             return
         self._in_flight = True
+        self._batch = (puts, deletes)
 
         def done(_: object) -> None:
             self._in_flight = False
+            self._batch = ([], [])
+            now = self._clock.seconds()
+            self._recent.append((now, puts, deletes))
+            while self._recent and self._recent[0][0] < now - RECENT:
+                self._recent.popleft()
             for waiter, result in waiters:
                 waiter.callback(result)
             if self._dirty or self._waiters or self._events:
@@ -357,6 +380,7 @@ class SharedBindingWriter(BindingWriter):
 
         def failed(failure: Any) -> None:
             self._in_flight = False
+            self._batch = ([], [])
             self.log.error("binding write to Redis failed ({count} changes): {error}",
                            count=len(dirty), error=str(failure.value))
             if self.on_failure is not None:
