@@ -33,17 +33,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from common import TRUNK, run_uac, start_uas  # noqa: E402
-from register import one_run, prepare  # noqa: E402
+from common import TRUNK, run_uac, start_uas
+from register import one_run, prepare
 
-from tests.redis_server import RedisServer  # noqa: E402
-from tests.support import RunningService, free_port, options_ping  # noqa: E402
+from tests.redis_server import RedisServer
+from tests.support import RunningService, free_port, options_ping
 
 SETUPS = ("sqlite", "redis", "kamailio+2")
 
 
 def node(workdir: Path, users: int, uas_port: int, url: str = "", name: str = "",
-         cpu: int | None = 0) -> RunningService:
+         cpu: int | None = None) -> RunningService:
     workdir.mkdir(parents=True, exist_ok=True)
     svc = prepare(workdir, users)
     text = svc.config_path.read_text()
@@ -68,7 +68,8 @@ def kamailio(workdir: Path, nodes: list[RunningService]) -> tuple[subprocess.Pop
     listing.write_text("".join(f"1 sip:127.0.0.1:{n.port} 0 0 duid=n{i};maxload=0\n"
                                for i, n in enumerate(nodes)))
     proc = subprocess.Popen(
-        [binary, "-DD", "-E", "-f", str(REPO / "etc" / "kamailio" / "dispatcher.cfg"),
+        [binary, "-DD", "-E", "-m", "256", "-M", "16",
+         "-f", str(REPO / "etc" / "kamailio" / "dispatcher.cfg"),
          "-A", f"LISTEN=udp:127.0.0.1:{port}", "-A", f'DS_LIST="{listing}"',
          "-A", "PING_INTERVAL=5", "-Y", str(workdir), "-w", str(workdir),
          "-P", str(workdir / "kamailio.pid")],
@@ -110,9 +111,9 @@ def main() -> int:
             started.append(r)
             targets["redis"] = (r, r.port)
             k1 = node(root / "kamailio+2" / "a", opts.users, uas_ports["kamailio+2"],
-                      redis.url.replace("/0", "/2"), "a", cpu=0)
+                      redis.url.replace("/0", "/2"), "a")
             k2 = node(root / "kamailio+2" / "b", opts.users, uas_ports["kamailio+2"],
-                      redis.url.replace("/0", "/2"), "b", cpu=1)
+                      redis.url.replace("/0", "/2"), "b")
             started += [k1, k2]
             kam, kport = kamailio(root / "kamailio+2", [k1, k2])
             started.append(SimpleNamespace(stop=lambda: (kam.terminate(), kam.wait(10))))
@@ -121,11 +122,12 @@ def main() -> int:
                 for setup in SETUPS:
                     svc, port = targets[setup]
                     shim = SimpleNamespace(port=port, workdir=svc.workdir, process=svc.process)
-                    reg = one_run(shim, opts.count, 10000, opts.limit, opts.seconds, 1)  # type: ignore[arg-type]
+                    reg = one_run(shim, opts.count, 10000, opts.limit, opts.seconds,  # type: ignore[arg-type]
+                                  None)
                     workdir = root / setup
-                    uas = start_uas(workdir, uas_ports[setup], None, opts.seconds + 60)
+                    uas = start_uas(workdir, uas_ports[setup], None, opts.seconds + 60, cpu=None)
                     try:
-                        calls = run_uac(workdir, port, opts.calls, opts.call_rate,
+                        calls = run_uac(workdir, port, opts.calls, opts.call_rate, cpu=None,
                                         timeout_s=opts.seconds + 30)
                     finally:
                         uas.stop()

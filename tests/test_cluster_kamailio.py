@@ -40,7 +40,8 @@ class Kamailio:
                                    for i, n in enumerate(nodes)))
         self.log_path = workdir / "kamailio.log"
         self.process = subprocess.Popen(
-            [binary, "-DD", "-E", "-f", str(CONFIG), "-A", f"LISTEN=udp:127.0.0.1:{self.port}",
+            [binary, "-DD", "-E", "-m", "256", "-M", "16", "-f", str(CONFIG),
+             "-A", f"LISTEN=udp:127.0.0.1:{self.port}",
              "-A", f'DS_LIST="{listing}"', "-A", "PING_INTERVAL=1", "-Y", str(workdir),
              "-P", str(workdir / "kamailio.pid"), "-w", str(workdir)],
             stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)
