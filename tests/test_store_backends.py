@@ -18,11 +18,12 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from b2bua.cluster import ClusterEvents, ClusterFeed
 from b2bua.registrar.events import BindingEvent, BindingEventKind
 from b2bua.store import Store, StoredMessage, UnknownUser, UserExists
 from b2bua.store.redis_bindings import SharedBindingWriter
 from b2bua.store.redis_client import CHANGES, StoreUnavailable, connect
-from b2bua.store.redis_cluster import ClusterEvents, ClusterFeed, open_cluster_store
+from b2bua.store.redis_cluster import open_cluster_store
 from b2bua.store.writer import BindingWriter
 from tests.test_store_bindings import AOR, NOW, TOKEN, make, with_token
 
