@@ -145,6 +145,10 @@ def test_sigkill_one_node_the_other_keeps_users_and_bindings(
         assert ports == sorted([first, second]), bindings(b)
         users = b.admin("user", "list", "--json")
         assert users.returncode == 0 and "1111" in users.stdout
+        messages = b.admin("messages", "--json")     # the shared mailbox, from B's config
+        assert messages.returncode == 0 and json.loads(messages.stdout) == []
+        cdrs = b.admin("cdr", "--tail", "5", "--json")   # B's own CDR file
+        assert cdrs.returncode == 0, cdrs.stderr
     finally:
         on_a.stop()
         on_b.stop()
