@@ -14,6 +14,7 @@ setup(
         "sqlite-utils>=3.35",
         "prometheus_client>=0.17",
         "zope.interface>=6",
+        "redis>=5.0",              # cluster mode ([database] url); see b2bua/store/redis_client.py
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6"],

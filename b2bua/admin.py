@@ -169,6 +169,7 @@ def binding_json(binding: Binding, now: float) -> dict[str, Any]:
         # The contact expired; only the push token is kept ([push] token_lifetime).
         "kept": binding.expired(now),
         "push_unbound": _unbound_reason(binding),
+        "path": list(binding.path),      # RFC 3327: a proxy in front (Kamailio) reaches it
     }
 
 
@@ -219,8 +220,10 @@ def cmd_bindings(args: argparse.Namespace) -> int:
         else:
             # streamed: maybe a million rows; kept push tokens (contact expired) after them
             bindings = chain(store.bindings.iter_live(now), store.bindings.list_kept(now, lifetime))
+        owners: dict[int, str] = getattr(store.bindings, "owners", {})   # cluster: who wrote it
         if args.json:
-            _stream_json(binding_json(b, now) for b in bindings)
+            _stream_json({**binding_json(b, now), **({"node": owners.get(b.id or 0)} if owners else {})}
+                         for b in bindings)
         else:
             _stream_table(["ID", "AOR", "CONTACT", "EXPIRES IN", "SOURCE", "USER AGENT", "PUSH"],
                           ([str(b.id), b.aor, b.contact,

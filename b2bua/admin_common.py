@@ -46,6 +46,9 @@ def load(path: str) -> Config:
 @contextmanager
 def open_store(config: Config, create: bool = False) -> Iterator[Store]:
     """The service's database; only `create` commands may make a new one."""
+    if config.database.url:
+        yield from _open_cluster_store(config)
+        return
     path = config.database.path
     if str(path) == ":memory:":
         raise AdminError(f"{config.path}: database.path is :memory:; there is nothing to administer")
@@ -61,6 +64,24 @@ def open_store(config: Config, create: bool = False) -> Iterator[Store]:
         yield store
     except sqlite3.Error as error:
         raise AdminError(f"database {path}: {error}") from None
+    finally:
+        store.close()
+
+
+def _open_cluster_store(config: Config) -> Iterator[Any]:
+    """Cluster mode: users, bindings and messages in the shared Redis, from any node's config
+    (CDRs are this node's file)."""
+    from b2bua.store.redis_client import StoreUnavailable
+    from b2bua.store.redis_cluster import open_cluster_store
+    try:
+        store = open_cluster_store(config.database.url, config.database.path,
+                                   config.cluster.node, config.push.token_lifetime)
+    except Exception as error:
+        raise AdminError(f"database.url {config.database.url}: {error}") from None
+    try:
+        yield store
+    except (StoreUnavailable, sqlite3.Error) as error:
+        raise AdminError(f"database: {error}") from None
     finally:
         store.close()
 

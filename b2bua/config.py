@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ from b2bua.config_schema import (
     Config,
     ConfigContext,
     ConfigError,
+    ClusterConfig,
     DatabaseConfig,
     ListenAddress,
     LogConfig,
@@ -61,7 +63,7 @@ _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$")  # RFC 3261 user part, 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PLUGIN = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_]\w*)?$", re.ASCII)
 _SECTIONS = ("sip", "tls", "database", "registrar", "users", "push", "apns", "fcm", "trunk", "router",
-             "metrics", "log", "calls", "media", "dns")
+             "cluster", "metrics", "log", "calls", "media", "dns")
 _SIP_URI = re.compile(r"(?i)(?P<scheme>sips?):(?:(?P<userinfo>[^@;]*)@)?"
                       r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:;\[\]@]+)(?::(?P<port>\d+))?(?P<params>;.*)?")
 _LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "warning": "warn",
@@ -96,11 +98,12 @@ def parse_config(data: Mapping[str, Any], path: str | Path,
     root = Table(ctx, data, "", _SECTIONS)
     sip = _sip(root.table("sip", keys_of(SipConfig)))
     media = _media(root.table("media", keys_of(MediaConfig, "rtp_ports")))
+    database = _database(root.table("database", keys_of(DatabaseConfig)))
     return Config(
         path=path,
         sip=sip,
         tls=_tls(root, sip),
-        database=_database(root.table("database", keys_of(DatabaseConfig))),
+        database=database,
         registrar=_registrar(root.table("registrar", keys_of(RegistrarConfig))),
         users=_users(root.tables("users", keys_of(UserEntry))),
         push=_push(root.table("push", keys_of(PushConfig)), media),
@@ -113,6 +116,7 @@ def parse_config(data: Mapping[str, Any], path: str | Path,
         media=media,
         fcm=_fcm(root.table("fcm", keys_of(FcmConfig))),
         dns=_dns(root.table("dns", keys_of(DnsConfig))),
+        cluster=_cluster(root.table("cluster", keys_of(ClusterConfig)), database.url),
     )
 
 
@@ -184,7 +188,36 @@ def _database(t: Table) -> DatabaseConfig:
     text = t.string("path", _DEFAULT_DATABASE)
     if not text:
         raise t.error("path", "must not be empty")
-    return DatabaseConfig(Path(text) if text == ":memory:" else t.resolve("path", text, must_exist=False))
+    url = t.string("url", "")
+    if url:
+        try:
+            parse_redis_url(url)
+        except ValueError as error:
+            raise t.error("url", str(error)) from None
+    return DatabaseConfig(Path(text) if text == ":memory:" else t.resolve("path", text, must_exist=False),
+                          url)
+
+
+def _cluster(t: Table, url: str) -> ClusterConfig:
+    node = t.string("node", "")
+    if node and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", node):
+        raise t.error("node", f"{node!r}: use letters, digits, '.', '_' or '-' (at most 63)")
+    if not url:
+        return ClusterConfig(node)
+    return ClusterConfig(node or socket.gethostname().split(".")[0] or "node")
+
+
+def parse_redis_url(url: str) -> tuple[str, int, int]:
+    """``redis://HOST[:PORT][/DB]`` -> (host, port, db); ValueError otherwise."""
+    match = re.fullmatch(
+        r"redis://(?:[^@/]*@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]@]+))(?::(?P<port>\d+))?"
+        r"(?:/(?P<db>\d*))?", url)
+    if match is None:
+        raise ValueError(f"{url!r}: expected a URL like redis://127.0.0.1:6379/0")
+    port = int(match["port"] or 6379)
+    if not 0 < port < 65536:
+        raise ValueError(f"{url!r}: port out of range")
+    return match["v6"] or match["host"], port, int(match["db"] or 0)
 
 
 def _registrar(t: Table) -> RegistrarConfig:

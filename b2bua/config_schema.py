@@ -130,9 +130,21 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    """Where the SQLite file lives; ``:memory:`` is kept as is (tests)."""
+    """Where the SQLite file lives; ``:memory:`` is kept as is (tests).
+
+    ``url`` (``redis://HOST:PORT/DB``) is cluster mode: users, bindings and stored
+    messages live in Redis, shared by every node; ``path`` then keeps only this
+    node's CDRs."""
 
     path: Path
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """This node's unique name among the nodes sharing ``database.url``."""
+
+    node: str = ""
 
 
 @dataclass(frozen=True)
@@ -340,6 +352,7 @@ class Config:
     media: MediaConfig
     fcm: FcmConfig = FcmConfig()
     dns: DnsConfig = field(default_factory=lambda: DnsConfig())
+    cluster: ClusterConfig = ClusterConfig()
 
     @property
     def base_dir(self) -> Path:

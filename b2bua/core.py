@@ -8,7 +8,7 @@ response: a handler either answers itself or raises a ``SipError``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -66,6 +66,8 @@ class SipCore:
         self.messages = messages            # None: MESSAGE gets 405
         self.server_header = server_header
         self.accepting_calls = True
+        # cluster mode: False while Redis is unreachable (new requests get 503)
+        self.store_available: Callable[[], bool] = lambda: True
         self.requests_by_method: dict[str, int] = {}
         self.register_statuses: dict[int, int] = {}
 
@@ -92,6 +94,9 @@ class SipCore:
                     self._options(tx)
                 else:
                     self.respond(tx, 481, "Call/Transaction Does Not Exist")
+            return
+        if method in ("REGISTER", "INVITE", "MESSAGE") and not self.store_available():
+            self.respond(tx, 503, "Store Unavailable", extra=[("Retry-After", "5")])
             return
         if method == "OPTIONS":
             self._options(tx)

@@ -130,6 +130,19 @@ class ServiceCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         svc = self.service
+        node = GaugeMetricFamily("b2bua_node_info", "This node ([cluster] node; \"\" alone)",
+                                 labels=["node"])
+        config = getattr(svc, "config", None)
+        node.add_metric([config.cluster.node if config is not None else ""], 1)
+        yield node
+        cluster = getattr(svc, "cluster", None)
+        if cluster is not None:
+            yield GaugeMetricFamily("b2bua_store_available",
+                                    "1 while the shared store (Redis) is reachable",
+                                    value=1 if cluster.feed.available else 0)
+            yield CounterMetricFamily("b2bua_cluster_remote_events",
+                                      "Binding events received from other nodes",
+                                      value=cluster.events.remote_events)
         calls = svc.calls
         if calls is not None:
             yield GaugeMetricFamily("b2bua_calls_active", "Calls in progress",
@@ -292,4 +305,16 @@ def status_document(service: ServiceStats) -> dict[str, Any]:
         "accepting_calls": service.core.accepting_calls if service.core is not None else False,
         "uptime": now - service.started_at if service.started_at else 0.0,
         "trunks": service.trunk_status.document() if service.trunk_status is not None else [],
+        **_cluster_status(service),
     }
+
+
+def _cluster_status(service: Any) -> dict[str, Any]:
+    config = getattr(service, "config", None)
+    cluster = getattr(service, "cluster", None)
+    if config is None:
+        return {}
+    store = "sqlite"
+    if cluster is not None:
+        store = "redis" if cluster.feed.available else "redis-unavailable"
+    return {"node": config.cluster.node, "store": store}

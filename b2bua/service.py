@@ -49,7 +49,7 @@ from b2bua.sip.digest import DigestAuthenticator, FailureThrottle
 from b2bua.sip.timers import Timers
 from b2bua.sip.uri import parse_uri
 from b2bua.sip.transaction_layer import TransactionLayer
-from b2bua.store import Store
+from b2bua.store import Store, UserExists
 from b2bua.store.cdrs import CdrWriter
 from b2bua.store.user_policy import UserPolicyStore
 from b2bua.store.writer import BindingWriter
@@ -117,6 +117,7 @@ class B2buaService(service.MultiService):
         self.refresh: RefreshScheduler | None = None
         self.push_clients: dict[str, Any] = {}   # H2PushClient by provider ("apns", "fcm")
         self.trunk_status: TrunkStatus | None = None
+        self.cluster: Any = None   # b2bua.cluster.Cluster in cluster mode
 
     def startService(self) -> None:  # noqa: N802
         self.started_at = self.clock.seconds()
@@ -205,12 +206,21 @@ def make_service(config: Config, reactor: Any = default_reactor) -> B2buaService
     """Build the whole service tree from a validated config."""
     clock: Clock = reactor
     metrics = Metrics()
-    store = _open_store(config)
-    _create_users(config, store)
-    # flush_delay 0: commit on the next reactor turn (still one transaction for all the
-    # REGISTERs of that turn); a woken phone's INVITE waits for this commit.
-    bindings = BindingWriter(store.bindings, clock, flush_delay=0)
-    events = BindingEvents()
+    cluster = None
+    if config.database.url:     # cluster mode: users, bindings, messages in Redis
+        from b2bua.cluster import build_cluster
+        cluster = build_cluster(config, reactor, ServiceBuildError)
+        store: Any = cluster.store
+        bindings: Any = cluster.writer
+        events: Any = cluster.events
+        _create_users(config, store)
+    else:
+        store = _open_store(config)
+        _create_users(config, store)
+        # flush_delay 0: commit on the next reactor turn (still one transaction for all the
+        # REGISTERs of that turn); a woken phone's INVITE waits for this commit.
+        bindings = BindingWriter(store.bindings, clock, flush_delay=0)
+        events = BindingEvents()
     # One challenge per configured algorithm, in the configured order (RFC 8760 §2.4).
     # The default is MD5 alone: some clients (baresip 1.0) give up on a challenge whose
     # algorithm they lack instead of picking the one they know. 401 and 407 share it.
@@ -271,7 +281,11 @@ def make_service(config: Config, reactor: Any = default_reactor) -> B2buaService
                       caller_id=_caller_id_policy(config, store))
     calls.trunk_status = trunk_status
     push = config.push
-    mailbox = Mailbox(
+    mailbox_class: Any = Mailbox
+    if cluster is not None:
+        from b2bua.cluster import ClusterMailbox
+        mailbox_class = ClusterMailbox
+    mailbox = mailbox_class(
         store.messages, events, clock, layer, registrar.flow_for,
         lambda aor: [*bindings.list_for_aor(aor, clock.seconds()), *registrar.kept_bindings(aor)],
         notifier, MailboxLimits(push.message_lifetime, push.max_stored_messages,
@@ -282,6 +296,8 @@ def make_service(config: Config, reactor: Any = default_reactor) -> B2buaService
         flow_for=registrar.flow_for, trunks={t.name: t.uri for t in config.trunks},
         reactor=reactor, max_message_size=push.max_message_size,
         server_header=config.sip.user_agent)
+    if cluster is not None:
+        mailbox.node = cluster.node
     core = SipCore(config.sip.user_agent, layer=layer, registrar=registrar, calls=calls,
                    messages=messages)
     layer.attach(core)
@@ -308,9 +324,15 @@ def make_service(config: Config, reactor: Any = default_reactor) -> B2buaService
         registration=start_registration))
     root.reload_routers = reloader.reload
     metrics.attach(root)
+    list_refreshing = bindings.list_refreshing
+    if cluster is not None:
+        from b2bua.cluster import owned_by
+        root.cluster = cluster
+        core.store_available = lambda: cluster.feed.available
+        cluster.feed.setServiceParent(root)  # type: ignore[no-untyped-call]
+        list_refreshing = owned_by(cluster.writer, bindings.list_refreshing)
 
-    root.refresh = RefreshScheduler(clock, notifier, bindings.list_refreshing,
-                                    lead=PNSREG_INTERVAL)
+    root.refresh = RefreshScheduler(clock, notifier, list_refreshing, lead=PNSREG_INTERVAL)
     _Housekeeping(registrar, bindings, cdrs, mailbox, root.refresh).setServiceParent(root)  # type: ignore[no-untyped-call]
     _GcPacer(clock).setServiceParent(root)  # type: ignore[no-untyped-call]
     for client in push_clients.values():   # warm connections, PINGed, closed gracefully
@@ -439,7 +461,10 @@ def _create_users(config: Config, store: Store) -> None:
     realm = config.sip.realm
     for entry in config.users:
         if store.users.get(entry.name, realm) is None:
-            store.users.add(entry.name, realm, entry.password, entry.display_name)
+            try:
+                store.users.add(entry.name, realm, entry.password, entry.display_name)
+            except UserExists:   # cluster: another node starting created it first
+                continue
             log.info("created user {name} from the config", name=entry.name)
 
 

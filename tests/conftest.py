@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -30,3 +30,22 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., RunningService]]:
     yield start
     for svc in started:
         svc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """One throwaway redis-server for the session (tests flush its database)."""
+    from tests.redis_server import RedisServer
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    """A clean database on the session's redis-server."""
+    import redis
+    client = redis.Redis(port=redis_server.port)
+    client.flushdb()
+    client.close()
+    return str(redis_server.url)

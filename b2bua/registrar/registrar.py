@@ -404,6 +404,10 @@ class Registrar:
             self.flows.set(binding_id, source.flow, outcome.binding.expires_at)
 
     def _write_failed(self, request: Request, failure: Failure) -> Response:
+        if getattr(failure.value, "store_unavailable", False):   # cluster: Redis is down
+            self.log.warn("REGISTER {call_id}: the store is unreachable; 503",
+                          call_id=_call_id(request))
+            return self._reply(request, 503, "Store Unavailable", [("Retry-After", "5")])
         self.log.failure("REGISTER {call_id}: binding write failed", failure,
                          call_id=_call_id(request))
         return self._reply(request, 500, "Server Internal Error")
