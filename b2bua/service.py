@@ -45,7 +45,8 @@ from b2bua.registrar.contacts import PNSREG_INTERVAL
 from b2bua.registrar.events import BindingEvents
 from b2bua.registrar.registrar import Registrar
 from b2bua.routing import RouterContext, TrunkInfo
-from b2bua.sip.digest import DigestAuthenticator, FailureThrottle
+from b2bua.sip.auth_throttle import FailureThrottle
+from b2bua.sip.digest import DigestAuthenticator
 from b2bua.sip.timers import Timers
 from b2bua.sip.uri import parse_uri
 from b2bua.sip.transaction_layer import TransactionLayer

@@ -18,7 +18,8 @@ from twisted.logger import Logger
 
 from b2bua.calls.targets import resolve_uri
 from b2bua.clock import Clock
-from b2bua.sip.digest import MalformedCredentials, build_authorization, choose_challenge
+from b2bua.sip.digest import MalformedCredentials
+from b2bua.sip.digest_client import build_authorization, choose_challenge
 from b2bua.sip.headers import NameAddr
 from b2bua.sip.message import Headers, Request, Response, generate_call_id, generate_tag
 from b2bua.sip.tu import RequestSender

@@ -47,7 +47,7 @@ from common import (  # noqa: E402
     start_uas, table, uas_scenario, what_if_launcher,
 )
 
-from b2bua.sip.digest import build_authorization, choose_challenge  # noqa: E402
+from b2bua.sip.digest_client import build_authorization, choose_challenge  # noqa: E402
 from b2bua.sip.message import Request, Response, make_response, parse_message  # noqa: E402
 from tests.fake_apns import KEY_ID, TEAM_ID  # noqa: E402
 

@@ -289,7 +289,8 @@ def test_failures_after_a_round_trip_still_lock_that_source_out_for_a_bounded_ti
 
 
 def test_forged_invite_credentials_do_not_lock_the_caller_out() -> None:
-    from b2bua.sip.digest import FailureThrottle, build_authorization
+    from b2bua.sip.auth_throttle import FailureThrottle
+    from b2bua.sip.digest_client import build_authorization
     from tests.test_calls_unit import PHONE_IP, World
 
     w = World()

@@ -28,7 +28,9 @@ from b2bua.config_schema import TrunkConfig
 from b2bua.registrar.events import BindingEvents
 from b2bua.routing import Reject, Targets, ToTrunk
 from b2bua.sip.addressing import Source
-from b2bua.sip.digest import DigestAuthenticator, FailureThrottle, build_authorization
+from b2bua.sip.auth_throttle import FailureThrottle
+from b2bua.sip.digest import DigestAuthenticator
+from b2bua.sip.digest_client import build_authorization
 from b2bua.sip.message import (
     Request, Response, generate_branch, generate_tag, make_response, parse_message,
 )

@@ -15,16 +15,15 @@ from b2bua.sip.digest import (
     AuthResult,
     AuthStatus,
     DigestAuthenticator,
-    FailureThrottle,
     _PARAMS_FULL_RE,
     _SCHEME_RE,
     MalformedCredentials,
     _parse_params_stepwise,
-    build_authorization,
-    choose_challenge,
     parse_auth_header,
     parse_credentials,
 )
+from b2bua.sip.auth_throttle import FailureThrottle
+from b2bua.sip.digest_client import build_authorization, choose_challenge
 
 REALM = "sip.mydomain.com"
 PASSWORD = "s3cret"

@@ -283,7 +283,7 @@ PHONE = Source("UDP", ("192.0.2.77", 5060), ("127.0.0.1", 5060), None)
 
 
 def test_message_from_a_phone_is_authenticated_like_an_invite() -> None:
-    from b2bua.sip.digest import build_authorization
+    from b2bua.sip.digest_client import build_authorization
 
     w = AuthWorld()
     assert w.from_phone(None).status == 407

@@ -23,7 +23,8 @@ from b2bua.registrar.contacts import digest_credentials
 from b2bua.registrar.events import BindingEvent, BindingEventKind, BindingEvents
 from b2bua.registrar.registrar import Registrar
 from b2bua.sip.addressing import Source
-from b2bua.sip.digest import DigestAuthenticator, FailureThrottle, parse_auth_header
+from b2bua.sip.auth_throttle import FailureThrottle
+from b2bua.sip.digest import DigestAuthenticator, parse_auth_header
 from b2bua.sip.message import Request, Response, parse_message
 from b2bua.store import Store
 from b2bua.store.bindings import Binding, BindingStore

@@ -44,10 +44,9 @@ _IDENTITY_HEADERS = frozenset({"from", "to", "call-id", "cseq"})
 class Call:
     """One call through the B2BUA.
 
-    Slotted: thousands are held at once (each slot saves a dict entry).  What a
-    held call no longer needs is let go as soon as possible (the A-leg
-    transaction once answered or ended, the callee's 200 once ACKed), and
-    nothing it owns points back at it strongly, so an ended call is freed by
+    Slotted: thousands are held at once.  What a held call no longer needs is let
+    go at once (the A-leg transaction once answered, the callee's 200 once ACKed),
+    and nothing it owns points back at it strongly: an ended call is freed by
     reference counting, not by the cyclic GC.
     """
 
@@ -172,11 +171,9 @@ class Call:
     def _log_end(self) -> None:
         """One line per call, at info only when it went wrong.
 
-        A call answered and hung up by one of its parties is in the CDRs; at
-        info its line would cost more than anything else at the end of a call
-        (Twisted's text log observer; figure in bench/README.md), so it is
-        logged at debug.  Unanswered calls and calls we ended ourselves
-        (timers, errors) are logged at info.
+        A call answered and hung up by one of its parties is in the CDRs: its line is
+        at debug (at info it would cost more than anything else at the end of a call;
+        bench/README.md). Unanswered calls and calls we ended ourselves are at info.
         """
         normal = self.answered_at is not None and self.ended_by in ("caller", "callee")
         self.log.emit(LogLevel.debug if normal else LogLevel.info,
@@ -209,13 +206,10 @@ class Call:
 
     def anchor_media(self, for_tone: bool = False) -> None:
         """Anchor RTP through our relay: for the tone, or for every call (``relay``)."""
-        settings = self.services.media
-        if self.media is not None or settings is None:
-            return
-        if not (settings.relay_all or (for_tone and settings.tone)):
-            return
-        self.media = try_start(settings, self.a_request.body, self.a_source.address[0],
-                               self.call_id, tone=for_tone, on_timeout=self.relay.media_timed_out)
+        if self.media is None:   # try_start says whether the settings want it
+            self.media = try_start(self.services.media, self.a_request.body,
+                                   self.a_source.address[0], self.call_id, tone=for_tone,
+                                   on_timeout=self.relay.media_timed_out)
 
     def fail(self, status: int, reason: str | None = None, by: str = "b2bua",
              headers: list[tuple[str, str]] | None = None) -> None:

@@ -12,7 +12,8 @@ import secrets
 from typing import TYPE_CHECKING
 
 from b2bua.calls.branch import BranchState
-from b2bua.sip.digest import MalformedCredentials, build_authorization, choose_challenge
+from b2bua.sip.digest import MalformedCredentials
+from b2bua.sip.digest_client import build_authorization, choose_challenge
 from b2bua.sip.message import Request
 
 if TYPE_CHECKING:

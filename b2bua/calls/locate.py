@@ -10,7 +10,8 @@ their TTL (at least ``min_ttl``, so a zero TTL does not mean one query per call)
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer
@@ -170,3 +171,26 @@ def _text(value: Any) -> str:
     """A NAPTR character-string (twisted's Charstr, or bytes) as text."""
     raw = getattr(value, "string", value)
     return raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def trunk_destinations(trunks: Sequence[Any], user: str, locator: Any,
+                       on_unreachable: Callable[[str, str], object],
+                       ) -> defer.Deferred[list[Destination]]:
+    """Every target of every trunk, in order (RFC 3263), for a call to ``user``: what a
+    serial fork tries one after another. A trunk that cannot be located is left out and
+    reported to ``on_unreachable(trunk name, reason)``."""
+    def located(trunk: Any) -> defer.Deferred[list[Destination]]:
+        base = parse_uri(trunk.uri)
+        assert isinstance(base, SipUri)
+        d: defer.Deferred[list[Destination]] = locator.locate(str(base.with_(user=user)),
+                                                             trunk.transport)
+        d.addCallback(lambda dests: [replace(dest, trunk=trunk.name) for dest in dests])
+
+        def unreachable(failure: Any) -> list[Destination]:
+            on_unreachable(trunk.name, failure.getErrorMessage())
+            return []
+        d.addErrback(unreachable)
+        return d
+
+    every = defer.gatherResults([located(t) for t in trunks], consumeErrors=True)
+    return every.addCallback(lambda lists: [dest for found in lists for dest in found])

@@ -10,26 +10,25 @@ call through the transaction's context; in-dialog requests by Call-ID.
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import replace
 from typing import Any, Callable
 
 from twisted.internet import defer
 from b2bua.logs import Logger
 
 from b2bua.calls.call import Call
+from b2bua.calls.caller_auth import authenticate_caller, trunk_for_address
+from b2bua.calls.cdr import cdr_of
 from b2bua.calls.context import CallServices
 from b2bua.calls.early_media import before_ack, before_answer, prepare_media
 from b2bua.calls.legs import BranchInvite, CallBye, Leg, RelayedRequest
+from b2bua.calls.locate import trunk_destinations
 from b2bua.calls.targets import ip_destination, resolve_uri
 from b2bua.calls.wakeup import WakeUp
 from b2bua.routing import LocalUser, Reject, RequestView, Targets, ToTrunk
 from b2bua.sip.addressing import Source
-from b2bua.sip.digest import AuthStatus
 from b2bua.sip.errors import SipError
 from b2bua.sip.message import Request, Response, generate_tag, make_response
 from b2bua.sip.uri import SipUri, parse_uri
-from b2bua.store.cdrs import Cdr
 
 
 class CallTable:
@@ -63,53 +62,16 @@ class CallTable:
         cache = self._trunk_of
         if host in cache:
             return cache[host]
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return None
-        found = next((str(t.name) for t in self.trunks
-                      if any(ip in net for net in t.accept_from)), None)
         if len(cache) >= 4096:
             cache.clear()
-        cache[host] = found
+        found = cache[host] = trunk_for_address(self.trunks, host)
         return found
 
     def _authenticate(self, tx: Any, request: Request, source: Source) -> str | None:
         """The local user behind ``request`` (an INVITE or an out-of-dialog MESSAGE);
         None after answering 407/403."""
-        layer = self.services.layer
-        server = self.services.settings.server_header
-        if self.authenticator is None or self.lookup_ha1 is None:
-            layer.send_response(tx, make_response(request, 403, "Forbidden", to_tag=generate_tag()))
-            return None
-        values = request.headers.get_all("Proxy-Authorization")
-        stale = failed = False
-        ip = source.address[0]
-        username = ""
-        for value in values:
-            result = self.authenticator.verify(value, request.method, self.lookup_ha1, ip)
-            username = result.username or username
-            if self.throttle is not None and self.throttle.is_blocked(ip, username):
-                layer.send_response(tx, make_response(
-                    request, 403, "Too Many Failed Authentications", to_tag=generate_tag(),
-                    extra=[("Server", server)]))
-                return None
-            if result.status is AuthStatus.OK:
-                if self.throttle is not None:
-                    self.throttle.record_success(ip, username)
-                return str(result.username)
-            stale = stale or result.status is AuthStatus.STALE
-            failed = failed or result.status is AuthStatus.FAILED
-        if failed and not stale:   # FAILED: with a nonce sent to this ip (see verify)
-            if self.throttle is not None:
-                self.throttle.record_failure(ip, username)
-            self.log.info("{method} {call_id} from {peer}: bad credentials",
-                          method=request.method, call_id=request.call_id, peer=source.address)
-        extra = [("Proxy-Authenticate", v) for v in self.authenticator.challenges(stale, ip)]
-        layer.send_response(tx, make_response(request, 407, "Proxy Authentication Required",
-                                              to_tag=generate_tag(),
-                                              extra=[("Server", server), *extra]))
-        return None
+        return authenticate_caller(tx, request, source, self.services, self.authenticator,
+                                   self.lookup_ha1, self.throttle)
 
     authenticate = _authenticate   # for the MESSAGE relay
 
@@ -269,24 +231,13 @@ class CallTable:
 
     def _locate_trunks(self, call: Call, trunks: list[Any], user: str, locator: Any) -> None:
         """Every target of every trunk in order (RFC 3263), tried one after another."""
-        def located(trunk: Any) -> defer.Deferred[list[Any]]:
-            base = parse_uri(trunk.uri)
-            assert isinstance(base, SipUri)
-            d = locator.locate(str(base.with_(user=user)), trunk.transport)
-            d.addCallback(lambda dests: [replace(dest, trunk=trunk.name) for dest in dests])
+        def unreachable(trunk: str, reason: str) -> None:
+            self.log.info("call {call_id}: trunk {trunk}: {error}", call_id=call.call_id,
+                          trunk=trunk, error=reason)
+            if self.trunk_status is not None:
+                self.trunk_status.failed(trunk, reason)
 
-            def unreachable(failure: Any) -> list[Any]:
-                self.log.info("call {call_id}: trunk {trunk}: {error}", call_id=call.call_id,
-                              trunk=trunk.name, error=failure.getErrorMessage())
-                if self.trunk_status is not None:
-                    self.trunk_status.failed(trunk.name, failure.getErrorMessage())
-                return []
-            d.addErrback(unreachable)
-            found: defer.Deferred[list[Any]] = d
-            return found
-
-        def go(lists: list[list[Any]]) -> None:
-            destinations = [dest for found in lists for dest in found]
+        def go(destinations: list[Any]) -> None:
             if call.finished:
                 return
             if not destinations:
@@ -294,8 +245,8 @@ class CallTable:
                 return
             call.routed(destinations, parallel=False, trunk=destinations[0].trunk)
 
-        d = defer.gatherResults([located(t) for t in trunks], consumeErrors=True)
-        d.addCallback(lambda lists: call.run(go, lists))
+        d = trunk_destinations(trunks, user, locator, unreachable)
+        d.addCallback(lambda destinations: call.run(go, destinations))
         d.addErrback(self._call_error, call)
 
     def _index_branch(self, call: Call, branch: Any) -> None:
@@ -334,23 +285,8 @@ class CallTable:
         write = self.services.write_cdr
         if write is None:
             return
-        wake = call.wakeup
-        a = call.a_request
         try:
-            write(Cdr(
-                call_id=call.call_id, started_at=call.started_at, from_uri=str(a.from_.uri),
-                to_uri=str(a.to.uri), caller=call.caller or call.trunk, callee=call.callee,
-                route=call.route_text, b_call_ids=tuple(b.call_id for b in call.branches),
-                branches=tuple({"target": b.dest.request_uri, "status": b.status,
-                                "state": b.state.value, "trunk": b.trunk}
-                               for b in call.branches),
-                answered_at=call.answered_at, ended_at=call.ended_at, status=call.final_status,
-                reason=call.final_reason, ended_by=call.ended_by,
-                push_sent_at=wake.push_sent_at if wake else None,
-                push_outcome=wake.outcome_text if wake else None,
-                wake_register_at=wake.wake_register_at if wake else None,
-                invite_forked_at=wake.invite_forked_at if wake else None,
-                extra={"state": call.state.value}))
+            write(cdr_of(call))
         except Exception:
             self.log.failure("writing the CDR of {call_id} failed", call_id=call.call_id)
 
@@ -395,7 +331,9 @@ class CallTable:
             return  # a CANCEL shares its INVITE's context; the INVITE's answer counts
         if kind is BranchInvite:
             call, branch = context.call, context.branch
-            if not _readable_to(response):   # a branch reads its To tag: a malformed answer
+            try:
+                _ = response.to   # parsed on first use; a branch reads its tag
+            except SipError:      # a malformed answer: it used to end the call with a 500
                 self.log.info("call {call_id}: {status} with an unreadable To from the callee",
                               call_id=call.call_id, status=response.status)
                 if response.status >= 200:   # as if the callee could not be reached
@@ -454,12 +392,3 @@ class CallTable:
     def active_calls(self) -> list[Call]:
         return [c for c in self.calls.values() if not c.finished]
 
-
-def _readable_to(response: Response) -> bool:
-    """Whether the To of a callee's response can be read (it is parsed on first use; an
-    unreadable one used to end the whole call with a 500)."""
-    try:
-        _ = response.to
-    except SipError:
-        return False
-    return True

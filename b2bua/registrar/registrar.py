@@ -53,7 +53,8 @@ from b2bua.registrar.push_token import (
     short_token,
 )
 from b2bua.sip.addressing import Source
-from b2bua.sip.digest import AuthStatus, DigestAuthenticator, FailureThrottle
+from b2bua.sip.auth_throttle import FailureThrottle
+from b2bua.sip.digest import AuthStatus, DigestAuthenticator
 from b2bua.sip.errors import SipError
 from b2bua.sip.message import (
     Request, Response, generate_tag, make_response, stateless_tag,

@@ -20,8 +20,8 @@ Server side, ``DigestAuthenticator``:
 * The digest is computed over the ``uri`` parameter the client sent, which
   phones in the field set to another host than the Request-URI.
 
-Client side: ``choose_challenge`` and ``build_authorization`` answer a
-trunk's 401/407.
+Client side (``digest_client.py``): ``choose_challenge`` and ``build_authorization``
+answer a trunk's 401/407. The guessing protection is ``auth_throttle.FailureThrottle``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import hmac
 import os
 import re
 import struct
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -42,10 +42,7 @@ __all__ = [
     "AuthResult",
     "AuthStatus",
     "DigestAuthenticator",
-    "FailureThrottle",
     "MalformedCredentials",
-    "build_authorization",
-    "choose_challenge",
     "parse_auth_header",
     "parse_credentials",
 ]
@@ -376,127 +373,3 @@ def _not_utf8(params: Mapping[str, str]) -> str | None:
             except UnicodeEncodeError:
                 return name
     return None
-
-
-class FailureThrottle:
-    """Blocks a (source ip, username) after ``max_failures`` failures within
-    ``window`` seconds, for ``block_time`` (default: ``window``) seconds.
-
-    Count every failure the same way, unknown user or wrong password, so the
-    throttle tells an attacker nothing either.  Memory is bounded by
-    ``max_entries`` (least recently failing pairs are forgotten first).
-    """
-
-    def __init__(
-        self,
-        clock: Clock,
-        max_failures: int = 5,
-        window: float = 60,
-        block_time: float | None = None,
-        max_entries: int = 100000,
-    ) -> None:
-        self._clock = clock
-        self._max_failures = max_failures
-        self._window = window
-        self._block_time = window if block_time is None else block_time
-        self._max_entries = max_entries
-        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
-        self._blocked_until: dict[tuple[str, str], float] = {}
-
-    def is_blocked(self, source_ip: str, username: str) -> bool:
-        key = (source_ip, username)
-        until = self._blocked_until.get(key)
-        if until is None:
-            return False
-        if self._clock.seconds() < until:
-            return True
-        del self._blocked_until[key]
-        return False
-
-    def record_failure(self, source_ip: str, username: str) -> bool:
-        """Count one failure; True if the pair is now blocked."""
-        key, now = (source_ip, username), self._clock.seconds()
-        times = self._failures.pop(key, None) or deque(maxlen=self._max_failures)
-        times.append(now)
-        self._failures[key] = times
-        while len(self._failures) > self._max_entries:
-            forgotten, _ = self._failures.popitem(last=False)
-            self._blocked_until.pop(forgotten, None)
-        if len(times) >= self._max_failures and now - times[0] <= self._window:
-            self._blocked_until[key] = now + self._block_time
-            times.clear()
-        return self.is_blocked(source_ip, username)
-
-    def record_success(self, source_ip: str, username: str) -> None:
-        """A good login clears the pair's failures."""
-        self._failures.pop((source_ip, username), None)
-        self._blocked_until.pop((source_ip, username), None)
-
-
-def choose_challenge(values: Sequence[str]) -> str | None:
-    """The strongest Digest challenge we can answer among 401/407 values."""
-    best: tuple[int, str] | None = None
-    for value in values:
-        try:
-            scheme, params = parse_auth_header(value)
-            base, _ = _canonical_algorithm(params.get("algorithm", "MD5"))
-        except (MalformedCredentials, KeyError):
-            continue
-        if scheme.lower() != "digest":
-            continue
-        rank = _STRENGTH.index(base)
-        if best is None or rank < best[0]:
-            best = (rank, value)
-    return best[1] if best else None
-
-
-def build_authorization(
-    challenge_value: str,
-    method: str,
-    uri: str,
-    username: str,
-    password: str,
-    cnonce: str,
-    nc: int = 1,
-) -> str:
-    """The ``Authorization``/``Proxy-Authorization`` value answering a challenge.
-
-    Uses ``qop=auth`` when offered, else the RFC 2069 form; MD5, SHA-256 and
-    SHA-512-256, plain or ``-sess``.  ``cnonce`` is the caller's (random) choice.
-    """
-    scheme, params = parse_auth_header(challenge_value)
-    if scheme.lower() != "digest" or "realm" not in params or "nonce" not in params:
-        raise MalformedCredentials("not a Digest challenge with realm and nonce")
-    try:
-        base, sess = _canonical_algorithm(params.get("algorithm", "MD5"))
-    except KeyError:
-        raise MalformedCredentials(f"unsupported algorithm {params['algorithm']!r}") from None
-    realm, nonce = params["realm"], params["nonce"]
-    offered = [q.strip().lower() for q in params.get("qop", "").split(",") if q.strip()]
-    if offered and "auth" not in offered:
-        raise MalformedCredentials(f"unsupported qop {params['qop']!r}")
-    ha1 = _h(base, f"{username}:{realm}:{password}")
-    if sess:
-        ha1 = _h(base, f"{ha1}:{nonce}:{cnonce}")
-    ha2 = _h(base, f"{method}:{uri}")
-    nc_text = f"{nc:08x}"
-    if offered:
-        response = _h(base, f"{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}")
-    else:
-        response = _h(base, f"{ha1}:{nonce}:{ha2}")
-    parts = [
-        f"username={_quote(username)}",
-        f"realm={_quote(realm)}",
-        f"nonce={_quote(nonce)}",
-        f"uri={_quote(uri)}",
-        f"response={_quote(response)}",
-    ]
-    if "algorithm" in params:
-        parts.append(f"algorithm={params['algorithm']}")
-    if offered or sess:
-        parts.append(f"cnonce={_quote(cnonce)}")
-    if "opaque" in params:
-        parts.append(f"opaque={_quote(params['opaque'])}")
-    if offered:
-        parts += ["qop=auth", f"nc={nc_text}"]
-    return "Digest " + ", ".join(parts)
