@@ -27,6 +27,7 @@ from b2bua.media.relay import Side
 from b2bua.media.sdp import SessionDescription
 from b2bua.media.session import StreamView, read_streams
 from b2bua.media.stats import MediaStats
+from b2bua.media.quiet import QuietWatch
 
 TAGS = {Side.CALLER: "caller", Side.CALLEE: "callee"}
 _FIXED: dict[str, Value] = {"ICE": "remove", "replace": ["origin", "session-connection"]}
@@ -62,8 +63,7 @@ class RtpengineSession:
         self._pending: dict[Side, list[StreamView]] = {}
         self._answered = False
         self._watch: DelayedCall | None = None
-        self._seen = -1
-        self._quiet_since = 0.0
+        self._quiet = QuietWatch(rtp_timeout, stats, on_timeout)
         self.stopped = False
 
     def _received_from(self, side: Side) -> dict[str, Value]:
@@ -112,15 +112,11 @@ class RtpengineSession:
 
     # -- the dead-call watchdog: rtpengine counts the packets -----------------------------
 
-    @property
-    def _period(self) -> float:
-        return max(self.rtp_timeout / 4, 0.05)
-
     def _start_watchdog(self) -> None:
         if self.rtp_timeout <= 0 or self._watch is not None or self.stopped:
             return
-        self._quiet_since = self.clock.seconds()
-        self._watch = self.clock.callLater(self._period, self._poll)
+        self._quiet.start(self.clock.seconds())
+        self._watch = self.clock.callLater(self._quiet.period, self._poll)
 
     def _poll(self) -> None:
         self._watch = None
@@ -133,23 +129,13 @@ class RtpengineSession:
         self.log.warn("rtpengine query for {call_id} failed: {error}", call_id=self.call_id,
                       error=getattr(failure, "value", failure))
         if not self.stopped:
-            self._watch = self.clock.callLater(self._period, self._poll)
+            self._watch = self.clock.callLater(self._quiet.period, self._poll)
 
     def _check(self, reply: dict[str, Decoded]) -> None:
         if self.stopped:
             return
-        now = self.clock.seconds()
-        count = _packets(reply)
-        if count != self._seen or self.held:
-            self._seen, self._quiet_since = count, now
-        elif now - self._quiet_since >= self.rtp_timeout - 1e-6:
-            self.log.info("no RTP for {seconds} s: ending the call", seconds=self.rtp_timeout)
-            if self.stats is not None:
-                self.stats.timeouts += 1
-            if self.on_timeout is not None:
-                self.on_timeout()
-            return
-        self._watch = self.clock.callLater(self._period, self._poll)
+        if not self._quiet.dead(_packets(reply), self.held, self.clock.seconds()):
+            self._watch = self.clock.callLater(self._quiet.period, self._poll)
 
     # -- the end -------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from b2bua.media.sdp import (
     _without_address_attributes,
 )
 from b2bua.media.stats import MediaStats
+from b2bua.media.quiet import QuietWatch
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,7 @@ class MediaSession:
         self._pending: dict[Side, list[StreamView]] = {}
         self._sent: dict[Side, tuple[int, bytes]] = {}   # version, body without o=
         self._watch: DelayedCall | None = None
-        self._seen = 0
-        self._quiet_since = 0.0
+        self._quiet = QuietWatch(rtp_timeout, stats, on_timeout)
         self.stopped = False
         self._tone_answer = False   # the caller has our tone's answer (no rtcp-mux) for now
 
@@ -234,28 +234,13 @@ class MediaSession:
     def _start_watchdog(self) -> None:
         if self.rtp_timeout <= 0 or self._watch is not None or self.stopped:
             return
-        self._seen = self._rtp_count()
-        self._quiet_since = self._reactor.seconds()
-        self._watch = self._reactor.callLater(self._period, self._check)
-
-    @property
-    def _period(self) -> float:
-        return max(self.rtp_timeout / 4, 0.05)
+        self._quiet.start(self._reactor.seconds(), self._rtp_count())
+        self._watch = self._reactor.callLater(self._quiet.period, self._check)
 
     def _check(self) -> None:
         self._watch = None
-        now = self._reactor.seconds()
-        count = self._rtp_count()
-        if count != self._seen or self.held:
-            self._seen, self._quiet_since = count, now
-        elif now - self._quiet_since >= self.rtp_timeout - 1e-6:
-            self.log.info("no RTP for {seconds} s: ending the call", seconds=self.rtp_timeout)
-            if self.stats is not None:
-                self.stats.timeouts += 1
-            if self.on_timeout is not None:
-                self.on_timeout()
-            return
-        self._watch = self._reactor.callLater(self._period, self._check)
+        if not self._quiet.dead(self._rtp_count(), self.held, self._reactor.seconds()):
+            self._watch = self._reactor.callLater(self._quiet.period, self._check)
 
     # -- the end -------------------------------------------------------------------------
 
