@@ -33,6 +33,7 @@ from b2bua.media.ports import PortAllocator
 from b2bua.media.rtpengine import NgClientService
 from b2bua.media.tone import encoded_cadence
 from b2bua.messaging import Mailbox, MailboxLimits, MessageRelay
+from b2bua.messaging.relay import TrunkUris
 from b2bua.metrics import Metrics
 from b2bua.config_schema import RouterEntry
 from b2bua.core import SipCore
@@ -294,7 +295,7 @@ def make_service(config: Config, reactor: Any = default_reactor) -> B2buaService
     messages = MessageRelay(
         layer, chain_holder, mailbox, trunk_for=calls.trunk_for, authenticate=calls.authenticate,
         aor_for=registrar.aor_for, list_bindings=services.list_bindings,
-        flow_for=registrar.flow_for, trunks={t.name: t.uri for t in config.trunks},
+        flow_for=registrar.flow_for, trunks=TrunkUris(calls),
         reactor=reactor, max_message_size=push.max_message_size,
         server_header=config.sip.user_agent)
     if cluster is not None:

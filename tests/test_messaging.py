@@ -314,3 +314,17 @@ def test_message_and_refresh_counters_are_scraped() -> None:
     assert 'b2bua_messages_total{event="stored"} 1.0' in text
     assert 'b2bua_messages_total{event="refused_full"} 1.0' in text
     assert "b2bua_refresh_pushes_total 3.0" in text
+
+
+def test_trunk_uris_follow_the_call_tables_trunks() -> None:
+    """A trunk added by SIGHUP (the call table's list is replaced) is routable for MESSAGE."""
+    from types import SimpleNamespace
+
+    from b2bua.messaging.relay import TrunkUris
+
+    table = SimpleNamespace(trunks=[SimpleNamespace(name="a", uri="sip:192.0.2.1")])
+    uris = TrunkUris(table)
+    assert uris.get("a") == "sip:192.0.2.1" and uris.get("b") is None
+    table.trunks = [*table.trunks, SimpleNamespace(name="b", uri="sip:192.0.2.2:5080")]
+    assert uris.get("b") == "sip:192.0.2.2:5080" and dict(uris) == {"a": "sip:192.0.2.1",
+                                                                  "b": "sip:192.0.2.2:5080"}

@@ -12,7 +12,7 @@ URIs or a trunk it goes to each in turn until one accepts it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from b2bua.calls.best_response import best_final
@@ -29,6 +29,26 @@ from b2bua.store.bindings import Binding
 __all__ = ["MessageRelay"]
 
 
+class TrunkUris(Mapping[str, str]):
+    """Trunk name -> URI, read from a holder's ``trunks`` at each look-up, so a trunk a
+    SIGHUP adds to the call table is one MESSAGEs can be routed to as well."""
+
+    def __init__(self, holder: Any) -> None:
+        self._holder = holder   # anything with a ``trunks`` list (the call table)
+
+    def __getitem__(self, name: str) -> str:
+        for trunk in self._holder.trunks:
+            if trunk.name == name:
+                return str(trunk.uri)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (str(trunk.name) for trunk in self._holder.trunks)
+
+    def __len__(self) -> int:
+        return len(self._holder.trunks)
+
+
 class MessageRelay:
     """Answers every out-of-dialog MESSAGE the core hands over."""
 
@@ -40,7 +60,7 @@ class MessageRelay:
                  aor_for: Callable[[str], str],
                  list_bindings: Callable[[str], list[Binding]],
                  flow_for: Callable[[Binding], object | None],
-                 trunks: dict[str, str], reactor: Any,
+                 trunks: Mapping[str, str], reactor: Any,
                  max_message_size: int = 16384, server_header: str = "b2bua") -> None:
         self.layer = layer
         self.chain = chain
@@ -50,7 +70,7 @@ class MessageRelay:
         self.aor_for = aor_for
         self.list_bindings = list_bindings
         self.flow_for = flow_for
-        self.trunks = trunks                 # trunk name -> its URI
+        self.trunks = trunks                 # trunk name -> its URI (TrunkUris: live)
         self.reactor = reactor
         self.max_message_size = max_message_size
         self.server_header = server_header
