@@ -417,23 +417,6 @@ def test_6xx_ends_the_fork_at_once() -> None:
     assert finals(a_tx) == [603] and w.layer.cancelled == [two]
 
 
-def test_a_callee_answer_with_an_unreadable_to_is_a_failed_branch_not_a_500() -> None:
-    w = World(Targets(("sip:a@192.0.2.50", "sip:b@192.0.2.51")))
-    a_tx = w.invite()
-    one, two = w.layer.invites
-
-    def damaged(tx: FakeTx, status: int) -> None:
-        response = make_response(tx.request, status, to_tag="t")
-        response.headers.set("To", "<sip:bad uri@@>;tag=t")
-        w.table.response_received(tx, response)
-
-    damaged(one, 180)                       # ignored: the call rings on
-    damaged(one, 486)                       # a final: that branch failed
-    assert finals(a_tx) == [] and not w.call(a_tx).finished
-    w.respond(two, 486, tag="t2")
-    assert finals(a_tx) == [486]            # the other branch's answer, not a 500
-
-
 def test_unanswered_challenge_becomes_403_and_all_timeouts_408() -> None:
     w = World()
     a_tx = w.invite()

@@ -124,6 +124,23 @@ def test_request_without_via_is_dropped() -> None:
     assert h.layer.stats.dropped == 1
 
 
+def test_response_with_an_unreadable_to_is_dropped_and_the_transaction_goes_on() -> None:
+    """RFC 3261 §18.1.2: a malformed response is discarded. The client transaction and the
+    dialog read the To tag; before this check a 2xx with a damaged To raised in the layer."""
+    h = Harness()
+    tx = h.send("INVITE")
+    sent = h.wire.last
+    for status in (180, 200, 486):
+        for header in ("To", "From"):
+            damaged = reply(sent, status)
+            damaged.headers.set(header, "<sip:callee@example.com>;tag=a;;=")
+            h.receive(damaged)
+    assert h.layer.stats.dropped == 6 and isinstance(h.events[-1], MessageDropped)
+    assert h.tu.events == [] and tx.state is TxState.CALLING
+    h.receive(reply(sent, 486))                    # a readable answer still counts
+    assert h.tu.kinds() == ["response"]
+
+
 def test_tu_sip_error_becomes_the_response() -> None:
     h = Harness()
 

@@ -26,7 +26,6 @@ from b2bua.calls.targets import ip_destination, resolve_uri
 from b2bua.calls.wakeup import WakeUp
 from b2bua.routing import LocalUser, Reject, RequestView, Targets, ToTrunk
 from b2bua.sip.addressing import Source
-from b2bua.sip.errors import SipError
 from b2bua.sip.message import Request, Response, generate_tag, make_response
 from b2bua.sip.uri import SipUri, parse_uri
 
@@ -331,14 +330,6 @@ class CallTable:
             return  # a CANCEL shares its INVITE's context; the INVITE's answer counts
         if kind is BranchInvite:
             call, branch = context.call, context.branch
-            try:
-                _ = response.to   # parsed on first use; a branch reads its tag
-            except SipError:      # a malformed answer: it used to end the call with a 500
-                self.log.info("call {call_id}: {status} with an unreadable To from the callee",
-                              call_id=call.call_id, status=response.status)
-                if response.status >= 200:   # as if the callee could not be reached
-                    call.run(call.forks.transport_error, call, branch)
-                return
             if self.trunk_status is not None and response.status >= 300:
                 self.trunk_status.branch_failed(branch, response.status, str(response.status))
             call.run(self._branch_response, call, branch, response)

@@ -268,8 +268,8 @@ class TransactionLayer:
     # -- internals ----------------------------------------------------------
 
     def _response_received(self, response: Response, source: Source) -> None:
-        try:
-            key = (response.top_via.branch, response.cseq.method)
+        try:   # transactions and dialogs read the From/To tags: unreadable is malformed (§18.1.2)
+            key, _, _ = (response.top_via.branch, response.cseq.method), response.to, response.from_
         except SipError as e:
             self._drop(e.reason, response, source)
             return
