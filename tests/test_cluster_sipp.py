@@ -27,7 +27,6 @@ from tests.support import (
     recent_cdrs,
     require_sipp,
     start_sipp,
-    stop_process,
 )
 from tests.test_calls_sipp import TRUNK, USER, Calls, ok
 
@@ -212,18 +211,7 @@ def test_call_parked_on_b_forks_when_the_phone_wakes_on_a(start_service: Start, 
         return Reply.ok()
 
     fake.on_request = on_push
-    caller = yield wake._run(wake._sipp(b, "caller.xml", free_port(), "-key", "callee", "1111",
-                                        "-key", "ring_file", "/dev/null"))
-    try:
-        assert caller.returncode == 0, caller.stdout[-3000:] + b.log()[-5000:]
-        reg2 = yield woken["register"]
-        assert reg2.returncode == 0, reg2.stdout
-        phone = woken["phone"]
-        yield threads.deferToThread(phone.wait, 20)
-        assert phone.returncode == 0, phone.stdout.read().decode()[-3000:]
-    finally:
-        if "phone" in woken:
-            stop_process(woken["phone"])
+    yield wake.call_the_woken_phone(b, woken)        # the call comes in on B
     assert len(fake.requests) == 1                       # B pushed, once
     cdr = recent_cdrs(b)[-1]
     assert cdr["status"] == 200 and cdr["push_sent_at"] and cdr["invite_forked_at"]

@@ -73,6 +73,26 @@ def apns(tmp_path: Path):
     pytest_twisted.blockon(fake.stop())
 
 
+@defer.inlineCallbacks
+def call_the_woken_phone(svc: Any, woken: dict[str, Any], ring_file: str = "/dev/null",
+                         ) -> Any:
+    """A trunk call to user 1111 through ``svc``; the push handler has put the woken phone's
+    SIPp (``woken["phone"]``, answering) and its REGISTER (``woken["register"]``) in
+    ``woken``. Both SIPps must succeed; the phone is stopped whatever happens."""
+    caller = yield _run(_sipp(svc, "caller.xml", free_port(), "-key", "callee", "1111",
+                              "-key", "ring_file", ring_file))
+    try:
+        assert caller.returncode == 0, caller.stdout[-3000:] + svc.log()[-5000:]
+        reg2 = yield woken["register"]
+        assert reg2.returncode == 0, reg2.stdout
+        phone = woken["phone"]
+        yield threads.deferToThread(phone.wait, 20)
+        assert phone.returncode == 0, phone.stdout.read().decode()[-3000:]
+    finally:
+        if "phone" in woken:
+            stop_process(woken["phone"])
+
+
 @pytest_twisted.inlineCallbacks
 def test_sleeping_phone_is_woken_and_answers(start_service, apns, tmp_path: Path) -> None:
     pki, fake = apns
@@ -92,18 +112,7 @@ def test_sleeping_phone_is_woken_and_answers(start_service, apns, tmp_path: Path
 
     fake.on_request = on_push
     ring_file = tmp_path / "ring.txt"
-    caller = yield _run(_sipp(svc, "caller.xml", free_port(), "-key", "callee", "1111",
-                              "-key", "ring_file", str(ring_file)))
-    try:
-        assert caller.returncode == 0, caller.stdout[-3000:] + svc.log()[-5000:]
-        reg2 = yield woken["register"]
-        assert reg2.returncode == 0, reg2.stdout
-        phone = woken["phone"]
-        yield threads.deferToThread(phone.wait, 20)
-        assert phone.returncode == 0, phone.stdout.read().decode()[-3000:]
-    finally:
-        if "phone" in woken:
-            stop_process(woken["phone"])
+    yield call_the_woken_phone(svc, woken, str(ring_file))
 
     assert len(fake.requests) == 1
     push = fake.requests[0]

@@ -18,8 +18,8 @@ from twisted.internet import reactor, threads
 
 from tests.fake_apns import Reply, make_pki
 from tests.fake_fcm import FakeFcm
-from tests.support import free_port, http_get, metric_value, recent_cdrs, start_sipp, stop_process
-from tests.test_wakeup_e2e import _register, _run, _sipp
+from tests.support import free_port, http_get, metric_value, recent_cdrs, start_sipp
+from tests.test_wakeup_e2e import _register, _run, _sipp, call_the_woken_phone
 
 TOKEN = "fcm-c-10-ap_Kt0:APA91bG7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
 
@@ -71,18 +71,7 @@ def test_sleeping_android_phone_is_woken_through_fcm_and_answers(start_service, 
         return Reply.ok()
 
     fcm.on_request = on_push
-    caller = yield _run(_sipp(svc, "caller.xml", free_port(), "-key", "callee", "1111",
-                              "-key", "ring_file", "/dev/null"))
-    try:
-        assert caller.returncode == 0, caller.stdout[-3000:] + svc.log()[-5000:]
-        reg2 = yield woken["register"]
-        assert reg2.returncode == 0, reg2.stdout
-        phone = woken["phone"]
-        yield threads.deferToThread(phone.wait, 20)
-        assert phone.returncode == 0, phone.stdout.read().decode()[-3000:]
-    finally:
-        if "phone" in woken:
-            stop_process(woken["phone"])
+    yield call_the_woken_phone(svc, woken)
 
     [push] = fcm.requests
     assert push.invalid is None and push.token == TOKEN
