@@ -242,3 +242,21 @@ def recent_cdrs(svc: Any, tail: int = 5, timeout: float = 10) -> list[dict]:
         rows: list[dict] = json.loads(out.stdout)
         if rows or time.monotonic() > deadline:
             return rows
+
+
+def recv_response(sock: socket.socket, until: float) -> Any:
+    """The next SIP response on ``sock`` before the monotonic time ``until`` (requests
+    skipped: the test callers are asked nothing), or None."""
+    from b2bua.sip.message import Request, parse_message
+    while True:
+        left = until - time.monotonic()
+        if left <= 0:
+            return None
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65535)
+        except TimeoutError:
+            return None
+        message = parse_message(data)
+        if not isinstance(message, Request):
+            return message

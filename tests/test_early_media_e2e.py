@@ -35,7 +35,7 @@ from b2bua.media.sdp import NotAcceptable, SessionDescription
 from b2bua.sip.message import Request, Response, parse_message
 from tests.fake_apns import FakeApns, Reply, make_pki
 from tests.support import (apns_and_trunk_toml, free_port, recent_cdrs, sipp_args, start_sipp,
-                           stop_process)
+                           recv_response, stop_process)
 
 TOKEN = "c-10-ap_Kt0:G7SThkASJx2K4Rm1033iR0mIgzI1cLg5xxpST4cjrd"
 SIP_T1 = 0.5
@@ -185,17 +185,9 @@ class Caller:
     def _receive(self, until: float) -> Response | None:
         """The next response (None at ``until``); re-ACKs a retransmitted 2xx on the way."""
         while True:
-            left = until - time.monotonic()
-            if left <= 0:
+            message = recv_response(self.sip, until)
+            if message is None:
                 return None
-            self.sip.settimeout(left)
-            try:
-                data = self.sip.recv(65535)
-            except TimeoutError:
-                return None
-            message = parse_message(data)
-            if isinstance(message, Request):
-                continue  # nothing in these calls asks us anything
             if (message.cseq.method == "INVITE" and 200 <= message.status < 300
                     and self.acked is not None):
                 self._send_sip(self.acked, self.contact)

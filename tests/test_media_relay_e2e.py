@@ -25,7 +25,7 @@ from b2bua.media.rtp import RtpPacket, pack_header
 from b2bua.media.sdp import SessionDescription
 from b2bua.sip.message import Request, Response, parse_message
 from tests.support import (free_port, http_get, metric_value, recent_cdrs, require_sipp,
-                           sipp_args, start_sipp, stop_process)
+                           recv_response, sipp_args, start_sipp, stop_process)
 from tests.test_early_media_e2e import SIP_T1, Caller, _ports_free, free_window
 
 SSRC = 0x0B05C0DE
@@ -122,17 +122,9 @@ class MediaCaller(Caller):
     def _receive(self, until: float) -> Response | None:
         """The next response; a retransmitted 2xx of the first INVITE is re-ACKed."""
         while True:
-            left = until - time.monotonic()
-            if left <= 0:
+            message = recv_response(self.sip, until)
+            if message is None:
                 return None
-            self.sip.settimeout(left)
-            try:
-                data = self.sip.recv(65535)
-            except TimeoutError:
-                return None
-            message = parse_message(data)
-            if isinstance(message, Request):
-                continue
             if (message.cseq.method == "INVITE" and message.cseq.number == 1
                     and 200 <= message.status < 300 and self.acked is not None):
                 self._send_sip(self.acked, self.contact)
